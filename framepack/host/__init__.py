@@ -1,0 +1,1 @@
+"""Host protocol: SD.Next adapter (the only code touching `modules.*`) and the standalone host."""

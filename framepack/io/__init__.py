@@ -1,0 +1,1 @@
+"""Video writer, codecs, raw frames, frame images and interpolation."""

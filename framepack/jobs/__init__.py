@@ -1,0 +1,1 @@
+"""The request model shared by every face, plus job queue and state."""

@@ -1,0 +1,1 @@
+"""Model recipe (component -> source), loading and the tiny smoke-test model."""
