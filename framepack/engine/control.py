@@ -1,0 +1,64 @@
+"""Stop / skip-section / pause signals and stage hooks shared by the loop and every host.
+
+The loop checks these between sampler steps. Hosts subclass `GenerationControl` to read their
+own state (SD.Next's `shared.state`) and to offload models around stages.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+
+class GenerationControl:
+    """Thread-safe flags set by a UI, API or signal handler and read by the running loop."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._skip = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self.timings: dict[str, float] = {}
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()  # a paused loop must wake up to notice the stop
+
+    def skip(self) -> None:
+        self._skip.set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def take_skip(self) -> bool:
+        """True once per skip request: the current section ends with its current prediction."""
+        if self._skip.is_set():
+            self._skip.clear()
+            return True
+        return False
+
+    def wait_while_paused(self, poll: float = 0.1) -> None:
+        while not self._running.wait(poll):
+            if self.should_stop():
+                return
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Wrap one stage (text, vision, vae_encode, sample, vae_decode); hosts offload here."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started

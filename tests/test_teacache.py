@@ -1,0 +1,186 @@
+"""TeaCache on a tiny HunyuanVideoFramepackTransformer3DModel (no downloads)."""
+
+import pytest
+import torch
+from diffusers import HunyuanVideoFramepackTransformer3DModel
+
+from framepack.engine.teacache import (
+    TEACACHE_COEFFICIENTS,
+    TeaCacheState,
+    _embed_inputs,
+    _project_out,
+    _rescale,
+    run_transformer,
+)
+
+STEPS = 5
+NEVER = 1e9  # a threshold the accumulator cannot reach: only first and last steps compute
+
+
+@pytest.fixture(scope="module")
+def transformer():
+    torch.manual_seed(0)
+    model = HunyuanVideoFramepackTransformer3DModel(
+        in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=10, num_layers=1,
+        num_single_layers=1, num_refiner_layers=1, patch_size=2, patch_size_t=1, guidance_embeds=True,
+        text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4), image_condition_type=None,
+        has_image_proj=True, image_proj_dim=32, has_clean_x_embedder=True,
+    )
+    return model.eval()
+
+
+def make_inputs(seed, sigma, batch=1):
+    """Inputs laid out like an inverted-mode section with lws 3 and padding 0."""
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(batch, *shape, generator=g)
+
+    # [pre 1 | window 3 | post 1 | 2x 2 | 4x 16]
+    pre, window, post, x2, x4 = torch.arange(23).split([1, 3, 1, 2, 16])
+    mask = torch.ones(batch, 7, dtype=torch.long)
+    mask[:, 5:] = 0  # right padding, cropped away by the model
+    return dict(
+        hidden_states=randn(16, 3, 8, 8), timestep=torch.full((batch,), sigma * 1000.0),
+        encoder_hidden_states=randn(7, 16), encoder_attention_mask=mask, pooled_projections=randn(8),
+        image_embeds=randn(5, 32), indices_latents=window, guidance=torch.full((batch,), 10_000.0),
+        latents_clean=randn(16, 2, 8, 8), indices_latents_clean=torch.cat([pre, post]),
+        latents_history_2x=randn(16, 2, 8, 8), indices_latents_history_2x=x2,
+        latents_history_4x=randn(16, 16, 8, 8), indices_latents_history_4x=x4,
+    )
+
+
+def section_inputs(seed=0, steps=STEPS):
+    """Per-step inputs of one section: same conditioning, slowly changing latents and timestep."""
+    base = make_inputs(seed, 1.0)
+    noise = torch.randn(base["hidden_states"].shape, generator=torch.Generator().manual_seed(seed + 100))
+    sigmas = torch.linspace(1.0, 0.2, steps)
+    return [dict(base, hidden_states=base["hidden_states"] + 0.05 * i * noise, timestep=s.reshape(1) * 1000)
+            for i, s in enumerate(sigmas)]
+
+
+def plain(transformer, kwargs):
+    with torch.no_grad():
+        return transformer(**kwargs, return_dict=False)[0]
+
+
+def cached(transformer, cache, kwargs):
+    with torch.no_grad():
+        return run_transformer(transformer, cache, **kwargs)
+
+
+def test_rescale_polynomial():
+    assert _rescale(0.0) == pytest.approx(TEACACHE_COEFFICIENTS[-1])
+    assert _rescale(0.1) == pytest.approx(sum(c * 0.1 ** (4 - k) for k, c in enumerate(TEACACHE_COEFFICIENTS)))
+
+
+def test_no_cache_is_the_plain_forward(transformer):
+    kwargs = make_inputs(1, 0.7)
+    assert torch.equal(cached(transformer, None, kwargs), plain(transformer, kwargs))
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_zero_threshold_reproduces_the_forward(transformer, batch):
+    cache = TeaCacheState(0.0)
+    cache.reset(STEPS)
+    for step, sigma in enumerate([1.0, 0.8, 0.6, 0.4, 0.2]):
+        kwargs = make_inputs(10 + step, sigma, batch)
+        if batch == 2:  # different valid text lengths per sample exercise the attention mask
+            kwargs["encoder_attention_mask"][1, 3:] = 0
+        out = cached(transformer, cache, kwargs)
+        assert out.shape == kwargs["hidden_states"].shape
+        torch.testing.assert_close(out, plain(transformer, kwargs), atol=1e-5, rtol=1e-5)
+    assert (cache.computed_steps, cache.skipped_steps) == (STEPS, 0)
+
+
+def test_large_threshold_skips_the_middle_steps(transformer):
+    cache = TeaCacheState(NEVER)
+    cache.reset(STEPS)
+    computed = []
+    for kwargs in section_inputs():
+        before = cache.computed_steps
+        out = cached(transformer, cache, kwargs)
+        computed.append(cache.computed_steps > before)
+        if computed[-1]:
+            torch.testing.assert_close(out, plain(transformer, kwargs), atol=1e-5, rtol=1e-5)
+    assert computed == [True, False, False, False, True]
+    assert (cache.computed_steps, cache.skipped_steps) == (2, 3)
+
+
+def test_threshold_between_decides_by_accumulated_change(transformer):
+    """A realistic threshold computes some middle steps and skips others."""
+    inputs = section_inputs(steps=8)
+    cache = TeaCacheState(0.15)
+    cache.reset(len(inputs))
+    for kwargs in inputs:
+        cached(transformer, cache, kwargs)
+    assert cache.computed_steps + cache.skipped_steps == 8
+    assert cache.skipped_steps > 0 and cache.computed_steps > 2
+
+
+def test_skipped_step_adds_the_cached_residual(transformer):
+    inputs = section_inputs()
+    cache = TeaCacheState(NEVER)
+    cache.reset(STEPS)
+    cached(transformer, cache, inputs[0])
+    residual = cache.residual.clone()
+
+    # Same inputs again: the residual is exactly what the blocks would add, so skipping is lossless.
+    torch.testing.assert_close(cached(transformer, cache, inputs[0]), plain(transformer, inputs[0]),
+                               atol=1e-5, rtol=1e-5)
+
+    # Different inputs: hidden_before + cached residual, which is close to but not the plain output.
+    kwargs = inputs[2]
+    out = cached(transformer, cache, kwargs)
+    assert cache.skipped_steps == 2
+    with torch.no_grad():
+        embedded = _embed_inputs(transformer, **kwargs)
+        expected = _project_out(transformer, embedded.hidden + residual, embedded)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
+    reference = plain(transformer, kwargs)
+    difference = (out - reference).abs().max().item()
+    assert 1e-6 < difference < 0.5 * reference.abs().max().item()
+
+
+def test_reset_restores_a_fresh_state(transformer):
+    inputs = section_inputs()
+    cache = TeaCacheState(NEVER)
+    cache.reset(STEPS)
+    for kwargs in inputs[:3]:
+        cached(transformer, cache, kwargs)
+    cache.reset(STEPS)
+    assert (cache.step, cache.computed_steps, cache.skipped_steps, cache.accumulated) == (0, 0, 0, 0.0)
+    assert cache.residual is None and cache.previous_modulated is None
+    # The first call of the new section computes, even though its input equals the last one.
+    torch.testing.assert_close(cached(transformer, cache, inputs[2]), plain(transformer, inputs[2]),
+                               atol=1e-5, rtol=1e-5)
+    assert cache.computed_steps == 1
+
+
+def test_state_must_be_reset_before_use(transformer):
+    with pytest.raises(RuntimeError, match="reset"):
+        cached(transformer, TeaCacheState(0.1), make_inputs(0, 1.0))
+
+
+def test_cond_and_uncond_states_do_not_interfere(transformer):
+    cond_inputs = section_inputs(seed=0)
+    uncond_inputs = [dict(kw, encoder_hidden_states=-kw["encoder_hidden_states"]) for kw in cond_inputs]
+
+    def run_alone(inputs):
+        cache = TeaCacheState(NEVER)
+        cache.reset(STEPS)
+        return [cached(transformer, cache, kwargs) for kwargs in inputs]
+
+    cond_cache, uncond_cache = TeaCacheState(NEVER), TeaCacheState(NEVER)
+    cond_cache.reset(STEPS)
+    uncond_cache.reset(STEPS)
+    interleaved_cond, interleaved_uncond = [], []
+    for cond_kwargs, uncond_kwargs in zip(cond_inputs, uncond_inputs):
+        interleaved_cond.append(cached(transformer, cond_cache, cond_kwargs))
+        interleaved_uncond.append(cached(transformer, uncond_cache, uncond_kwargs))
+
+    for a, b in zip(interleaved_cond, run_alone(cond_inputs)):
+        assert torch.equal(a, b)
+    for a, b in zip(interleaved_uncond, run_alone(uncond_inputs)):
+        assert torch.equal(a, b)
+    assert cond_cache.skipped_steps == uncond_cache.skipped_steps == 3
