@@ -9,7 +9,8 @@ per-section prompts and keyframes.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+import threading
+from typing import Any, Callable, Iterator, Mapping
 
 from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoFramepackPipeline
 
@@ -17,6 +18,8 @@ from framepack.engine.control import GenerationControl
 from framepack.engine.events import Done
 from framepack.engine.frames import FrameSink
 from framepack.jobs.request import GenerationRequest
+from framepack.models.loader import LazyModel, load_components
+from framepack.models.recipe import Recipe
 
 COMPONENT_NAMES = (
     "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "vae",
@@ -48,3 +51,44 @@ class FramePackPipeline(HunyuanVideoFramepackPipeline):
         from framepack.engine.loop import run_generation
 
         return run_generation(self, request, sink, emit, **options)
+
+
+class PipelineManager:
+    """Loads the pipeline for a recipe on first use and keeps one loaded at a time.
+
+    Switching recipe (another variant or component) unloads the old pipeline first, so two
+    13B transformers never sit in memory together. Components shared by both variants are
+    reloaded: simpler and safe, and a variant switch is rare.
+    """
+
+    def __init__(self, recipe_for: Callable[[str], Recipe], **load_options) -> None:
+        self._recipe_for = recipe_for
+        self._load_options = load_options
+        self._recipe: Recipe | None = None
+        self._pipe: LazyModel | None = None
+        self._lock = threading.Lock()
+
+    def get(self, variant: str) -> FramePackPipeline:
+        recipe = self._recipe_for(variant)
+        with self._lock:
+            if self._pipe is None or recipe != self._recipe:
+                self._unload_locked()
+                self._recipe = recipe
+                self._pipe = LazyModel(lambda: FramePackPipeline.from_components(
+                    load_components(recipe, **self._load_options)), name=f"FramePack {variant}")
+            pipe = self._pipe
+        return pipe.get()
+
+    @property
+    def loaded_variant(self) -> str | None:
+        pipe = self._pipe
+        return self._recipe.variant if pipe is not None and pipe.loaded else None
+
+    def unload(self) -> None:
+        with self._lock:
+            self._unload_locked()
+
+    def _unload_locked(self) -> None:
+        if self._pipe is not None:
+            self._pipe.unload()
+        self._pipe, self._recipe = None, None

@@ -1,0 +1,84 @@
+"""The host used outside SD.Next: CLI, tests and the standalone web app.
+
+It answers the same questions SD.Next answers for the extension: where outputs go, which device
+and dtypes to use, where the Hugging Face cache is, whether we are offline, and which model
+recipe to load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from framepack.engine.control import GenerationControl
+from framepack.models.recipe import Recipe, default_recipe, local_recipe
+
+log = logging.getLogger("framepack")
+
+TINY_MODEL = "tiny"
+
+
+def pick_device() -> str:
+    """cuda > xpu > mps > cpu, the first that is actually usable."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if hasattr(torch, "xpu") and torch.xpu.is_available():
+        return "xpu"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def recipe_source(model: str | None):
+    """A `variant -> Recipe` function for `--model`: None (the real hub models), `tiny` or a folder."""
+    if model is None or model == "":
+        return default_recipe
+    if model == TINY_MODEL:
+        from framepack.models.tiny import ensure_tiny_model
+
+        root = ensure_tiny_model()
+        return lambda variant: local_recipe(root, variant)
+    root = Path(model).expanduser()
+    return lambda variant: local_recipe(root, variant)
+
+
+class StandaloneHost:
+    """Plain-Python implementation of the host services."""
+
+    name = "standalone"
+
+    def __init__(self, output_dir: str | os.PathLike = "outputs", model: str | None = None,
+                 cache_dir: str | None = None, offline: bool | None = None, device: str | None = None):
+        self.output_dir = Path(output_dir).expanduser().resolve()
+        self.model = model
+        self.cache_dir = cache_dir or os.environ.get("HF_HOME") or None
+        self.offline = bool(os.environ.get("HF_HUB_OFFLINE")) if offline is None else offline
+        self.device = device or pick_device()
+        self._manager = None
+
+    def video_dir(self) -> Path:
+        folder = self.output_dir / "video"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def recipe(self, variant: str) -> Recipe:
+        return recipe_source(self.model)(variant)
+
+    def pipeline(self, variant: str):
+        """Load on first use (and after a variant switch); later calls reuse the loaded one."""
+        if self._manager is None:
+            from framepack.engine.pipeline import PipelineManager
+
+            self._manager = PipelineManager(self.recipe, cache_dir=self.cache_dir, offline=self.offline,
+                                            device=self.device)
+        return self._manager.get(variant)
+
+    def unload(self) -> None:
+        if self._manager is not None:
+            self._manager.unload()
+
+    def new_control(self) -> GenerationControl:
+        return GenerationControl()

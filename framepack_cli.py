@@ -1,0 +1,351 @@
+#!/usr/bin/env python
+"""FramePack companion CLI: inspect, re-encode, export and interpolate saved frames.
+
+    python framepack_cli.py info clip.safetensors [--json]
+    python framepack_cli.py encode clip.safetensors --out clip.mp4 [--codec libx264 --crf 16]
+    python framepack_cli.py export clip.safetensors --out frames/ [--format png]
+    python framepack_cli.py interpolate clip.safetensors --factor 1 --out clip_x2.safetensors
+
+Inputs are raw frame files (`.safetensors`, including those the original extension wrote) or
+videos. Exit codes: 0 ok, 2 bad input or usage (one clear line on stderr), 1 unexpected failure
+(short message; the traceback only with --debug), 130 interrupted.
+
+Heavy libraries (PyAV, OpenCV, numpy) are imported inside the commands, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_BATCH = 16
+
+
+# ------------------------------------------------------------------------------ helpers
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    """Options every subcommand takes (also accepted after the subcommand name)."""
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bar")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of unexpected errors")
+
+
+def _progress(args, total: int | None, desc: str):
+    """A tqdm bar on stderr; hidden with --quiet or when stderr is not a terminal."""
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True,
+                disable=True if args.quiet else None, leave=False)
+
+
+def _emit(args, result: dict, lines: list[str]) -> None:
+    """Print a command's result: JSON with --json, else human lines."""
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+    else:
+        print("\n".join(lines))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _output_file(out: str, source: Path, ext: str, overwrite: bool) -> Path:
+    """Resolve --out: a folder gets a fresh unique name; an existing file needs --overwrite."""
+    from framepack.errors import InputError
+    from framepack.io.paths import unique_output_path
+    path = Path(out)
+    if path.is_dir() or out.endswith(("/", "\\")):
+        return unique_output_path(path, source.stem, ext)
+    if path.exists() and not overwrite:
+        raise InputError(f"{out!r} already exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise InputError(f"output folder {str(path.parent)!r} does not exist")
+    return path
+
+
+def _frames_with_interpolation(source, k: int, method: str, batch: int):
+    """Batches from the source, or single frames with k interpolated between each pair."""
+    batches = source.iter_batches(batch)
+    if not k:
+        return batches
+    from framepack.io.interpolate import interpolate
+    return interpolate(batches, k, method)
+
+
+def _length(item) -> int:
+    return item.shape[0] if getattr(item, "ndim", 3) == 4 else 1
+
+
+# ------------------------------------------------------------------------------ info
+
+def add_info(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "info", help="show frames, size, fps, codec and embedded settings of a file",
+        description="Describe a raw frames file (.safetensors) or a video: frame count, size, "
+                    "fps, codec, pixel format and the generation settings embedded in it.")
+    parser.add_argument("file", help="raw frames (.safetensors) or video file")
+    _common(parser)
+    parser.set_defaults(func=run_info)
+
+
+def run_info(args) -> int:
+    from framepack.io.reader import open_frames
+    with open_frames(args.file) as source:
+        info = source.describe()
+    lines = [f"file:      {info['path']}"]
+    if info["kind"] == "raw":
+        lines.append("kind:      raw frames (safetensors)")
+    else:
+        lines.append(f"kind:      video ({info['container']}, {info['codec']}, {info['pix_fmt']})")
+    lines += [f"frames:    {info['frames']}",
+              f"size:      {info['width']}x{info['height']}",
+              f"fps:       {info['fps']}",
+              f"duration:  {info['duration']:.3f} s"]
+    if info["kind"] == "raw":
+        lines.append(f"generated: {info['generated_fps']} fps, "
+                     f"{info['interpolation']} interpolated frame(s) per gap")
+    settings = info.get("settings") or {}
+    lines.append("settings:  " + (json.dumps(settings, indent=2, ensure_ascii=False)
+                                  if settings else "(none embedded)"))
+    _emit(args, info, lines)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ export
+
+def add_export(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write every frame as a numbered image",
+        description="Export frames as frame_000001.png ... into a new folder inside --out "
+                    "(named after the input; never mixed with an earlier export).")
+    parser.add_argument("file", help="raw frames (.safetensors) or video file")
+    parser.add_argument("--out", required=True, metavar="DIR", help="parent folder for the images")
+    parser.add_argument("--format", default="png", choices=["png", "jpg", "webp"],
+                        help="image format (default: png, lossless)")
+    parser.add_argument("--quality", type=int, default=95, help="jpg/webp quality 1-100")
+    parser.add_argument("--batch", type=_positive_int, default=DEFAULT_BATCH, help=argparse.SUPPRESS)
+    _common(parser)
+    parser.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    from framepack.io.images import FrameImageWriter
+    from framepack.io.reader import open_frames
+    with open_frames(args.file) as source:
+        images = FrameImageWriter(args.out, f"{Path(args.file).stem}_frames", args.format,
+                                  args.quality)
+        with images, _progress(args, len(source), "export") as bar:
+            for batch in source.iter_batches(args.batch):
+                images.write(batch)
+                bar.update(len(batch))
+    result = {"folder": str(images.folder), "frames": images.frames_written,
+              "format": args.format}
+    _emit(args, result, [f"exported {images.frames_written} frames to {images.folder}"])
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ encode
+
+def add_encode(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "encode", help="encode frames into a video file",
+        description="Encode raw frames (or re-encode a video). The container comes from the "
+                    "--out extension (.mp4 .mkv .mov .webm .avi); fps defaults to the file's "
+                    "own, times (K+1) with --interpolate K so the duration stays the same.")
+    parser.add_argument("file", help="raw frames (.safetensors) or video file")
+    parser.add_argument("--out", required=True, metavar="VIDEO",
+                        help="output video file, or a folder to get a fresh name in it")
+    parser.add_argument("--codec", default=None,
+                        help="video encoder (default libx264; `--codec help` lists the ones "
+                             "that work on this machine)")
+    parser.add_argument("--options", default=None, metavar="K=V,...",
+                        help="encoder options, e.g. 'preset=slow,tune=film' (also 'crf:16')")
+    parser.add_argument("--fps", default=None, help="output frame rate, e.g. 30 or 30000/1001")
+    parser.add_argument("--crf", type=float, default=None,
+                        help="constant quality (lower is better; 16-23 typical)")
+    parser.add_argument("--pix-fmt", default=None, dest="pix_fmt",
+                        help="pixel format (default: yuv420p where the codec allows)")
+    parser.add_argument("--interpolate", type=_count, default=0, metavar="K",
+                        help="insert K interpolated frames between each pair")
+    parser.add_argument("--method", default="flow", choices=["flow", "blend"],
+                        help="interpolation method (default: optical flow)")
+    parser.add_argument("--backend", default="av", choices=["av", "cv2"],
+                        help="encoder library: av (PyAV, default) or cv2 (OpenCV, mp4v only)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--batch", type=_positive_int, default=DEFAULT_BATCH,
+                        help="frames read per step (memory use)")
+    _common(parser)
+    parser.set_defaults(func=run_encode)
+
+
+def _list_codecs() -> int:
+    from framepack.io.codecs import available_encoders, is_hardware
+    for name in available_encoders():
+        print(f"{name}{'  (hardware)' if is_hardware(name) else ''}")
+    return EXIT_OK
+
+
+def _make_video_writer(args, out: Path, fps, settings: dict):
+    from framepack.errors import InputError
+    from framepack.io.writer import Cv2VideoWriter, VideoWriter
+    if args.backend == "cv2":
+        extra = [name for name, value in (("--codec", args.codec), ("--options", args.options),
+                                          ("--crf", args.crf), ("--pix-fmt", args.pix_fmt))
+                 if value is not None and not (name == "--codec" and value == "mp4v")]
+        if extra:
+            raise InputError(f"the cv2 backend always writes mp4v and does not take "
+                             f"{', '.join(extra)}; use --backend av for those")
+        return Cv2VideoWriter(out, fps, overwrite=args.overwrite)
+    return VideoWriter(out, fps, codec=args.codec or "libx264", options=args.options,
+                       pix_fmt=args.pix_fmt, metadata=settings, crf=args.crf,
+                       overwrite=args.overwrite)
+
+
+def run_encode(args) -> int:
+    if args.codec == "help":
+        return _list_codecs()
+    from framepack.io.fps import format_fps, parse_fps
+    from framepack.io.interpolate import check_factor, output_count
+    from framepack.io.reader import open_frames
+    k = check_factor(args.interpolate, args.method)
+    with open_frames(args.file) as source:
+        fps = parse_fps(args.fps, "--fps") if args.fps else (source.fps or 30) * (k + 1)
+        out = _output_file(args.out, Path(args.file), ".mp4", args.overwrite)
+        interpolation = (source.interpolation + 1) * (k + 1) - 1
+        settings = {**(source.settings or {}), "fps": format_fps(fps),
+                    "interpolation": interpolation}
+        writer = _make_video_writer(args, out, fps, settings)
+        frames = _frames_with_interpolation(source, k, args.method, args.batch)
+        with writer, _progress(args, output_count(len(source), k), "encode") as bar:
+            for item in frames:
+                writer.write(item)
+                bar.update(_length(item))
+    result = writer.describe()
+    _emit(args, result, [f"wrote {result['frames']} frames ({result['width']}x{result['height']}, "
+                         f"{result['codec']}, {result['fps']} fps) to {result['path']}"])
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ interpolate
+
+def add_interpolate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "interpolate", help="add interpolated frames and save raw frames",
+        description="Insert K frames between each pair of frames (optical flow or blend) and "
+                    "save the result as raw frames; fps becomes fps*(K+1), duration unchanged.")
+    parser.add_argument("file", help="raw frames (.safetensors) or video file")
+    parser.add_argument("--factor", type=_count, required=True, metavar="K",
+                        help="frames to insert between each pair (1 doubles the frame rate)")
+    parser.add_argument("--out", required=True, metavar="OUT.safetensors",
+                        help="output raw frames file, or a folder to get a fresh name in it")
+    parser.add_argument("--method", default="flow", choices=["flow", "blend"],
+                        help="interpolation method (default: optical flow)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--batch", type=_positive_int, default=DEFAULT_BATCH, help=argparse.SUPPRESS)
+    _common(parser)
+    parser.set_defaults(func=run_interpolate)
+
+
+def run_interpolate(args) -> int:
+    from framepack.errors import InputError
+    from framepack.io.interpolate import check_factor, output_count
+    from framepack.io.raw import RawFramesWriter
+    from framepack.io.reader import open_frames
+    k = check_factor(args.factor, args.method)
+    if not (Path(args.out).is_dir() or args.out.endswith(("/", "\\"))) \
+            and Path(args.out).suffix.lower() != ".safetensors":
+        raise InputError(f"--out must be a .safetensors file (or a folder), got {args.out!r}")
+    with open_frames(args.file) as source:
+        out = _output_file(args.out, Path(args.file), ".safetensors", args.overwrite)
+        metadata = {"fps": source.fps * (k + 1), "generated_fps": source.generated_fps,
+                    "interpolation": (source.interpolation + 1) * (k + 1) - 1,
+                    "settings": source.settings or {}}
+        raw = RawFramesWriter(out, source.height, source.width, metadata,
+                              overwrite=args.overwrite)
+        frames = _frames_with_interpolation(source, k, args.method, args.batch)
+        with raw, _progress(args, output_count(len(source), k), "interpolate") as bar:
+            for item in frames:
+                raw.write(item)
+                bar.update(_length(item))
+    result = {"path": str(raw.path), "frames": raw.frames_written, "fps": str(raw.fps),
+              "interpolation": metadata["interpolation"], "method": args.method}
+    _emit(args, result, [f"wrote {raw.frames_written} frames ({raw.fps} fps) to {raw.path}"])
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ parser / main
+
+SUBCOMMANDS = [add_info, add_export, add_encode, add_interpolate]
+"""Registration functions, one per subcommand: each takes the argparse subparsers object, adds
+its parser and sets `func`. `generate` and `serve` are added here by appending their own
+`add_generate` / `add_serve` (for example from framepack.cli modules) to this list."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="framepack_cli.py",
+        description="FramePack companion CLI: inspect, encode, export and interpolate frames.",
+        epilog="Run `framepack_cli.py COMMAND --help` for the options of each command.")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="show the full traceback of unexpected errors")
+    parser.add_argument("--quiet", action="store_true", default=False, help="no progress bars")
+    parser.add_argument("--version", action="version", version=_version())
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in SUBCOMMANDS:
+        register(subparsers)
+    return parser
+
+
+def _version() -> str:
+    from framepack import __version__
+    return f"framepack {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run, and map errors to exit codes (2: the user's input, 1: our bug)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # usage errors exit 2 with argparse's message
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s: %(message)s")
+    from framepack.errors import FramePackError
+    try:
+        return args.func(args) or EXIT_OK
+    except FramePackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a bug: say so briefly, full detail only on request
+        if args.debug:
+            import traceback
+            traceback.print_exc()
+        print(f"unexpected error: {type(e).__name__}: {e}"
+              f"{'' if args.debug else ' (run with --debug for details)'}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The request model: every bad input becomes one clear message, good inputs become RGB arrays."""
+
+from __future__ import annotations
+
+import base64
+import gc
+import io
+import weakref
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from framepack.engine.images import to_rgb_array
+from framepack.engine.pipeline import FramePackPipeline, PipelineManager
+from framepack.errors import InputError, ModelError
+from framepack.jobs.request import build_request
+from framepack.models.recipe import local_recipe
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def request_with(**fields):
+    return build_request(**{"prompt": "a lighthouse at dusk", "image": np.zeros((64, 64, 3), np.uint8), **fields})
+
+
+def test_rgba_is_composited_on_white():
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[:, :16] = (255, 0, 0, 255)  # opaque red left half, transparent right half
+    rgb = request_with(image=Image.fromarray(rgba, "RGBA")).image
+    assert rgb.shape == (32, 32, 3) and rgb.dtype == np.uint8
+    assert tuple(rgb[0, 0]) == (255, 0, 0) and tuple(rgb[0, 31]) == (255, 255, 255)
+
+
+def test_grayscale_and_palette_become_rgb():
+    gray = Image.fromarray(np.full((20, 30), 77, np.uint8), "L")
+    rgb = request_with(image=gray).image
+    assert rgb.shape == (20, 30, 3) and (rgb == 77).all()
+    palette = gray.convert("P")
+    assert request_with(image=palette).image.shape == (20, 30, 3)
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped():
+    deep = np.full((24, 24), 65535, np.uint16)
+    deep[:, :12] = 32896  # ~ half scale
+    rgb = request_with(image=Image.fromarray(deep, "I;16")).image
+    assert rgb[0, 0, 0] == 128 and rgb[0, 20, 0] == 255
+    assert to_rgb_array(np.full((24, 24, 3), 1.0, np.float32))[0, 0, 0] == 255
+
+
+@pytest.mark.parametrize("size", [(1, 1), (8, 64)])
+def test_tiny_images_are_refused(size):
+    with pytest.raises(InputError, match=r"image: .* too small"):
+        request_with(image=np.zeros((*size, 3), np.uint8))
+
+
+def test_huge_images_are_refused_before_decoding():
+    huge = Image.new("L", (9000, 20))
+    with pytest.raises(InputError, match=r"end image: 9000x20 is too large"):
+        request_with(end_image=png_bytes(huge))
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("data:image/png;base64,!!!notbase64!!!", "not valid base64"),
+        (base64.b64encode(b"plain text, not an image at all" * 4).decode(), "not a readable image"),
+        (b"\x89PNG\r\n\x1a\n garbage", "not a readable image"),
+        ("/no/such/file.png", "file not found"),
+        (12345, "expected an image, got int"),
+        (np.zeros((4, 4, 4, 4), np.uint8), "expected an H x W"),
+        (np.full((20, 20, 3), 2.0, np.float32), "float pixel values"),
+    ],
+)
+def test_undecodable_images_name_the_problem(value, message):
+    with pytest.raises(InputError, match=message):
+        request_with(image=value)
+
+
+def test_base64_and_data_urls_decode():
+    encoded = base64.b64encode(png_bytes(Image.new("RGB", (20, 20), (1, 2, 3)))).decode()
+    for value in (encoded, "data:image/png;base64," + encoded):
+        assert tuple(request_with(image=value).image[0, 0]) == (1, 2, 3)
+
+
+@pytest.mark.parametrize("duration", [0, -1.0])
+def test_zero_duration_is_refused(duration):
+    with pytest.raises(InputError, match="duration: Input should be greater than 0"):
+        request_with(duration=duration)
+
+
+@pytest.mark.parametrize(
+    "schedule, message",
+    [
+        ("9: too late", "line 1.*section 9"),
+        ("1: a\n1: b", "lines 1 and 2 both cover section 1"),
+        ("2s-1s: backwards", "line 1"),
+        ("30s: way past the end", "line 1.*past the end"),
+    ],
+)
+def test_bad_prompt_schedules_name_the_line(schedule, message):
+    with pytest.raises(InputError, match=message):
+        request_with(duration=2.0, section_prompts=schedule)
+
+
+def test_field_errors_are_joined_into_one_message():
+    with pytest.raises(InputError) as raised:
+        request_with(resolution=100, steps=0, sampler="ddim")
+    text = str(raised.value)
+    assert "resolution: resolution must be a multiple of 16" in text
+    assert "steps:" in text and "sampler:" in text
+
+
+def test_seed_minus_one_is_resolved_and_settings_are_json_safe():
+    request = request_with(seed=-1)
+    assert 0 <= request.seed < 2**32
+    settings = request.settings()
+    assert settings["image"] == "64x64 RGB" and settings["seed"] == request.seed
+
+
+def test_missing_model_folder_is_a_model_error(tmp_path):
+    manager = PipelineManager(lambda variant: local_recipe(tmp_path / "nowhere", variant))
+    with pytest.raises(ModelError, match="nowhere"):
+        manager.get("original")
+
+
+def test_manager_loads_lazily_switches_and_unloads(tiny_model_dir):
+    loads = []
+    manager = PipelineManager(lambda variant: (loads.append(variant), local_recipe(tiny_model_dir, variant))[1])
+    assert manager.loaded_variant is None and loads == []
+    pipe = manager.get("original")
+    assert isinstance(pipe, FramePackPipeline) and manager.get("original") is pipe
+    assert manager.loaded_variant == "original"
+    watcher = weakref.ref(pipe.transformer)
+    del pipe
+    manager.get("f1")
+    gc.collect()
+    assert manager.loaded_variant == "f1" and watcher() is None
+    manager.unload()
+    assert manager.loaded_variant is None
