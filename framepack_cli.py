@@ -297,7 +297,9 @@ def run_interpolate(args) -> int:
 
 # ------------------------------------------------------------------------------ parser / main
 
-SUBCOMMANDS = [add_info, add_export, add_encode, add_interpolate]
+from framepack.cli.generate import add_generate  # noqa: E402  (argparse only; heavy imports run later)
+
+SUBCOMMANDS = [add_generate, add_info, add_export, add_encode, add_interpolate]
 """Registration functions, one per subcommand: each takes the argparse subparsers object, adds
 its parser and sets `func`. `generate` and `serve` are added here by appending their own
 `add_generate` / `add_serve` (for example from framepack.cli modules) to this list."""
@@ -338,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        sys.stderr.close()
+        return EXIT_OK
     except Exception as e:  # a bug: say so briefly, full detail only on request
         if args.debug:
             import traceback

@@ -45,6 +45,16 @@ def recipe_source(model: str | None):
     return lambda variant: local_recipe(root, variant)
 
 
+def quiet_libraries() -> None:
+    """Library progress bars and warnings would garble our own progress line on the terminal."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+
+
 class StandaloneHost:
     """Plain-Python implementation of the host services."""
 
@@ -72,6 +82,7 @@ class StandaloneHost:
         if self._manager is None:
             from framepack.engine.pipeline import PipelineManager
 
+            quiet_libraries()
             self._manager = PipelineManager(self.recipe, cache_dir=self.cache_dir, offline=self.offline,
                                             device=self.device)
         return self._manager.get(variant)

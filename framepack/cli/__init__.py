@@ -1,0 +1,1 @@
+"""Command-line faces (subcommands registered by framepack_cli.py)."""

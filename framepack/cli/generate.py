@@ -1,0 +1,197 @@
+"""`framepack_cli.py generate`: one video from the terminal, on the standalone host.
+
+Flags map one to one onto `GenerationRequest` and `OutputOptions`, so the CLI validates
+exactly like the tab and the API. Ctrl-C stops the generation between steps; with
+keep-incomplete on (the default) the frames made so far are still written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+
+ENGINE_FLAGS = {  # flag dest -> request field, for flags whose value is passed through as is
+    "prompt": "prompt", "negative_prompt": "negative_prompt", "system_prompt": "system_prompt",
+    "variant": "variant", "duration": "duration", "fps": "fps", "interpolate": "interpolation",
+    "resolution": "resolution", "steps": "steps", "seed": "seed", "latent_window": "latent_window_size",
+    "sampler": "sampler", "shift": "shift", "cfg": "cfg", "distilled_cfg": "distilled_cfg",
+    "cfg_rescale": "cfg_rescale", "cfg_zero_star": "cfg_zero_star", "teacache_threshold": "teacache_threshold",
+    "start_strength": "start_strength", "end_strength": "end_strength", "vision_strength": "vision_strength",
+    "blank_start": "blank_start",
+}
+OUTPUT_FLAGS = {
+    "codec": "codec", "container": "container", "options": "codec_options", "crf": "crf", "pix_fmt": "pix_fmt",
+    "save_frames": "save_frames", "save_images": "save_images", "image_format": "image_format",
+    "interpolation_method": "interpolation_method", "name": "filename",
+}
+
+
+def add_generate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "generate", help="generate a video from an image (and optional end image) and prompts",
+        description="Generate a FramePack video on this machine (standalone host). "
+                    "Use --model tiny for the random-weight smoke-test model (its output is noise).")
+    source = parser.add_argument_group("inputs")
+    source.add_argument("--image", help="start image (omit with --blank-start for text-to-video)")
+    source.add_argument("--end-image", help="last frame to aim at (original model only)")
+    source.add_argument("--keyframe", action="append", default=[], metavar="WHEN=IMAGE",
+                        help="extra image for a section or time, e.g. 3=key.png or 2.5s=key.png (repeatable)")
+    source.add_argument("--blank-start", choices=["black", "white", "noise"],
+                        help="text-to-video start frame when no --image is given")
+    source.add_argument("--prompt", default="", help="main prompt")
+    source.add_argument("--negative-prompt", default="", help="negative prompt (used when --cfg > 1)")
+    source.add_argument("--section-prompts", metavar="FILE", help="file with one '[WHEN:] text' line per section prompt")
+    source.add_argument("--system-prompt", default=argparse.SUPPRESS, help="Llama system prompt (default: optimized)")
+    video = parser.add_argument_group("video")
+    video.add_argument("--variant", choices=["original", "f1"], default="original",
+                       help="original (inverted anti-drifting, supports an end image) or f1 (forward)")
+    video.add_argument("--duration", type=float, default=5.0, help="seconds (default 5)")
+    video.add_argument("--fps", type=float, default=30.0, help="frames per second of the video (default 30)")
+    video.add_argument("--interpolate", type=int, default=0, metavar="K", help="interpolated frames between generated ones")
+    video.add_argument("--resolution", type=int, default=640, help="bucket size, multiple of 16 (default 640)")
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--steps", type=int, default=25)
+    sampling.add_argument("--seed", type=int, default=-1, help="-1 picks a random seed (reported back)")
+    sampling.add_argument("--latent-window", type=int, default=9, help="latent window size (default 9)")
+    sampling.add_argument("--sampler", choices=["unipc", "euler"], default="unipc")
+    sampling.add_argument("--shift", type=float, default=None, help="sigma shift (default: dynamic)")
+    sampling.add_argument("--cfg", type=float, default=1.0, help="real CFG scale (1 = off)")
+    sampling.add_argument("--distilled-cfg", type=float, default=10.0, help="distilled guidance (default 10)")
+    sampling.add_argument("--cfg-rescale", type=float, default=0.0)
+    sampling.add_argument("--cfg-zero-star", action="store_true", help="CFG-Zero* (optimized scale, zero-init)")
+    sampling.add_argument("--no-teacache", action="store_true", help="disable TeaCache")
+    sampling.add_argument("--teacache-threshold", type=float, default=0.15)
+    sampling.add_argument("--start-strength", type=float, default=1.0)
+    sampling.add_argument("--end-strength", type=float, default=1.0)
+    sampling.add_argument("--vision-strength", type=float, default=0.5)
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default=None, help="'tiny', a local model folder, or omit for the hub models")
+    model.add_argument("--cache-dir", default=None, help="Hugging Face cache folder")
+    model.add_argument("--offline", action="store_true", help="never download")
+    model.add_argument("--device", default=None, help="cuda, xpu, mps or cpu (default: best available)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", default="outputs", help="output folder (default ./outputs)")
+    output.add_argument("--name", default="framepack", help="file name stem")
+    output.add_argument("--codec", default="libx264", help="video codec, 'none' for no video")
+    output.add_argument("--container", default="mp4", choices=["mp4", "mkv", "mov", "webm", "avi"])
+    output.add_argument("--options", default="", help="codec options key=value,...")
+    output.add_argument("--crf", type=int, default=16)
+    output.add_argument("--pix-fmt", default=None)
+    output.add_argument("--save-frames", action="store_true", help="also save raw frames (.safetensors)")
+    output.add_argument("--save-images", action="store_true", help="also save numbered frame images")
+    output.add_argument("--image-format", choices=["png", "jpg", "webp"], default="png")
+    output.add_argument("--interpolation-method", choices=["flow", "blend"], default="flow")
+    output.add_argument("--no-keep-incomplete", action="store_true", help="write nothing if stopped")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar")
+    parser.set_defaults(func=run_generate)
+
+
+def build_job(args):
+    """argparse namespace -> (GenerationRequest, OutputOptions); all validation happens here."""
+    from framepack.errors import InputError
+    from framepack.jobs.output import OutputOptions
+    from framepack.jobs.request import build_request, format_validation_error
+    from pydantic import ValidationError
+
+    fields = {field: getattr(args, flag) for flag, field in ENGINE_FLAGS.items() if hasattr(args, flag)}
+    fields.update(image=args.image, end_image=args.end_image, teacache=not args.no_teacache,
+                  keyframes=[_keyframe(text) for text in args.keyframe])
+    if args.section_prompts:
+        fields["section_prompts"] = _read_text(args.section_prompts, "--section-prompts")
+    request = build_request(**fields)
+    try:
+        options = OutputOptions(save_video=args.codec != "none", keep_incomplete=not args.no_keep_incomplete,
+                                **{field: getattr(args, flag) for flag, field in OUTPUT_FLAGS.items()})
+    except ValidationError as error:
+        raise InputError(format_validation_error(error)) from None
+    return request, options
+
+
+def _keyframe(text: str) -> dict:
+    from framepack.errors import InputError
+
+    when, separator, image = text.partition("=")
+    if not separator or not when.strip() or not image.strip():
+        raise InputError(f"--keyframe {text!r}: use WHEN=IMAGE, e.g. 3=key.png or 2.5s=key.png")
+    return {"when": when.strip(), "image": image.strip()}
+
+
+def _read_text(path: str, flag: str) -> str:
+    from framepack.errors import InputError
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{flag}: cannot read {path}: {error.strerror or error}") from None
+
+
+def run_generate(args) -> int:
+    from framepack.host.standalone import StandaloneHost
+
+    request, options = build_job(args)
+    host = StandaloneHost(output_dir=args.out, model=args.model, cache_dir=args.cache_dir,
+                          offline=True if args.offline else None, device=args.device)
+    plan = request.plan()
+    if not args.json:
+        print(f"plan: {plan.summary()}", file=sys.stderr)
+    pipe = host.pipeline(request.variant)
+    result = _run_with_progress(args, pipe, request, options, Path(args.out), plan)
+    summary = {
+        "status": result.done.status, "video": result.video, "frames": result.frames, "images": result.images,
+        "frame_count": result.done.frames, "seed": result.done.seed, "seconds": round(result.done.seconds, 2),
+        "plan": plan.summary(), "timings": {k: round(v, 3) for k, v in result.done.timings.items()},
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        for kind in ("video", "frames", "images"):
+            if summary[kind]:
+                print(f"{kind}: {summary[kind]}")
+        print(f"{result.done.status}: {result.done.frames} frames, seed {result.done.seed}, {result.done.seconds:.1f} s")
+    return 0 if result.done.status == "completed" else 130
+
+
+def _run_with_progress(args, pipe, request, options, folder: Path, plan):
+    """Run on a worker thread so Ctrl-C can ask for a clean stop instead of killing the writers."""
+    from tqdm import tqdm
+
+    from framepack.engine.control import GenerationControl
+    from framepack.engine.events import Progress
+    from framepack.jobs.output import run_job
+
+    control = GenerationControl()
+    total = plan.num_sections * request.steps
+    bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True,
+               disable=True if getattr(args, "quiet", False) or args.json else None)
+    outcome: dict = {}
+
+    def on_event(event) -> None:
+        if isinstance(event, Progress):
+            bar.n = event.position * event.steps + event.step
+            bar.set_description(f"section {event.position + 1}/{event.section_count}")
+            bar.refresh()
+
+    def work() -> None:
+        try:
+            outcome["result"] = run_job(pipe, request, options, folder, control=control, on_event=on_event)
+        except BaseException as error:  # re-raised on the main thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=work, name="framepack-cli", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        print("\nstopping after the current step...", file=sys.stderr)
+        control.stop()
+        worker.join()
+    finally:
+        bar.close()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]

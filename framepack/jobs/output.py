@@ -1,0 +1,168 @@
+"""Output options and the job runner: engine frames -> raw file, interpolation, video, images.
+
+Frames flow through once, in time order: the raw `.safetensors` keeps the generated frames
+(what the model made), the interpolator adds in-between frames, and the video and image
+writers receive the output frames. Every writer publishes its file only on a clean close; a
+stopped job keeps its partial outputs only when `keep_incomplete` is on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from framepack.engine.control import GenerationControl
+from framepack.engine.events import Done
+from framepack.errors import FramePackError
+from framepack.jobs.request import GenerationRequest
+from framepack.io import codecs
+
+CONTAINER_EXTENSIONS = ("mp4", "mkv", "mov", "webm", "avi")
+
+
+class OutputOptions(BaseModel):
+    """What to write for a finished (or stopped) generation, validated before sampling starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    save_video: bool = True
+    codec: str = "libx264"
+    container: Literal["mp4", "mkv", "mov", "webm", "avi"] = "mp4"
+    codec_options: str = Field("", max_length=2000, description="key=value,... (key:value also accepted)")
+    crf: int | None = Field(16, ge=0, le=63)
+    pix_fmt: str | None = None
+    save_frames: bool = Field(False, description="raw frames as .safetensors")
+    save_images: bool = False
+    image_format: Literal["png", "jpg", "webp"] = "png"
+    interpolation_method: Literal["flow", "blend"] = "flow"
+    filename: str = Field("framepack", max_length=120)
+    keep_incomplete: bool = True
+
+    @field_validator("codec")
+    @classmethod
+    def _codec_works(cls, codec: str) -> str:
+        if codec != codecs.NONE:
+            try:
+                codecs.check_codec(codec)
+            except FramePackError as error:
+                raise ValueError(str(error)) from None
+        return codec
+
+    @model_validator(mode="after")
+    def _settings_fit(self) -> "OutputOptions":
+        if self.writes_video:
+            try:
+                options = codecs.with_quality(self.codec, codecs.parse_options(self.codec_options), self.crf)
+                pix_fmt = codecs.pick_pix_fmt(self.codec, self.pix_fmt)
+                codecs.check_encoder_settings(self.codec, codecs.container_for(f"x.{self.container}"),
+                                              codecs.expand_aliases(options), pix_fmt)
+            except FramePackError as error:
+                raise ValueError(str(error)) from None
+        if not (self.writes_video or self.save_frames or self.save_images):
+            raise ValueError("nothing to save: enable the video (with a codec), raw frames or frame images")
+        return self
+
+    @property
+    def writes_video(self) -> bool:
+        return self.save_video and self.codec != codecs.NONE
+
+
+@dataclass
+class JobResult:
+    done: Done
+    video: Path | None = None
+    frames: Path | None = None
+    images: Path | None = None
+    outputs: list[Path] = field(default_factory=list)
+
+
+class OutputWriters:
+    """Opens the writers at the first frame (its size is known only then) and fans frames out."""
+
+    def __init__(self, folder: Path, request: GenerationRequest, options: OutputOptions, stem: str):
+        from framepack.io.paths import unique_output_path
+
+        self.folder, self.request, self.options = folder, request, options
+        plan = request.plan()
+        self.plan = plan
+        self.metadata = {"settings": request.settings(), "output": options.model_dump(),
+                         "plan": plan.summary(), "seed": request.seed}
+        self.video_path = unique_output_path(folder, stem, options.container) if options.writes_video else None
+        self.frames_path = unique_output_path(folder, stem, "safetensors") if options.save_frames else None
+        self.stem = stem
+        self._writers: list[Any] = []
+        self._output_sink: Callable[[np.ndarray], None] | None = None
+        self.video = self.raw = self.images = None
+
+    def __call__(self, frames: np.ndarray) -> None:
+        if not self._writers:
+            self._open(frames.shape[1], frames.shape[2])
+        if self.raw is not None:
+            self.raw.write(frames)
+        if self._output_sink is not None:
+            self._output_sink(frames)
+
+    def _open(self, height: int, width: int) -> None:
+        from framepack.io.images import FrameImageWriter
+        from framepack.io.interpolate import InterpolatingSink
+        from framepack.io.raw import RawFramesWriter
+        from framepack.io.writer import VideoWriter
+
+        options, plan = self.options, self.plan
+        if self.frames_path is not None:
+            self.raw = RawFramesWriter(self.frames_path, height, width, {
+                "fps": plan.generated_fps, "generated_fps": plan.generated_fps, "interpolation": 0,
+                "settings": self.metadata}).open()
+            self._writers.append(self.raw)
+        if self.video_path is not None:
+            self.video = VideoWriter(self.video_path, plan.fps, codec=options.codec, options=options.codec_options,
+                                     pix_fmt=options.pix_fmt, metadata=self.metadata, crf=options.crf).open()
+            self._writers.append(self.video)
+        if options.save_images:
+            self.images = FrameImageWriter(self.folder, f"{self.stem}_frames", options.image_format).open()
+            self._writers.append(self.images)
+        targets = [w.write for w in (self.video, self.images) if w is not None]
+        if targets:
+            fan_out = targets[0] if len(targets) == 1 else (lambda batch: [write(batch) for write in targets])
+            self._output_sink = InterpolatingSink(fan_out, plan.interpolation, options.interpolation_method).write \
+                if plan.interpolation else fan_out
+
+    def close(self) -> dict[str, Path]:
+        """Publish every file; returns {kind: path}."""
+        published = {}
+        for kind, writer in (("frames", self.raw), ("video", self.video), ("images", self.images)):
+            if writer is not None:
+                published[kind] = writer.close()
+        return published
+
+    def abort(self) -> None:
+        for writer in self._writers:
+            writer.abort()
+
+
+def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: str | Path,
+            control: GenerationControl | None = None, on_event: Callable[[object], None] | None = None,
+            spill_dir: str | None = None) -> JobResult:
+    """Generate and write the outputs; a stop keeps partial files only with keep_incomplete."""
+    from framepack.engine.loop import run_generation
+    from framepack.io.paths import sanitize_filename
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{sanitize_filename(options.filename)}-{request.seed}"
+    writers = OutputWriters(folder, request, options, stem)
+    try:
+        done = run_generation(pipe, request, writers, on_event, control=control, spill_dir=spill_dir)
+    except BaseException:
+        writers.abort()
+        raise
+    if (done.status != "completed" and not options.keep_incomplete) or done.frames == 0:
+        writers.abort()
+        return JobResult(done)
+    published = writers.close()
+    return JobResult(done, published.get("video"), published.get("frames"), published.get("images"),
+                     list(published.values()))
