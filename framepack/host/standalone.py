@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import uuid
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from framepack.engine.control import GenerationControl
 from framepack.models.recipe import Recipe, default_recipe, local_recipe
@@ -55,19 +59,52 @@ def quiet_libraries() -> None:
         library.disable_progress_bar()
 
 
+DEFAULT_SETTINGS = {"keep_incomplete": True}
+
+
 class StandaloneHost:
-    """Plain-Python implementation of the host services."""
+    """Plain-Python implementation of the host services (framepack.host.base.Host)."""
 
     name = "standalone"
 
     def __init__(self, output_dir: str | os.PathLike = "outputs", model: str | None = None,
-                 cache_dir: str | None = None, offline: bool | None = None, device: str | None = None):
+                 cache_dir: str | None = None, offline: bool | None = None, device: str | None = None,
+                 settings: dict[str, Any] | None = None):
         self.output_dir = Path(output_dir).expanduser().resolve()
         self.model = model
         self.cache_dir = cache_dir or os.environ.get("HF_HOME") or None
         self.offline = bool(os.environ.get("HF_HUB_OFFLINE")) if offline is None else offline
         self.device = device or pick_device()
+        self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
+        self.outputs: list[Path] = []
+        self.last_event: object | None = None
         self._manager = None
+        self._gpu_lock = threading.Lock()
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return self.settings.get(key, default)
+
+    def keep_incomplete(self) -> bool:
+        return bool(self.settings["keep_incomplete"])
+
+    def gpu_lock(self) -> AbstractContextManager:
+        return self._gpu_lock
+
+    def begin_job(self, title: str) -> str:
+        log.info("job started: %s", title)
+        return uuid.uuid4().hex
+
+    def end_job(self, token: Any) -> None:
+        log.info("job finished: %s", token)
+
+    def report(self, event: object) -> None:
+        self.last_event = event
+
+    def record_output(self, path: Path) -> None:
+        self.outputs.append(Path(path))
+
+    def loaded_variant(self) -> str | None:
+        return None if self._manager is None else self._manager.loaded_variant
 
     def video_dir(self) -> Path:
         folder = self.output_dir / "video"
