@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from framepack.errors import InputError, OutputError
-from framepack.io.paths import publish, temp_sibling, unique_output_path
+from framepack.io.paths import AtomicWriter, publish, temp_sibling, unique_output_path
 
 IMAGE_FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp"}
 DIGITS = 6
@@ -38,7 +38,7 @@ def _encode_params(ext: str, quality: int) -> list[int]:
     return [cv2.IMWRITE_PNG_COMPRESSION, 3]
 
 
-class FrameImageWriter:
+class FrameImageWriter(AtomicWriter):
     """Write RGB frames as numbered images into a new folder `parent/<name>[-N]`.
 
         with FrameImageWriter(out_dir, "clip_frames", "png") as images:
@@ -57,20 +57,6 @@ class FrameImageWriter:
         self.frames_written = 0
         self._temp: Path | None = None
         self._closed = False
-
-    def __enter__(self) -> "FrameImageWriter":
-        self.open()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-        else:
-            self.close()
-
-    def __del__(self):
-        if getattr(self, "_temp", None) is not None and not getattr(self, "_closed", True):
-            self.abort()
 
     def open(self) -> "FrameImageWriter":
         if self._temp is None:

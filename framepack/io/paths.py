@@ -150,3 +150,37 @@ def remove_quietly(path: Path | None) -> None:
         pass
     except OSError:
         pass
+
+
+class AtomicWriter:
+    """The lifetime every writer shares: the output appears only on a clean `close()`.
+
+    Leaving the `with` block through an exception, or dropping an unclosed writer, aborts it
+    and removes the temporary file, so no half-written output is ever left behind.
+    Subclasses set `_temp` while a temporary file exists and `_closed` once finished.
+    """
+
+    _temp: Path | None = None
+    _closed: bool = False
+
+    def open(self):
+        return self
+
+    def close(self):
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+    def __del__(self):
+        if self._temp is not None and not self._closed:
+            self.abort()

@@ -33,7 +33,7 @@ import numpy as np
 
 from framepack.errors import InputError, OutputError
 from framepack.io.fps import format_fps, parse_fps
-from framepack.io.paths import publish, remove_quietly, temp_sibling
+from framepack.io.paths import AtomicWriter, publish, remove_quietly, temp_sibling
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def _round8(n: int) -> int:
     return (n + 7) // 8 * 8
 
 
-class RawFramesWriter:
+class RawFramesWriter(AtomicWriter):
     """Stream frame batches into a safetensors file without holding the video in RAM.
 
         with RawFramesWriter(path, height, width, {"fps": 30, "settings": {...}}) as raw:
@@ -110,20 +110,6 @@ class RawFramesWriter:
         self._temp: Path | None = None
         self._reserved = 0
         self._closed = False
-
-    def __enter__(self) -> "RawFramesWriter":
-        self.open()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-        else:
-            self.close()
-
-    def __del__(self):
-        if getattr(self, "_temp", None) is not None and not getattr(self, "_closed", True):
-            self.abort()
 
     def _final_metadata(self, frame_count: int) -> dict[str, str]:
         meta = {"format": FORMAT_TAG, "interpolation": 0, **self.metadata}

@@ -23,7 +23,7 @@ import numpy as np
 from framepack.errors import InputError, OutputError
 from framepack.io import codecs
 from framepack.io.fps import format_fps, parse_fps
-from framepack.io.paths import publish, remove_quietly, temp_sibling, unique_output_path
+from framepack.io.paths import AtomicWriter, publish, remove_quietly, temp_sibling, unique_output_path
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def pad_to_alignment(batch: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(batch, ((0, 0), (0, extra_h), (0, extra_w), (0, 0)), mode="edge")
 
 
-class VideoWriter:
+class VideoWriter(AtomicWriter):
     """Encode frames into `path` with PyAV; a context manager with explicit lifetime.
 
         with VideoWriter("out.mp4", fps=30, codec="libx264", crf=16, metadata=settings) as w:
@@ -107,21 +107,6 @@ class VideoWriter:
         self._closed = False
 
     # ---------------------------------------------------------------- lifetime
-
-    def __enter__(self) -> "VideoWriter":
-        self.open()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-        else:
-            self.close()
-
-    def __del__(self):
-        # A writer dropped without close() must not leave a partial file behind.
-        if getattr(self, "_temp", None) is not None and not getattr(self, "_closed", True):
-            self.abort()
 
     def open(self) -> "VideoWriter":
         """Create the temporary file and container; idempotent."""
@@ -274,7 +259,7 @@ def _colorimetry(pix_fmt: str) -> tuple[int, int] | None:
 
 # ------------------------------------------------------------------------------ OpenCV backend
 
-class Cv2VideoWriter:
+class Cv2VideoWriter(AtomicWriter):
     """Fallback writer through OpenCV's `cv2.VideoWriter` with the `mp4v` codec.
 
     For machines where PyAV misbehaves; same `write/close/abort` lifetime and atomic publish as
@@ -296,19 +281,6 @@ class Cv2VideoWriter:
         self._writer = None
         self._temp: Path | None = None
         self._closed = False
-
-    def __enter__(self) -> "Cv2VideoWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-        else:
-            self.close()
-
-    def __del__(self):
-        if getattr(self, "_temp", None) is not None and not getattr(self, "_closed", True):
-            self.abort()
 
     def write(self, frames) -> None:
         """Encode a batch of RGB frames (converted to BGR for OpenCV)."""
