@@ -142,3 +142,16 @@ def test_manager_loads_lazily_switches_and_unloads(tiny_model_dir):
     assert manager.loaded_variant == "f1" and watcher() is None
     manager.unload()
     assert manager.loaded_variant is None
+
+
+def test_decompression_bomb_headers_are_refused_as_too_large():
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    with pytest.raises(InputError, match="image: too large"):
+        request_with(image=bomb)

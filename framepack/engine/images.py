@@ -67,7 +67,10 @@ def _decode_bytes(data: bytes, name: str) -> Image.Image:
         image.load()
     except InputError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # Pillow refuses the declared size before we can look at it
+        raise InputError(f"{name}: too large; the limit is {MAX_SIDE} px per side and "
+                         f"{MAX_PIXELS // (1024 * 1024)} megapixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise InputError(f"{name}: not a readable image file") from None
     return image
 
