@@ -7,11 +7,12 @@ recipe to load.
 
 from __future__ import annotations
 
+import gc as _gc
 import logging
 import os
 import threading
 import uuid
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,14 @@ def quiet_libraries() -> None:
         library.disable_progress_bar()
 
 
-DEFAULT_SETTINGS = {"keep_incomplete": True}
+def _default_settings() -> dict[str, Any]:
+    """The FramePack settings (same keys and defaults as the SD.Next section) + keep_incomplete."""
+    from framepack.host.sdnext import SETTING_DEFAULTS  # plain data; imports nothing from SD.Next
+
+    return {**SETTING_DEFAULTS, "keep_incomplete": True}
+
+
+DEFAULT_SETTINGS = _default_settings()
 
 
 class StandaloneHost:
@@ -78,11 +86,68 @@ class StandaloneHost:
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.outputs: list[Path] = []
         self.last_event: object | None = None
+        self.timers: dict[str, float] = {}
         self._manager = None
         self._gpu_lock = threading.Lock()
 
     def option(self, key: str, default: Any = None) -> Any:
         return self.settings.get(key, default)
+
+    def output_defaults(self) -> dict[str, Any]:
+        """Defaults for `OutputOptions` (same setting keys as inside SD.Next)."""
+        return {
+            "codec": self.option("framepack_codec"),
+            "container": self.option("framepack_container"),
+            "crf": int(self.option("framepack_crf")),
+            "save_frames": bool(self.option("framepack_save_frames")),
+            "save_images": bool(self.option("framepack_save_images")),
+            "image_format": self.option("framepack_image_format"),
+            "keep_incomplete": self.keep_incomplete(),
+        }
+
+    def request_defaults(self) -> dict[str, Any]:
+        return {"variant": self.option("framepack_variant"),
+                "teacache_threshold": float(self.option("framepack_teacache_threshold"))}
+
+    def task(self, task_id: str | None) -> AbstractContextManager:
+        """No progress-bar tasks outside SD.Next."""
+        return nullcontext()
+
+    def torch_device(self) -> Any:
+        import torch
+
+        return torch.device(self.device)
+
+    def torch_dtype(self) -> Any:
+        """The transformer's dtype on this device (bf16 on CUDA with bf16, fp16 without, fp32 on CPU)."""
+        from framepack.models.loader import default_dtypes
+
+        return default_dtypes(self.device)["transformer"]
+
+    def gc(self) -> None:
+        _gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+    def hf_cache_dir(self) -> str | None:
+        return self.cache_dir
+
+    def offline_mode(self) -> bool:
+        return bool(self.offline)
+
+    def logger(self) -> logging.Logger:
+        return log
+
+    def display_error(self, error: BaseException, title: str) -> None:
+        log.error("%s: %s: %s", title, type(error).__name__, error, exc_info=error)
+
+    def add_timer(self, name: str, seconds: float) -> None:
+        self.timers[name] = self.timers.get(name, 0.0) + seconds
 
     def keep_incomplete(self) -> bool:
         return bool(self.settings["keep_incomplete"])
@@ -90,7 +155,7 @@ class StandaloneHost:
     def gpu_lock(self) -> AbstractContextManager:
         return self._gpu_lock
 
-    def begin_job(self, title: str) -> str:
+    def begin_job(self, title: str, control: GenerationControl | None = None) -> str:
         log.info("job started: %s", title)
         return uuid.uuid4().hex
 

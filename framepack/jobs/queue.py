@@ -184,15 +184,15 @@ class JobQueue:
         status, error = DONE, None
         try:
             with self.host.gpu_lock():
-                token = self.host.begin_job(f"FramePack {job.id}")
+                token = self.host.begin_job(f"FramePack {job.id}", control=job.control)
                 try:
                     job.result = self._generate(job)
+                    for path in job.result.outputs:  # while the host still has the job open
+                        self.host.record_output(path)
                 finally:
                     self.host.end_job(token)
             if job.result.done.status != "completed":
                 status = CANCELLED
-            for path in job.result.outputs:
-                self.host.record_output(path)
         except FramePackError as problem:
             status, error = FAILED, str(problem)
         except Exception as problem:  # a bug must not stop the queue; keep the detail in the log

@@ -165,8 +165,13 @@ def load_component(
     offline: bool = False,
     device: Any = "cpu",
     dtype: Any = None,
+    extra_kwargs: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Load one role of `recipe`. `dtype` None: the class default (float32 for models)."""
+    """Load one role of `recipe`. `dtype` None: the class default (float32 for models).
+
+    `extra_kwargs` go to `from_pretrained` as they are (a host's device map or quantization
+    config, for example); `device` None leaves the model where loading put it.
+    """
     if role not in ROLES:
         raise ModelError(f"unknown component role {role!r}; known roles: {', '.join(ROLES)}")
     src = recipe[role]
@@ -191,6 +196,7 @@ def load_component(
         kwargs["local_files_only"] = offline
     if spec.kind == "model" and dtype is not None:
         kwargs[_dtype_kwarg(spec.library)] = dtype
+    kwargs.update(extra_kwargs or {})
 
     try:
         cls = spec.resolve()

@@ -1,0 +1,780 @@
+"""SD.Next as the host: the ONLY code that touches SD.Next's `modules.*`.
+
+Every `modules.*` import happens inside a function, so importing this file costs nothing but the
+standard library (SD.Next imports the entry script at startup). The contract relied on is
+docs/HOST.md; the names used are exactly those.
+
+What lives here:
+- `SETTINGS`: the "FramePack" settings section (keys `framepack_*`) and `register_settings()`;
+- `SdnextHost`: the `framepack.host.base.Host` services on top of `shared.opts`, `shared.state`,
+  `call_queue`, `progress`, `devices`, `errors`, `timer`, `paths`, and the model lifecycle
+  (load on first use as `shared.sd_model`, SDNQ quantization args, the host's offload around
+  each stage, unload on request or when the user switches back to an image model);
+- the process-wide singletons the entry script uses (`get_host()`, `get_queue()`) and the
+  callback bodies (`create_tab()`, `register_api()`), so that a reload of the entry script
+  (SD.Next re-executes it) never starts a second queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+log = logging.getLogger("framepack")
+
+SECTION = ("framepack", "FramePack")
+VARIANT_CHOICES = ("original", "f1")
+QUANTIZATION_CHOICES = ("none", "quanto-int8", "quanto-fp8", "quanto-int4", "nncf-int8", "nncf-int4")
+# "host" follows SD.Next's own "Model offload mode" (none/balanced/group/model/sequential) through
+# the host's functions; the others are applied to our pipeline only, with diffusers' methods.
+OFFLOAD_CHOICES = ("host", "none", "model", "sequential", "group")
+HOST_OFFLOAD_MODES = ("none", "balanced", "group", "model", "sequential")
+ATTENTION_CHOICES = ("default", "native", "flash", "sage", "xformers")
+CONTAINER_CHOICES = ("mp4", "mkv", "mov", "webm", "avi")
+IMAGE_FORMAT_CHOICES = ("png", "jpg", "webp")
+STAGE_TEXT = {
+    "text": "FramePack: encoding prompt",
+    "vision": "FramePack: encoding image (SigLIP)",
+    "vae_encode": "FramePack: encoding image (VAE)",
+    "sample": "FramePack: sampling",
+    "vae_decode": "FramePack: decoding frames",
+}
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One entry of the FramePack settings section (`shared.opts.<key>` inside SD.Next)."""
+
+    key: str
+    default: Any
+    label: str
+    component: str  # textbox | textarea | radio | dropdown | slider | checkbox
+    args: Mapping[str, Any] | Callable[[], Mapping[str, Any]] = field(default_factory=dict)
+
+
+def _codec_choices() -> dict[str, Any]:
+    """Encoders that actually open on this machine (built when the settings page is drawn)."""
+    try:
+        from framepack.io import codecs
+
+        choices = list(codecs.available_encoders())
+    except Exception:  # PyAV missing or broken: the list is what it is, the value is still checked at use
+        choices = ["libx264"]
+    return {"choices": choices, "allow_custom_value": True}
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("framepack_model_recipe", "",
+            "Model recipe overrides: JSON or one 'role: source' per line (roles: text_encoder, tokenizer, "
+            "text_encoder_2, tokenizer_2, vae, image_encoder, feature_extractor, transformer, transformer_original, "
+            "transformer_f1; 'folder: PATH' = a local folder with every component). Empty = the public models",
+            "textarea", {"lines": 4}),
+    Setting("framepack_variant", "original", "Default model variant (original = anti-drifting, end image; "
+            "f1 = forward)", "radio", {"choices": list(VARIANT_CHOICES)}),
+    Setting("framepack_quantization", "none", "FramePack quantization of the transformer and Llama text encoder "
+            "(for SDNQ use SD.Next's own Quantization settings instead)", "dropdown",
+            {"choices": list(QUANTIZATION_CHOICES)}),
+    Setting("framepack_offload", "host", "Offload mode ('host' = SD.Next's Model offload mode, balanced included)",
+            "radio", {"choices": list(OFFLOAD_CHOICES)}),
+    Setting("framepack_attention", "default", "Attention backend for the transformer", "dropdown",
+            {"choices": list(ATTENTION_CHOICES)}),
+    Setting("framepack_teacache_threshold", 0.15, "TeaCache threshold (higher = faster, lower quality)", "slider",
+            {"minimum": 0.0, "maximum": 1.0, "step": 0.01}),
+    Setting("framepack_codec", "libx264", "Video codec", "dropdown", _codec_choices),
+    Setting("framepack_container", "mp4", "Video container", "radio", {"choices": list(CONTAINER_CHOICES)}),
+    Setting("framepack_crf", 16, "Video quality (CRF, lower = better)", "slider",
+            {"minimum": 0, "maximum": 51, "step": 1}),
+    Setting("framepack_save_frames", False, "Save raw frames (.safetensors)", "checkbox"),
+    Setting("framepack_save_images", False, "Save frames as images", "checkbox"),
+    Setting("framepack_image_format", "png", "Frame image format", "radio", {"choices": list(IMAGE_FORMAT_CHOICES)}),
+)
+SETTING_DEFAULTS: dict[str, Any] = {setting.key: setting.default for setting in SETTINGS}
+
+
+def register_settings() -> None:
+    """`on_ui_settings` body: add the FramePack section through `shared.opts.add_option`."""
+    import gradio as gr
+    from modules import shared
+
+    components = {"textbox": gr.Textbox, "textarea": gr.Textbox, "radio": gr.Radio, "dropdown": gr.Dropdown,
+                  "slider": gr.Slider, "checkbox": gr.Checkbox}
+    for setting in SETTINGS:
+        args = setting.args if callable(setting.args) else dict(setting.args)
+        shared.opts.add_option(setting.key, shared.OptionInfo(setting.default, setting.label,
+                                                              components[setting.component], args, section=SECTION))
+
+
+# ----------------------------------------------------------------------------- recipe setting
+
+
+def parse_recipe_setting(text: str | None, variant: str):
+    """The `framepack_model_recipe` setting -> `Recipe` for `variant` (see the setting's label)."""
+    from framepack.errors import ModelError
+    from framepack.models.recipe import ROLES, default_recipe, local_recipe
+
+    text = (text or "").strip()
+    if not text:
+        return default_recipe(variant)
+    entries: dict[str, str] = {}
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise ModelError(f"FramePack model recipe setting is not valid JSON ({error})") from None
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise ModelError("FramePack model recipe setting: expected a JSON object of role -> source text")
+        entries = {str(k).strip(): v.strip() for k, v in data.items()}
+    else:
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            separator = min((i for i in (line.find(":"), line.find("=")) if i > 0), default=-1)
+            if separator < 0:
+                raise ModelError(f"FramePack model recipe setting, line {number}: expected 'role: source', "
+                                 f"got {line!r}")
+            entries[line[:separator].strip()] = line[separator + 1:].strip()
+    known = {"folder", *ROLES, *(f"transformer_{v}" for v in VARIANT_CHOICES)}
+    unknown = sorted(set(entries) - known)
+    if unknown:
+        raise ModelError(f"FramePack model recipe setting: unknown key(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(known))}")
+    folder = entries.pop("folder", "")
+    recipe = local_recipe(folder, variant) if folder else default_recipe(variant)
+    specific = entries.pop(f"transformer_{variant}", "")
+    for name in VARIANT_CHOICES:
+        entries.pop(f"transformer_{name}", None)
+    if specific:
+        entries["transformer"] = specific
+    return recipe.with_overrides(entries)
+
+
+# ----------------------------------------------------------------------------- pipeline and control
+
+
+_PIPELINE_CLASS = None
+_CONTROL_CLASS = None
+
+
+def _pipeline_class():
+    """`FramePackPipeline` whose execution device is the host's device (built on first use).
+
+    Under SD.Next's offload hooks the modules sit on the CPU between calls, so diffusers would
+    report the CPU; our loop creates its tensors on the execution device, which must be the GPU.
+    """
+    global _PIPELINE_CLASS
+    if _PIPELINE_CLASS is None:
+        import torch
+
+        from framepack.engine.pipeline import FramePackPipeline
+
+        class SdnextFramePackPipeline(FramePackPipeline):
+            _framepack_device = None
+
+            @property
+            def _execution_device(self):
+                if self._framepack_device is not None:
+                    return torch.device(self._framepack_device)
+                return super()._execution_device
+
+        _PIPELINE_CLASS = SdnextFramePackPipeline
+    return _PIPELINE_CLASS
+
+
+def _control_class():
+    """`GenerationControl` reading SD.Next's Stop / Skip / Pause and offloading around stages."""
+    global _CONTROL_CLASS
+    if _CONTROL_CLASS is None:
+        from framepack.engine.control import GenerationControl
+
+        class SdnextControl(GenerationControl):
+            def __init__(self, host: "SdnextHost", task_id: str | None = None) -> None:
+                super().__init__()
+                self.host = host
+                self.task_id = task_id
+                self.task_started = False
+
+            def _state(self):
+                from modules import shared
+
+                return shared.state
+
+            def should_stop(self) -> bool:
+                return super().should_stop() or bool(self._state().interrupted)
+
+            def take_skip(self) -> bool:
+                state = self._state()
+                if state.skipped:
+                    state.skipped = False  # one skip per click: the current section ends
+                    return True
+                return super().take_skip()
+
+            @property
+            def paused(self) -> bool:
+                return super().paused or bool(self._state().paused)
+
+            def wait_while_paused(self, poll: float = 0.1) -> None:
+                super().wait_while_paused(poll)
+                state = self._state()
+                while state.paused and not self.should_stop():
+                    time.sleep(poll)
+
+            @contextmanager
+            def stage(self, name: str) -> Iterator[None]:
+                self.host._start_task(self)
+                self.host._stage_enter(name)
+                started = time.perf_counter()
+                try:
+                    with super().stage(name):
+                        yield
+                finally:
+                    self.host._stage_exit(name, time.perf_counter() - started)
+
+        _CONTROL_CLASS = SdnextControl
+    return _CONTROL_CLASS
+
+
+class _ForwardToHostLog(logging.Handler):
+    """Our `framepack` logger's records go to SD.Next's log (`shared.log`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import sys
+
+        shared = sys.modules.get("modules.shared")  # loaded whenever SD.Next runs; never imported here
+        if shared is None:
+            return
+        try:
+            shared.log.handle(record)
+        except Exception:  # pragma: no cover - logging must never break a job
+            pass
+
+
+# ----------------------------------------------------------------------------- the host
+
+
+class SdnextHost:
+    """`framepack.host.base.Host` inside SD.Next.
+
+    `recipe_for` (optional) replaces the `framepack_model_recipe` setting: a function
+    `variant -> Recipe` for programmatic use and tests.
+    """
+
+    name = "sdnext"
+
+    def __init__(self, recipe_for: Callable[[str], Any] | None = None) -> None:
+        self._recipe_for = recipe_for
+        self._lock = threading.RLock()
+        self._pipe = None
+        self._key: tuple | None = None
+        self._variant: str | None = None
+        self._registered = False  # the host accepted our pipeline as shared.sd_model
+        self._offload: str | None = None
+        self._unload_pending = False
+        self._job_running = False
+        self._tasks = threading.local()
+        self.queue = None  # the JobQueue (set by get_queue) to find a starting job's progress task
+        self._bridge_logging()
+
+    # ---- SD.Next access -------------------------------------------------------------
+    @staticmethod
+    def _shared():
+        from modules import shared
+
+        return shared
+
+    @staticmethod
+    def _bridge_logging() -> None:
+        """Our records also go to SD.Next's log (its root logger discards everything)."""
+        if not any(isinstance(h, _ForwardToHostLog) for h in log.handlers):
+            handler = _ForwardToHostLog()
+            handler.replaced_level = log.level
+            log.addHandler(handler)
+            if log.level == logging.NOTSET:  # SD.Next's root logger is at ERROR: INFO would be dropped
+                log.setLevel(logging.INFO)
+
+    # ---- settings and folders -------------------------------------------------------
+    def option(self, key: str, default: Any = None) -> Any:
+        """`shared.opts.get(key)` (registered defaults included); unknown keys -> `default`."""
+        try:
+            return self._shared().opts.get(key)
+        except (AttributeError, KeyError):
+            return SETTING_DEFAULTS.get(key) if default is None else default
+
+    def video_dir(self) -> Path:
+        from modules import paths
+
+        opts = self._shared().opts
+        folder = Path(paths.resolve_output_path(opts.outdir_samples, opts.outdir_video) or "outputs/video")
+        folder = folder.expanduser().absolute()
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def keep_incomplete(self) -> bool:
+        return bool(self._shared().opts.keep_incomplete)
+
+    def hf_cache_dir(self) -> str | None:
+        return self._shared().opts.hfcache_dir or None
+
+    def offline_mode(self) -> bool:
+        return bool(self._shared().opts.offline_mode)
+
+    def output_defaults(self) -> dict[str, Any]:
+        """Defaults for `OutputOptions` from the FramePack settings section."""
+        return {
+            "codec": self.option("framepack_codec"),
+            "container": self.option("framepack_container"),
+            "crf": int(self.option("framepack_crf")),
+            "save_frames": bool(self.option("framepack_save_frames")),
+            "save_images": bool(self.option("framepack_save_images")),
+            "image_format": self.option("framepack_image_format"),
+            "keep_incomplete": self.keep_incomplete(),
+        }
+
+    def request_defaults(self) -> dict[str, Any]:
+        """Defaults for `GenerationRequest` fields that are settings here."""
+        return {"variant": self.option("framepack_variant"),
+                "teacache_threshold": float(self.option("framepack_teacache_threshold"))}
+
+    # ---- device, memory, logging ----------------------------------------------------
+    def torch_device(self):
+        from modules import devices
+
+        return devices.device
+
+    def torch_dtype(self):
+        from modules import devices
+
+        return devices.dtype
+
+    def gc(self) -> None:
+        from modules import devices
+
+        devices.torch_gc(force=True)
+
+    def logger(self):
+        return self._shared().log
+
+    def display_error(self, error: BaseException, title: str) -> None:
+        from modules import errors
+
+        errors.display(error, title)
+
+    def add_timer(self, name: str, seconds: float) -> None:
+        from modules import timer
+
+        timer.process.add(name, seconds)
+
+    # ---- one generation -------------------------------------------------------------
+    def gpu_lock(self):
+        from modules import call_queue
+
+        return call_queue.get_lock()
+
+    @contextmanager
+    def task(self, task_id: str | None) -> Iterator[None]:
+        """Follow `task_id` (the web UI's `randomId()`) in the host's progress bar.
+
+        Queued on enter; the task becomes active when its job starts, finished on exit. Jobs
+        submitted on this thread inside the block belong to the task.
+        """
+        if not task_id:
+            yield
+            return
+        from modules import progress
+
+        progress.add_task_to_queue(task_id)
+        previous = getattr(self._tasks, "current", None)
+        self._tasks.current = task_id
+        try:
+            yield
+        finally:
+            self._tasks.current = previous
+            progress.finish_task(task_id)
+
+    def new_control(self):
+        return _control_class()(self, getattr(self._tasks, "current", None))
+
+    def begin_job(self, title: str, control=None) -> Any:
+        state = self._shared().state
+        control = control if getattr(control, "host", None) is self else None
+        task_id = control.task_id if control is not None and control.task_id else 0
+        token = state.begin(title, task_id=task_id)
+        state.job_count = 1
+        state.textinfo = "FramePack: starting"
+        self._job_running = True
+        if control is not None:
+            self._start_task(control)
+        return token
+
+    def end_job(self, token: Any) -> None:
+        self._job_running = False
+        try:
+            if self._unload_pending:
+                self._unload_pending = False
+                with self._lock:
+                    self._unload_locked()
+        finally:
+            self._shared().state.end(token)
+
+    def report(self, event: object) -> None:
+        state = self._shared().state
+        kind = getattr(event, "kind", None)
+        if kind == "progress":
+            state.sampling_steps = event.section_count * event.steps
+            state.sampling_step = event.position * event.steps + event.step
+            state.job_count = 1
+            state.textinfo = f"FramePack: {event.describe()}"
+        elif kind == "preview":
+            if not getattr(state, "disable_preview", False):
+                from PIL import Image
+
+                state.current_image = Image.fromarray(event.image)
+                state.id_live_preview += 1
+        elif kind == "section_done":
+            note = " (skipped)" if event.skipped else ""
+            state.textinfo = f"FramePack: section {event.position + 1}/{event.section_count} done{note}"
+        elif kind == "done":
+            state.textinfo = f"FramePack: {event.status}, {event.frames} frames in {event.seconds:.1f} s"
+
+    def record_output(self, path: Path) -> None:
+        self._shared().state.outputs(str(path))
+
+    # ---- progress tasks -------------------------------------------------------------
+    def _start_task(self, control) -> None:
+        if control.task_id and not control.task_started:
+            from modules import progress
+
+            control.task_started = True
+            progress.start_task(control.task_id)
+
+    # ---- stages: offload, SigLIP, timers --------------------------------------------
+    def _offload_mode(self) -> str:
+        """The effective offload mode: ours, or the host's when ours is 'host'."""
+        mode = str(self.option("framepack_offload") or "host")
+        if mode == "host":
+            mode = str(self._shared().opts.diffusers_offload_mode)
+        return mode
+
+    def _stage_enter(self, name: str) -> None:
+        self._shared().state.textinfo = STAGE_TEXT.get(name, f"FramePack: {name}")
+        pipe = self._pipe
+        if pipe is None:
+            return
+        from modules import devices, sd_models
+
+        if self._offload == "balanced":
+            sd_models.apply_balanced_offload(pipe)
+        if name == "vision" and getattr(pipe, "image_encoder", None) is not None:
+            # SigLIP does not run under the offload hook: move it explicitly
+            sd_models.move_model(pipe.image_encoder, devices.device, force=True)
+
+    def _stage_exit(self, name: str, seconds: float) -> None:
+        pipe = self._pipe
+        if pipe is not None and self._offload == "balanced":
+            from modules import sd_models
+
+            sd_models.apply_balanced_offload(pipe)
+        self.add_timer(name, seconds)
+
+    # ---- model lifecycle ------------------------------------------------------------
+    def recipe(self, variant: str):
+        if self._recipe_for is not None:
+            return self._recipe_for(variant)
+        return parse_recipe_setting(self.option("framepack_model_recipe"), variant)
+
+    def _still_registered(self) -> bool:
+        """Is our pipeline still `shared.sd_model`? Never reads sd_model when nothing is loaded."""
+        shared = self._shared()
+        return bool(shared.sd_loaded) and shared.sd_model is self._pipe
+
+    def _drop_if_replaced_locked(self) -> None:
+        if self._pipe is not None and self._registered and not self._still_registered():
+            log.info("FramePack: SD.Next switched to another model; FramePack model released")
+            self._pipe, self._key, self._variant, self._registered, self._offload = None, None, None, False, None
+            self.gc()
+
+    def loaded_variant(self) -> str | None:
+        with self._lock:
+            self._drop_if_replaced_locked()
+            return self._variant if self._pipe is not None else None
+
+    def pipeline(self, variant: str):
+        """The loaded pipeline for `variant`, loading it (as the host's model) on first use.
+
+        Reloads when the recipe, quantization or offload mode changed since the last load.
+        """
+        with self._lock:
+            self._drop_if_replaced_locked()
+            recipe = self.recipe(variant)
+            quantization = str(self.option("framepack_quantization") or "none")
+            offload = self._offload_mode()
+            key = (recipe, quantization, offload)
+            if self._pipe is None or key != self._key:
+                self._unload_locked()
+                self._pipe = self._load(recipe, quantization, offload)
+                self._key, self._variant = key, variant
+            self._apply_attention(self._pipe)
+            return self._pipe
+
+    def unload(self) -> None:
+        """Release the model now, or right after the running job (never under a running job)."""
+        with self._lock:
+            if self._job_running:
+                self._unload_pending = True
+                log.info("FramePack: model will be unloaded when the current job ends")
+                return
+            self._unload_locked()
+
+    def _unload_locked(self) -> None:
+        if self._pipe is None:
+            return
+        from modules import sd_models
+
+        if self._registered and self._still_registered():
+            sd_models.unload_model_weights()  # the host drops shared.sd_model and its offload hooks
+        self._pipe, self._key, self._variant, self._registered, self._offload = None, None, None, False, None
+        self.gc()
+        log.info("FramePack: model unloaded")
+
+    def _load(self, recipe, quantization: str, offload: str):
+        from modules import devices, model_quant, sd_checkpoint, sd_models
+
+        from framepack.errors import ModelError
+        from framepack.models.loader import check_component_folder, default_dtypes, load_component
+        from framepack.models.recipe import ROLES
+
+        shared = self._shared()
+        started = time.perf_counter()
+        if quantization not in QUANTIZATION_CHOICES:
+            raise ModelError(f"unknown FramePack quantization {quantization!r}; choose one of: "
+                             f"{', '.join(QUANTIZATION_CHOICES)}")
+        if offload not in HOST_OFFLOAD_MODES:
+            raise ModelError(f"unknown offload mode {offload!r}; choose one of: {', '.join(HOST_OFFLOAD_MODES)}")
+        args = {
+            "transformer": model_quant.get_dit_args({}, module="Model", device_map=True),
+            "text_encoder": model_quant.get_dit_args({}, module="TE", device_map=True),
+        }
+        if quantization != "none":
+            clash = [role for role, (_, quant) in args.items() if quant.get("quantization_config") is not None]
+            if clash:
+                raise ModelError(
+                    f"FramePack quantization '{quantization}' and SD.Next's quantization (SDNQ) both apply to the "
+                    f"{' and '.join(clash)}; turn one of them off (Settings -> FramePack -> quantization = none, "
+                    "or Settings -> Quantization)")
+        for role in ROLES:  # fail fast on a broken local folder, before anything is unloaded
+            source = recipe[role]
+            if source.is_local():
+                check_component_folder(role, source.path())
+
+        log.info("FramePack load: variant=%s transformer=%s quantization=%s offload=%s", recipe.variant,
+                 recipe["transformer"].describe(), quantization, offload)
+        sd_models.unload_model_weights()  # the host's image model leaves memory first
+        import torch
+
+        dtypes = default_dtypes(devices.device)
+        if devices.dtype == torch.float32:
+            dtypes = {role: torch.float32 for role in dtypes}
+        cache_dir, offline = self.hf_cache_dir(), self.offline_mode()
+        components: dict[str, Any] = {}
+        try:
+            for role in ROLES:
+                if role in args:
+                    load_args, quant_args = args[role]
+                    components[role] = _load_with_host_args(recipe, role, load_args, quant_args, cache_dir=cache_dir,
+                                                            offline=offline, device=devices.cpu)
+                else:
+                    components[role] = load_component(recipe, role, cache_dir=cache_dir, offline=offline,
+                                                      device=devices.cpu, dtype=dtypes.get(role))
+            pipe = _pipeline_class().from_components(components)
+        except BaseException:
+            components.clear()
+            self.gc()
+            raise
+        components.clear()
+        pipe._framepack_device = devices.device
+        self._registered = False
+        try:
+            if quantization != "none":
+                _apply_own_quantization(pipe, quantization)
+            repo = recipe["transformer"].describe()
+            pipe.sd_checkpoint_info = sd_checkpoint.CheckpointInfo(repo)
+            pipe.sd_model_checkpoint = repo
+            shared.sd_model = pipe
+            self._registered = bool(shared.sd_loaded) and shared.sd_model is pipe
+            if not self._registered:
+                log.warning("FramePack: SD.Next did not accept the model as its current model (still starting?); "
+                            "its offload applies to FramePack only")
+            if quantization == "none":
+                quantized = model_quant.do_post_load_quant(pipe, allow=False)
+                if quantized is not None and quantized is not pipe:
+                    pipe = quantized
+                    if self._registered:
+                        shared.sd_model = pipe
+            else:
+                log.info("FramePack: SD.Next post-load quantization skipped (FramePack quantization %s is on)",
+                         quantization)
+            self._offload = offload
+            self._apply_offload(pipe, offload)
+        except BaseException:  # never leave a half-set-up pipeline as the host's model
+            if self._registered and bool(shared.sd_loaded) and shared.sd_model is pipe:
+                sd_models.unload_model_weights()
+            self._registered, self._offload = False, None
+            del pipe
+            self.gc()
+            raise
+        self._pipe = pipe
+        self.add_timer("load", time.perf_counter() - started)
+        log.info("FramePack load: done in %.2f s", time.perf_counter() - started)
+        return pipe
+
+    def _apply_offload(self, pipe, mode: str) -> None:
+        from modules import devices, sd_models
+
+        host_mode = str(self._shared().opts.diffusers_offload_mode)
+        if mode == host_mode:
+            if mode == "balanced":
+                sd_models.apply_balanced_offload(pipe)
+            else:
+                sd_models.set_diffuser_offload(pipe)
+            return
+        _apply_own_offload(pipe, mode, devices.device)
+
+    def _apply_attention(self, pipe) -> None:
+        backend = str(self.option("framepack_attention") or "default")
+        if backend == "default" or getattr(pipe, "_framepack_attention", None) == backend:
+            return
+        _apply_attention_backend(pipe, backend)
+        pipe._framepack_attention = backend
+
+
+# ----------------------------------------------------------------------------- loading helpers
+
+
+def _load_with_host_args(recipe, role: str, load_args: Mapping[str, Any], quant_args: Mapping[str, Any], *,
+                         cache_dir: str | None, offline: bool, device: Any):
+    """Load one role with the host's `get_dit_args` load and quantization arguments."""
+    from framepack.models.loader import load_component
+
+    load_args = dict(load_args)
+    dtype = load_args.pop("torch_dtype", None) or load_args.pop("dtype", None)
+    extra = {**load_args, **dict(quant_args)}
+    keep_device = extra.get("quantization_config") is not None or extra.get("device_map") is not None
+    return load_component(recipe, role, cache_dir=cache_dir, offline=offline,
+                          device=None if keep_device else device, dtype=dtype, extra_kwargs=extra)
+
+
+def _apply_own_quantization(pipe, choice: str) -> None:
+    """quanto / NNCF (ours; the host ships only SDNQ), before any offload hook is installed."""
+    from framepack.models.quantize import quantize_pipeline
+
+    for component, report in quantize_pipeline(pipe, choice).items():
+        log.info("FramePack quantization: %s", report.summary())
+
+
+def _apply_own_offload(pipe, mode: str, device) -> None:
+    """Offload our pipeline only, when the FramePack setting differs from the host's mode."""
+    from framepack.errors import ModelError
+    from framepack.models.offload import apply_offload
+
+    if mode == "balanced":  # only exists as the host's own mode
+        raise ModelError("balanced offload is SD.Next's own mode: set Settings -> Model offload mode = balanced "
+                         "and Settings -> FramePack -> offload = host")
+    apply_offload(pipe, mode, device)
+
+
+def _apply_attention_backend(pipe, backend: str) -> None:
+    from framepack.models.offload import set_attention_backend
+
+    set_attention_backend(pipe, backend)
+
+
+# ----------------------------------------------------------------------------- extension singletons
+
+_singletons_lock = threading.Lock()
+_host: SdnextHost | None = None
+_queue = None
+
+
+def callbacks():
+    """`modules.script_callbacks` (the entry script registers through it)."""
+    from modules import script_callbacks
+
+    return script_callbacks
+
+
+def get_host() -> SdnextHost:
+    global _host
+    with _singletons_lock:
+        if _host is None:
+            _host = SdnextHost()
+        return _host
+
+
+def get_queue():
+    global _queue
+    host = get_host()
+    with _singletons_lock:
+        if _queue is None:
+            from framepack.jobs.queue import JobQueue
+
+            _queue = JobQueue(host)
+            host.queue = _queue
+        return _queue
+
+
+def shutdown(timeout: float = 30.0) -> None:
+    """Stop the queue and release the model (tests; a clean server stop)."""
+    global _host, _queue
+    with _singletons_lock:
+        queue, host = _queue, _host
+        _queue, _host = None, None
+    if queue is not None:
+        queue.shutdown(timeout)
+    if host is not None:
+        with host._lock:
+            host._pipe, host._key, host._variant, host._registered = None, None, None, False
+    for handler in [h for h in log.handlers if isinstance(h, _ForwardToHostLog)]:
+        log.removeHandler(handler)
+        log.setLevel(getattr(handler, "replaced_level", logging.NOTSET))
+
+
+def create_tab():
+    """`on_ui_tabs` body: [(blocks, "FramePack", "framepack")]; a short error tab if the UI fails."""
+    import gradio as gr
+    from modules import errors
+
+    try:
+        from framepack.ui import create_ui
+
+        blocks = create_ui(get_host(), get_queue())
+    except Exception as error:
+        errors.display(error, "FramePack tab")
+        with gr.Blocks(analytics_enabled=False) as blocks:
+            gr.Markdown(f"**FramePack could not build its tab:** {type(error).__name__}: {error}\n\n"
+                        "See the server log for details.")
+    return [(blocks, "FramePack", "framepack")]
+
+
+def register_api(demo=None, app=None) -> bool:
+    """`on_app_started` body: routes through `shared.api.add_api_route` (honours --auth).
+
+    Never `app.add_api_route`: that would bypass the host's authentication.
+    """
+    shared = SdnextHost._shared()
+    api = getattr(shared, "api", None)
+    if api is None:
+        shared.log.error("FramePack: SD.Next API is not available; FramePack REST routes not registered")
+        return False
+    from framepack.api import register_routes
+
+    register_routes(api.add_api_route, get_host(), get_queue())
+    return True

@@ -1,0 +1,1 @@
+"""Fake SD.Next `modules` package (tests only): see tests/fake_sdnext/README.md."""

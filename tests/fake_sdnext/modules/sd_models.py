@@ -1,0 +1,70 @@
+"""Fake `modules.sd_models`: unload, offload (balanced and the other modes) and move_model.
+
+Every call is recorded in `fake_calls` as (name, details) with `lock` = whether the GPU lock
+was held at the time.
+"""
+
+from __future__ import annotations
+
+from modules import call_queue, devices, shared
+from modules.logger import log
+from modules.modeldata import model_data
+from modules.sd_checkpoint import CheckpointInfo  # noqa: F401  (re-exported like SD.Next)
+
+fake_calls: list[tuple[str, dict]] = []  # test-only
+
+
+def _record(name, **details):
+    details["lock"] = call_queue.queue_lock.locked()
+    fake_calls.append((name, details))
+
+
+def move_model(model, device=None, force=False):
+    _record("move_model", model=model, device=device, force=force)
+    if model is None or device is None:
+        return
+    if hasattr(model, "to") and str(device) != "meta":
+        model.to(device)
+
+
+def unload_model_weights(op="model"):
+    _record("unload_model_weights", op=op, model=model_data.sd_model)
+    if op == "model" and model_data.sd_model is not None:
+        disable_offload(model_data.sd_model)
+        model_data.sd_model = None
+        devices.torch_gc(force=True, reason="unload")
+
+
+def disable_offload(sd_model):
+    if getattr(sd_model, "has_accelerate", False):
+        sd_model.has_accelerate = False
+
+
+def apply_balanced_offload(sd_model=None, exclude: list[str] | None = None, force: bool = False, silent: bool = False):
+    mode = shared.opts.diffusers_offload_mode
+    _record("apply_balanced_offload", model=sd_model, mode=mode, applied=mode == "balanced")
+    if mode != "balanced":
+        return sd_model
+    if sd_model is None:
+        if not shared.sd_loaded:
+            return sd_model
+        sd_model = shared.sd_model
+    if sd_model is None:
+        return sd_model
+    sd_model.has_accelerate = True
+    return sd_model
+
+
+def set_diffuser_offload(sd_model, op: str = "model", quiet: bool = False, force: bool = False):
+    mode = shared.opts.diffusers_offload_mode
+    _record("set_diffuser_offload", model=sd_model, mode=mode, op=op)
+    if sd_model is None:
+        log.warning(f"{op} is not loaded")
+        return
+    if mode == "none":
+        sd_model.has_accelerate = False
+        move_model(sd_model, devices.device)
+    elif mode in ("model", "sequential", "group"):
+        sd_model.has_accelerate = True  # the real host installs diffusers/accelerate hooks here
+    elif mode == "balanced":
+        apply_balanced_offload(sd_model, force=force)

@@ -1,0 +1,47 @@
+"""Fake `modules.shared`: opts, OptionInfo, state, log, api, sd_model / sd_loaded."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from modules import paths
+from modules.logger import log  # noqa: F401  (shared.log is the "sd" logger)
+from modules.options import OptionInfo, Options, options_section  # noqa: F401
+from modules.shared_state import State
+
+default_hfcache_dir = os.environ.get("SD_HFCACHEDIR", None) or os.path.join(paths.models_path, "huggingface")
+
+options_templates: dict[str, OptionInfo] = {}
+options_templates.update(options_section(("sd", "Model Loading"), {
+    "sd_model_checkpoint": OptionInfo("None", "Base model"),
+    "device_map": OptionInfo("default", "Model load device map", None, {"choices": ["default", "gpu", "cpu"]}),
+    "diffusers_offload_mode": OptionInfo("balanced", "Model offload mode", None,
+                                         {"choices": ["none", "balanced", "group", "model", "sequential"]}),
+    "sdnq_quantize_weights": OptionInfo([], "Quantization enabled", None,
+                                        {"choices": ["Model", "TE", "LLM", "Control", "VAE"]}),
+    "sdnq_quantize_mode": OptionInfo("auto", "Quantization mode", None, {"choices": ["auto", "pre", "post"]}),
+}))
+options_templates.update(options_section(("system-paths", "System Paths"), {
+    "hfcache_dir": OptionInfo(default_hfcache_dir, "Folder for Huggingface cache", folder=True),
+}))
+options_templates.update(options_section(("saving-images", "Image Options"), {
+    "keep_incomplete": OptionInfo(True, "Save interrupted images"),
+}))
+options_templates.update(options_section(("saving-paths", "Image Paths"), {
+    "outdir_samples": OptionInfo("", "Base images folder", folder=True),
+    "outdir_video": OptionInfo("outputs/video", "Folder for videos", folder=True),
+}))
+options_templates.update(options_section(("hidden_options", "Hidden options"), {
+    "offline_mode": OptionInfo(False, "Force offline mode"),
+    "subpath": OptionInfo("", "Mount URL subpath"),
+}))
+
+opts = Options(options_templates)
+state = State()
+api = None  # modules.api.api.Api, set by the webui before on_app_started callbacks run
+demo = None
+
+from modules.modeldata import Shared  # noqa: E402
+
+sys.modules[__name__].__class__ = Shared

@@ -1,0 +1,367 @@
+"""Contract tests: SdnextHost inside the fake SD.Next (tests/fake_sdnext), tiny model, CPU.
+
+A generation through the job queue must use exactly the host services of docs/HOST.md: the
+GPU lock, shared.state progress / preview / Stop / Skip / Pause, the host video folder and
+keep-incomplete setting, recorded outputs, timers, progress-bar tasks, and the model lifecycle
+(shared.sd_model registration, SDNQ args from get_dit_args, post-load quantization, balanced
+offload around every stage, SigLIP moved explicitly, unload and switch-back).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fake_sdnext.harness import FakeSdnext
+from framepack.errors import ModelError
+from framepack.jobs.queue import CANCELLED, DONE, JobQueue
+from framepack.jobs.request import build_request
+
+FAST = dict(resolution=32, steps=2, latent_window_size=3, fps=30, teacache=False, preview=True)
+STAGES = ("text", "vision", "vae_encode", "sample", "vae_decode")
+
+
+def request(seed=1, sections=2, variant="f1", **overrides):
+    image = np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    fields = {**FAST, "variant": variant, "image": image, "prompt": "rain", "seed": seed,
+              "duration": 0.4 * sections, **overrides}
+    return build_request(**fields)
+
+
+@pytest.fixture
+def sd(tmp_path, tiny_model_dir):
+    """The fake SD.Next after startup, with the FramePack settings registered and the tiny model
+    selected through the real recipe setting."""
+    with FakeSdnext(tmp_path) as fake:
+        from framepack.host import sdnext
+
+        sdnext.register_settings()
+        fake.finish_startup()
+        fake.shared.opts.framepack_model_recipe = json.dumps({"folder": str(tiny_model_dir)})
+        fake.shared.opts.sd_model_checkpoint = "sdxl-base"
+        fake.model_quant.fake_quant_args.clear()
+        yield fake
+        fake.model_quant.fake_quant_args.clear()
+
+
+def make_host(cls=None):
+    from framepack.host.sdnext import SdnextHost
+
+    return (cls or SdnextHost)()
+
+
+def run(host, req, options=None, task_id=None, timeout=120):
+    queue = JobQueue(host)
+    host.queue = queue
+    try:
+        with host.task(task_id):
+            job = queue.submit(req, options)
+            assert job.wait(timeout), "job did not finish"
+    finally:
+        queue.shutdown()
+    return job
+
+
+class SpyFromPretrained:
+    """Records the kwargs of `cls.from_pretrained` and drops the fake SDNQ config before loading."""
+
+    def __init__(self, monkeypatch, cls):
+        self.calls: list[dict] = []
+        original = cls.from_pretrained
+
+        def spy(klass, *args, **kwargs):
+            self.calls.append(dict(kwargs))
+            kwargs.pop("quantization_config", None)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
+
+
+def test_generation_uses_the_host_services(sd, monkeypatch, tiny_model_dir):
+    from diffusers import HunyuanVideoFramepackTransformer3DModel
+    from transformers import LlamaModel
+
+    transformer_spy = SpyFromPretrained(monkeypatch, HunyuanVideoFramepackTransformer3DModel)
+    text_spy = SpyFromPretrained(monkeypatch, LlamaModel)
+    model_config, te_config = object(), object()
+    sd.model_quant.fake_quant_args.update({"Model": {"quantization_config": model_config},
+                                           "TE": {"quantization_config": te_config}})
+    state = sd.shared.state
+    host = make_host()
+    assert host.loaded_variant() is None and sd.modeldata.model_data.fake_loads == []
+
+    job = run(host, request(sections=2), task_id="task(abc123)")
+
+    assert job.status == DONE, job.error
+    # outputs: host video folder, recorded in shared.state
+    video_dir = sd.tmp / "outputs" / "video"
+    assert job.video.parent == video_dir and job.video.stat().st_size > 0
+    recorded = [entry["outputs"] for entry in state.state_history if entry["op"] == "output"]
+    assert recorded and str(job.video) in recorded[-1]
+    # progress over the whole video: 2 sections x 2 steps
+    steps = [step for step, total in state.fake_steps if total == 4]
+    assert steps[-1] == 4 and steps == sorted(steps) and len(steps) == 4
+    assert any(text.startswith("FramePack: section") for text in state.fake_textinfo)
+    assert any(text.startswith("FramePack: completed") for text in state.fake_textinfo)
+    # live preview
+    assert state.fake_previews and all(isinstance(image, Image.Image) for image in state.fake_previews)
+    assert state.id_live_preview == len(state.fake_previews)
+    # GPU lock held by the job, for every host model call
+    assert sd.call_queue.fake_acquisitions == 1
+    assert sd.sd_models.fake_calls and all(details["lock"] for _, details in sd.sd_models.fake_calls)
+    # the pipeline is the host's model: unload first, then registered, checkpoint info set
+    pipe = host.pipeline("f1")
+    names = [name for name, _ in sd.sd_models.fake_calls]
+    assert names[0] == "unload_model_weights"
+    assert sd.shared.sd_loaded and sd.shared.sd_model is pipe
+    assert pipe.sd_checkpoint_info.name == f"{tiny_model_dir}/transformer_f1"
+    assert sd.modeldata.model_data.fake_loads == []  # never triggered a host model load
+    # balanced offload: at load, then before and after every stage, on our pipeline
+    balanced = sd.calls("apply_balanced_offload")
+    assert all(details["model"] is pipe and details["applied"] for details in balanced)
+    stage_calls = sum(1 for text in state.fake_textinfo if text in
+                      {"FramePack: encoding prompt", "FramePack: encoding image (SigLIP)",
+                       "FramePack: encoding image (VAE)", "FramePack: sampling", "FramePack: decoding frames"})
+    assert len(balanced) == 1 + 2 * stage_calls and stage_calls >= 7  # text, vision, encode, 2 x (sample, decode)
+    # SigLIP moved explicitly to the host device
+    moves = sd.calls("move_model")
+    assert any(m["model"] is pipe.image_encoder and m["device"] == sd.devices.device and m["force"] for m in moves)
+    # quantization arguments from get_dit_args reach from_pretrained; post-load quantization runs
+    dit = [details for name, details in sd.model_quant.fake_calls if name == "get_dit_args"]
+    assert [(d["module"], d["device_map"]) for d in dit] == [("Model", True), ("TE", True)]
+    assert transformer_spy.calls[0]["quantization_config"] is model_config
+    assert transformer_spy.calls[0]["torch_dtype"] == sd.devices.dtype
+    assert text_spy.calls[0]["quantization_config"] is te_config
+    post = [details for name, details in sd.model_quant.fake_calls if name == "do_post_load_quant"]
+    assert len(post) == 1 and post[0]["model"] is pipe and post[0]["allow"] is False
+    # timers from the stage timings
+    assert set(STAGES) | {"load"} <= set(sd.timer.process.records)
+    # the progress-bar task: queued, active while the job ran, finished; state id = task id
+    assert sd.progress.fake_calls == [("add", "task(abc123)"), ("start", "task(abc123)"),
+                                      ("finish", "task(abc123)")]
+    assert [e["id"] for e in state.state_history if e["op"] == "begin"] == ["abc123"]
+
+
+def reacting_host(react):
+    """An SdnextHost that records every event and lets the test act on shared.state meanwhile."""
+    from framepack.host.sdnext import SdnextHost
+
+    class Host(SdnextHost):
+        def report(self, event):
+            super().report(event)
+            self.events.append(event)
+            from modules import shared
+
+            react(event, shared.state)
+
+    host = Host()
+    host.events = []
+    return host
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_stop_keeps_a_partial_video_only_with_keep_incomplete(sd, keep):
+    sd.shared.opts.keep_incomplete = keep
+
+    def stop_after_first_section(event, state):
+        if event.kind == "section_done":
+            state.interrupt()  # what the host's Stop button and POST /sdapi/v1/interrupt do
+
+    host = reacting_host(stop_after_first_section)
+    job = run(host, request(sections=3))
+    assert job.status == CANCELLED and job.position == 1
+    videos = list((sd.tmp / "outputs" / "video").glob("*.mp4"))
+    outputs = [e for e in sd.shared.state.state_history if e["op"] == "output"]
+    if keep:
+        assert job.video is not None and videos == [job.video] and outputs
+    else:
+        assert job.video is None and videos == [] and outputs == []
+
+
+def test_skip_ends_the_current_section_early(sd):
+    def skip_first_step(event, state):
+        if event.kind == "progress" and event.position == 0 and event.step == 1:
+            state.skip()
+
+    host = reacting_host(skip_first_step)
+    job = run(host, request(sections=2, steps=3))
+    assert job.status == DONE, job.error
+    done = [e for e in host.events if e.kind == "section_done"]
+    assert [e.skipped for e in done] == [True, False]
+    first_section_steps = [e.step for e in host.events if e.kind == "progress" and e.position == 0]
+    assert first_section_steps == [1]
+    assert sd.shared.state.skipped is False  # one skip per click
+
+
+def test_pause_waits_until_resumed(sd):
+    def pause_once(event, state):
+        if event.kind == "progress" and event.position == 0 and event.step == 1 and not host.paused_once:
+            host.paused_once = True
+            state.pause()
+            threading.Timer(0.4, state.pause).start()  # the button toggles
+
+    host = reacting_host(pause_once)
+    host.paused_once = False
+    started = time.perf_counter()
+    job = run(host, request(sections=1))
+    assert job.status == DONE and time.perf_counter() - started >= 0.4
+
+
+def test_lifecycle_load_on_use_switch_back_and_unload(sd):
+    host = make_host()
+    assert host.loaded_variant() is None
+    assert sd.modeldata.model_data.fake_loads == []  # checking never loads the host's model
+
+    first = host.pipeline("f1")
+    assert host.loaded_variant() == "f1" and sd.shared.sd_model is first
+    assert host.pipeline("f1") is first  # reused
+
+    # the user picks an image model again: the host unloads ours and loads its own
+    sd.sd_models.unload_model_weights()
+    assert sd.shared.sd_model.name == "sdxl-base"
+    assert sd.modeldata.model_data.fake_loads == ["sdxl-base"]
+    assert host.loaded_variant() is None  # our reference is dropped
+
+    second = host.pipeline("original")
+    assert second is not first and sd.shared.sd_model is second and host.loaded_variant() == "original"
+    unloads = len(sd.calls("unload_model_weights"))
+    host.unload()
+    assert len(sd.calls("unload_model_weights")) == unloads + 1
+    assert not sd.shared.sd_loaded and host.loaded_variant() is None
+    assert sd.modeldata.model_data.fake_loads == ["sdxl-base"]  # unloading did not trigger a host load
+
+
+def test_unload_during_a_job_waits_for_the_job(sd):
+    def unload_mid_job(event, state):
+        if event.kind == "section_done" and event.position == 0:
+            host.unload()
+            host.unload_requested_while_running = host.loaded_variant()
+
+    host = reacting_host(unload_mid_job)
+    job = run(host, request(sections=2))
+    assert job.status == DONE and host.unload_requested_while_running == "f1"
+    assert host.loaded_variant() is None and not sd.shared.sd_loaded
+
+
+def test_settings_changes_reload_the_model(sd):
+    host = make_host()
+    first = host.pipeline("f1")
+    sd.shared.opts.framepack_offload = "none"  # FramePack's own mode instead of the host's
+    second = host.pipeline("f1")
+    assert second is not first
+
+
+def test_host_offload_modes_other_than_balanced(sd):
+    sd.shared.opts.diffusers_offload_mode = "model"
+    host = make_host()
+    job = run(host, request(sections=1))
+    assert job.status == DONE, job.error
+    pipe = host.pipeline("f1")
+    assert [d["model"] for d in sd.calls("set_diffuser_offload")] == [pipe]
+    assert not [d for d in sd.calls("apply_balanced_offload") if d["applied"]]
+
+
+def test_framepack_offload_setting_bypasses_the_host_offload(sd):
+    sd.shared.opts.framepack_offload = "none"
+    host = make_host()
+    pipe = host.pipeline("f1")
+    assert sd.calls("set_diffuser_offload") == [] and sd.calls("apply_balanced_offload") == []
+    assert pipe.transformer.device.type == sd.devices.device.type
+
+
+def test_sdnq_and_framepack_quantization_together_are_refused(sd):
+    sd.shared.opts.framepack_quantization = "quanto-int8"
+    sd.model_quant.fake_quant_args["Model"] = {"quantization_config": object()}
+    host = make_host()
+    with pytest.raises(ModelError, match="quanto-int8.*SDNQ.*transformer.*turn one of them off"):
+        host.pipeline("f1")
+    assert sd.calls("unload_model_weights") == []  # refused before the host model was touched
+
+
+def test_framepack_quantization_inside_sdnext(sd):
+    pytest.importorskip("optimum.quanto")
+    from framepack.models.quantize import quantized_with
+
+    sd.shared.opts.framepack_quantization = "quanto-int8"
+    host = make_host()
+    pipe = host.pipeline("f1")
+    assert quantized_with(pipe.transformer) == "quanto" and quantized_with(pipe.text_encoder) == "quanto"
+    assert [n for n, _ in sd.model_quant.fake_calls if n == "do_post_load_quant"] == []  # no double quantization
+
+
+def test_settings_options_and_folders(sd, tmp_path):
+    host = make_host()
+    opts = sd.shared.opts
+    assert "framepack_codec" not in opts.data  # registered defaults are not in opts.data ...
+    assert host.option("framepack_codec") == "libx264"  # ... but are read through opts.get
+    assert host.option("no_such_option", 7) == 7
+    opts.framepack_crf = 20
+    assert host.output_defaults()["crf"] == 20 and host.output_defaults()["keep_incomplete"] is True
+    assert host.request_defaults() == {"variant": "original", "teacache_threshold": 0.15}
+    assert host.video_dir() == sd.tmp / "outputs" / "video"
+    opts.outdir_video = str(tmp_path / "elsewhere")  # an absolute video folder ignores the base
+    assert host.video_dir() == tmp_path / "elsewhere" and host.video_dir().is_dir()
+    opts.offline_mode = True
+    assert host.offline_mode() is True and host.hf_cache_dir() == str(sd.tmp / "hfcache")
+    assert host.torch_device() == sd.devices.device and host.torch_dtype() == sd.devices.dtype
+    host.gc()
+    assert sd.devices.fake_gc_calls[-1]["force"] is True
+    host.add_timer("decode", 0.5)
+    assert sd.timer.process.records["decode"] == 0.5
+    error = RuntimeError("boom")
+    host.display_error(error, "FramePack")
+    assert sd.errors.fake_displayed[-1] == ("FramePack", error)
+    assert host.logger() is sd.shared.log
+    with host.gpu_lock():
+        assert sd.call_queue.queue_lock.locked()
+
+
+def test_job_failure_is_reported_not_raised(sd):
+    sd.shared.opts.framepack_model_recipe = "folder: /no/such/folder"
+    job = run(make_host(), request(sections=1))
+    assert job.status == "failed" and "does not exist" in job.error
+    assert sd.calls("unload_model_weights") == []  # a broken recipe never unloads the host's model
+
+
+def test_recipe_setting_syntax(tiny_model_dir):
+    from framepack.host.sdnext import parse_recipe_setting
+
+    default = parse_recipe_setting("", "f1")
+    assert default["transformer"].source == "lllyasviel/FramePack_F1_I2V_HY_20250503"
+    local = parse_recipe_setting(f"folder: {tiny_model_dir}\n# comment\nvae = org/vae-repo/vae", "original")
+    assert local["vae"].source == "org/vae-repo" and local["vae"].subfolder == "vae"
+    assert local["transformer"].describe() == f"{tiny_model_dir}/transformer"
+    text = json.dumps({"transformer_f1": "me/my-f1", "transformer_original": "me/my-original"})
+    assert parse_recipe_setting(text, "f1")["transformer"].source == "me/my-f1"
+    assert parse_recipe_setting(text, "original")["transformer"].source == "me/my-original"
+    with pytest.raises(ModelError, match="unknown key.*unet"):
+        parse_recipe_setting("unet: a/b", "f1")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        parse_recipe_setting("{bad", "f1")
+    with pytest.raises(ModelError, match="line 1: expected 'role: source'"):
+        parse_recipe_setting("just text", "f1")
+
+
+def test_sdnext_module_imports_nothing_from_sdnext_or_torch_at_import():
+    import subprocess
+    import sys
+
+    code = ("import sys; import framepack.host.sdnext as s; "
+            "bad = [m for m in sys.modules if m == 'modules' or m.startswith(('modules.', 'torch', 'diffusers'))]; "
+            "print(bad)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_failing_setup_never_leaves_a_half_pipeline_as_the_host_model(sd):
+    sd.shared.opts.framepack_offload = "model"  # needs an accelerator; this machine is a CPU
+    job = run(make_host(), request(sections=1))
+    assert job.status == "failed" and "needs an accelerator" in job.error
+    assert not sd.shared.sd_loaded  # registered, then released again
