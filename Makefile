@@ -15,11 +15,15 @@ $(STAMP): requirements.txt requirements-test.txt constraints.txt
 	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -r requirements-test.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
-# ffprobe (Debian ffmpeg) checks the videos we write; only installed when missing.
+# ffprobe (Debian ffmpeg) checks the videos we write; Debian chromium runs the real-browser tests
+# (Playwright drives /usr/bin/chromium, no browser download). Each is only installed when missing.
 system-deps:
 	@command -v ffprobe >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
 	  else echo "ffprobe missing: install ffmpeg (e.g. sudo apt-get install ffmpeg); tests that need it are skipped"; fi; }
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "chromium missing: install it (e.g. sudo apt-get install chromium chromium-driver); browser tests are skipped"; fi; }
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python framepack_cli.py generate --model tiny --image assets/demo.png \

@@ -1,0 +1,294 @@
+"""The REST API endpoints, registered through any FastAPI-style `add_api_route`.
+
+SD.Next passes `shared.api.add_api_route` (which puts the routes under the host's `--auth`);
+the standalone app passes `app.add_api_route`. Nothing here knows which one it got: the
+endpoints only use Starlette request/response classes, return `JSONResponse`s themselves and
+word their own errors, so the host's exception handlers and response-model filtering never
+change what a client sees.
+
+    POST   {prefix}/jobs              submit -> 202 job state (its "id" at once)
+    GET    {prefix}/jobs              list (?status=queued|running|done|failed|cancelled)
+    GET    {prefix}/jobs/{id}         state: status, section, step, progress, error, ...
+    DELETE {prefix}/jobs/{id}         cancel (queued: at once; running: stops between steps)
+    GET    {prefix}/jobs/{id}/video   the video file          (409 until finished)
+    GET    {prefix}/jobs/{id}/frames  the raw frames file      (409 until finished)
+    GET    {prefix}/jobs/{id}/preview the latest preview (PNG)
+    GET    {prefix}/codecs            encoders that work here
+    POST   {prefix}/plan              the section plan for given settings
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime.
+
+import inspect
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from framepack.api import schema
+from framepack.api.validation import BodyError, item, parse_job_body, parse_plan_body
+from framepack.errors import FramePackError
+from framepack.jobs.queue import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING
+
+log = logging.getLogger("framepack")
+
+API_PREFIX = "/framepack/v1"
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+"""Largest accepted JSON body (images are base64 inside it); larger ones get 413."""
+
+STATUSES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
+VIDEO_MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mkv": "video/x-matroska",
+                     ".mov": "video/quicktime", ".webm": "video/webm", ".avi": "video/x-msvideo"}
+FRAMES_MEDIA_TYPE = "application/octet-stream"
+TAGS = ["FramePack"]
+
+
+def register_routes(add_api_route: Callable[..., Any], host, queue, *, prefix: str = API_PREFIX,
+                    max_body_bytes: int = DEFAULT_MAX_BODY) -> list[str]:
+    """Register every endpoint; returns "METHOD path" for each, for logs and tests.
+
+    `add_api_route(path, endpoint, methods=[...], response_model=..., status_code=...)` is
+    FastAPI's signature; documentation extras (summary, tags, request body schema) are passed
+    only when the function accepts them.
+    """
+    api = FramePackApi(host, queue, prefix.rstrip("/"), max_body_bytes)
+    routes = [
+        ("/jobs", api.submit_job, "POST", schema.JobState, 202, "Submit a generation job",
+         schema.request_body(schema.job_body_schema())),
+        ("/jobs", api.list_jobs, "GET", schema.JobList, 200, "List jobs (oldest first)", None),
+        ("/jobs/{job_id}", api.get_job, "GET", schema.JobState, 200, "Job state and progress", None),
+        ("/jobs/{job_id}", api.cancel_job, "DELETE", schema.JobState, 200,
+         "Cancel a queued or running job", None),
+        ("/jobs/{job_id}/video", api.get_video, "GET", None, 200, "Download the video", None),
+        ("/jobs/{job_id}/frames", api.get_frames, "GET", None, 200,
+         "Download the raw frames (.safetensors)", None),
+        ("/jobs/{job_id}/preview", api.get_preview, "GET", None, 200, "Latest preview image (PNG)", None),
+        ("/codecs", api.list_codecs, "GET", schema.Codecs, 200, "Video encoders that work here", None),
+        ("/plan", api.plan, "POST", schema.PlanResult, 200, "Plan sections, frames and prompts",
+         schema.request_body(schema.plan_body_schema())),
+    ]
+    accepts = _accepted_keywords(add_api_route)
+    registered = []
+    for path, endpoint, method, model, status, summary, openapi_extra in routes:
+        kwargs: dict[str, Any] = {"methods": [method], "status_code": status}
+        if model is not None:
+            kwargs["response_model"] = model
+        extras = {"summary": summary, "tags": TAGS, "openapi_extra": openapi_extra,
+                  "responses": _ERROR_RESPONSES}
+        kwargs.update({key: value for key, value in extras.items() if value is not None and accepts(key)})
+        add_api_route(api.prefix + path, endpoint, **kwargs)
+        registered.append(f"{method} {api.prefix}{path}")
+    return registered
+
+
+_ERROR_RESPONSES = {404: {"model": schema.Problem, "description": "no such job, or nothing saved"},
+                    409: {"model": schema.Problem, "description": "not finished yet / already finished"},
+                    413: {"model": schema.Problem, "description": "request body too large"}}
+
+
+def _accepted_keywords(function: Callable) -> Callable[[str], bool]:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return lambda name: False
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return lambda name: True
+    names = {p.name for p in parameters}
+    return lambda name: name in names
+
+
+def _problem(status: int, detail: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+class FramePackApi:
+    """The endpoint functions, bound to one host and queue."""
+
+    def __init__(self, host, queue, prefix: str, max_body_bytes: int):
+        self.host, self.queue, self.prefix, self.max_body_bytes = host, queue, prefix, int(max_body_bytes)
+
+    # ---- jobs --------------------------------------------------------------------------
+    async def submit_job(self, request: Request) -> Response:
+        body = await self._read_json(request)
+        if isinstance(body, Response):
+            return body
+        defaults = {"keep_incomplete": bool(self.host.keep_incomplete())}
+        try:  # image decoding and codec probes block: keep them off the event loop
+            generation, options = await run_in_threadpool(parse_job_body, body, defaults)
+        except BodyError as error:
+            return _problem(422, error.items)
+        try:
+            job = self.queue.submit(generation, options)
+        except FramePackError as error:  # the queue is shutting down
+            return _problem(503, str(error))
+        log.info("FramePack API: job %s queued (%s)", job.id, generation.plan().summary())
+        return JSONResponse(self._state(job), status_code=202,
+                            headers={"Location": f"{self.prefix}/jobs/{job.id}"})
+
+    def list_jobs(self, status: Optional[str] = None) -> Response:
+        if status is not None and status not in STATUSES:
+            return _problem(422, [{"loc": ["query", "status"], "type": "enum",
+                                   "msg": f"status: must be one of {', '.join(STATUSES)}, not {status!r}"}])
+        jobs = self.queue.list()
+        ahead = self._ahead(jobs)
+        states = [self._state(job, ahead.get(job.id, 0)) for job in jobs if status is None or job.status == status]
+        return JSONResponse({"jobs": states})
+
+    def get_job(self, job_id: str) -> Response:
+        job = self.queue.get(job_id)
+        if job is None:
+            return self._unknown(job_id)
+        return JSONResponse(self._state(job))
+
+    def cancel_job(self, job_id: str) -> Response:
+        job = self.queue.get(job_id)
+        if job is None:
+            return self._unknown(job_id)
+        if job.status in (DONE, FAILED):
+            return _problem(409, f"job {job_id} has already finished ({job.status}); there is nothing to cancel")
+        self.queue.cancel(job_id)
+        # a queued job is cancelled at once; a running one stops after its current step (202)
+        return JSONResponse(self._state(job), status_code=202 if job.status == RUNNING else 200)
+
+    # ---- results -----------------------------------------------------------------------
+    def get_video(self, job_id: str) -> Response:
+        return self._download(job_id, "video")
+
+    def get_frames(self, job_id: str) -> Response:
+        return self._download(job_id, "frames")
+
+    def get_preview(self, job_id: str) -> Response:
+        job = self.queue.get(job_id)
+        if job is None:
+            return self._unknown(job_id)
+        preview = job.preview
+        if preview is None:
+            return _problem(404, f"job {job_id} has no preview yet (previews arrive after the first step "
+                                 f"when 'preview' is on)")
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(preview).save(buffer, format="PNG")
+        return Response(buffer.getvalue(), media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    def _download(self, job_id: str, kind: str) -> Response:
+        job = self.queue.get(job_id)
+        if job is None:
+            return self._unknown(job_id)
+        what = "video" if kind == "video" else "raw frames file"
+        if job.status not in FINISHED:
+            return _problem(409, f"job {job_id} is {job.status}; its {what} can be downloaded when it has "
+                                 f"finished (poll GET {self.prefix}/jobs/{job_id})")
+        path = job.video if kind == "video" else job.frames_file
+        if path is None:
+            return _problem(404, self._why_nothing(job, kind))
+        path = Path(path)
+        if not path.is_file():
+            return _problem(404, f"the {what} of job {job_id} ({path.name}) no longer exists on the server")
+        if kind == "video":
+            media_type = VIDEO_MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
+            return FileResponse(path, media_type=media_type, filename=path.name, content_disposition_type="inline")
+        return FileResponse(path, media_type=FRAMES_MEDIA_TYPE, filename=path.name)
+
+    def _why_nothing(self, job, kind: str) -> str:
+        what = "video" if kind == "video" else "raw frames"
+        if job.status == FAILED:
+            return f"job {job.id} failed, so no {what} was saved: {job.error}"
+        if job.status == CANCELLED:
+            if job.started is None:
+                return f"job {job.id} was cancelled before it started; nothing was saved"
+            return (f"job {job.id} was cancelled and saved no {what} (stopped before the first frames, or "
+                    f"output.keep_incomplete is off)")
+        if kind == "video":
+            return f"job {job.id} did not save a video (output.save_video is off or output.codec is 'none')"
+        return f"job {job.id} did not save raw frames; submit with \"output\": {{\"save_frames\": true}}"
+
+    # ---- settings ----------------------------------------------------------------------
+    def list_codecs(self, refresh: bool = False) -> Response:
+        from framepack.io.codecs import available_encoders, is_hardware
+        from framepack.jobs.output import CONTAINER_EXTENSIONS, OutputOptions
+
+        codecs = available_encoders(refresh=refresh)
+        return JSONResponse({"codecs": codecs, "hardware": [c for c in codecs if is_hardware(c)],
+                             "default": OutputOptions.model_fields["codec"].default,
+                             "containers": list(CONTAINER_EXTENSIONS)})
+
+    async def plan(self, request: Request) -> Response:
+        body = await self._read_json(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            plan = await run_in_threadpool(parse_plan_body, body)
+        except BodyError as error:
+            return _problem(422, error.items)
+        return JSONResponse({"summary": plan.summary(), "table": plan.table(), "plan": plan.to_dict()})
+
+    # ---- helpers -----------------------------------------------------------------------
+    async def _read_json(self, request: Request):
+        """The decoded JSON body, or the error Response (413 too large, 422 not JSON)."""
+        limit = self.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                return _problem(400, f"invalid Content-Length header {declared!r}")
+            if size > limit:
+                return self._too_large(size)
+        data = bytearray()
+        try:
+            async for chunk in request.stream():
+                data += chunk
+                if len(data) > limit:
+                    return self._too_large(None)
+        except ClientDisconnect:
+            return _problem(400, "the client disconnected before the body was complete")
+        if not data.strip():
+            return _problem(422, [item((), "the body is empty; send a JSON object of settings", "missing")])
+        try:
+            return json.loads(bytes(data), parse_constant=_refuse_constant)
+        except (ValueError, UnicodeDecodeError) as error:
+            return _problem(422, [item((), f"the body is not valid JSON: {error}", "json_invalid")])
+
+    def _too_large(self, size: Optional[int]) -> Response:
+        limit_mb = self.max_body_bytes / (1024 * 1024)
+        shown = f" ({size / (1024 * 1024):.1f} MB)" if size is not None else ""
+        return _problem(413, f"the request body is too large{shown}; the limit is {limit_mb:g} MB. Send smaller "
+                             f"images (JPEG or WebP, or resized near the generation resolution)")
+
+    def _unknown(self, job_id: str) -> Response:
+        kept = getattr(self.queue, "history", None)
+        note = f" (finished jobs are kept for the last {kept} submissions)" if kept else ""
+        return _problem(404, f"no job with id {job_id!r}{note}")
+
+    def _ahead(self, jobs) -> dict[str, int]:
+        """For each queued job, how many jobs run before it."""
+        ahead, count = {}, 0
+        for job in jobs:  # the queue lists in submission order, which is run order
+            if job.status == QUEUED:
+                ahead[job.id] = count
+            if job.status in (QUEUED, RUNNING):
+                count += 1
+        return ahead
+
+    def _state(self, job, ahead: Optional[int] = None) -> dict[str, Any]:
+        data = job.to_dict()
+        if not data.get("sections"):  # known from the plan before the first progress event
+            data["sections"] = job.request.plan().num_sections
+        if ahead is None:
+            ahead = self._ahead(self.queue.list()).get(job.id, 0) if job.status == QUEUED else 0
+        data["ahead"] = ahead
+        data["cancel_requested"] = job.status in (QUEUED, RUNNING) and job.control.should_stop()
+        base = f"{self.prefix}/jobs/{job.id}"
+        data["video_url"] = f"{base}/video" if data.get("video") else None
+        data["frames_url"] = f"{base}/frames" if data.get("frames") else None
+        return data
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")

@@ -1,0 +1,129 @@
+"""OpenAPI documentation for the REST API: response models and the request body schemas.
+
+The endpoints validate bodies themselves (framepack.api.validation) and return JSONResponse
+objects, so these models only describe the API in `/docs` and `/openapi.json`; they never
+filter or reject what the endpoints return.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from framepack.api.validation import OUTPUT_KEY, PLAN_FIELDS
+
+IMAGE_DOC = "base64 image data or a data URL (data:image/png;base64,...); null for none"
+
+
+class JobState(BaseModel):
+    """A job as `GET /jobs/{id}` reports it (`Job.to_dict()` plus links)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    status: str = Field(description="queued, running, done, failed or cancelled")
+    created: float
+    started: float | None = None
+    finished: float | None = None
+    section: int | None = Field(None, description="section being sampled (number in time order)")
+    sections_done: int = 0
+    sections: int = 0
+    step: int = 0
+    steps: int = 0
+    progress: float = Field(0.0, description="0..1")
+    it_per_s: float = 0.0
+    eta: float | None = Field(None, description="seconds left (estimate)")
+    error: str | None = None
+    seed: int
+    plan: str = Field(description="plan summary: frames, true duration, sections")
+    video: bool = Field(description="a video file was saved")
+    frames: bool = Field(description="a raw frames .safetensors file was saved")
+    frame_count: int | None = None
+    timings: dict[str, float] = {}
+    cancel_requested: bool = False
+    ahead: int = Field(0, description="jobs that run before this one (queued jobs only)")
+    video_url: str | None = None
+    frames_url: str | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobState]
+
+
+class Codecs(BaseModel):
+    codecs: list[str] = Field(description="encoders that really open here; 'none' writes no video")
+    hardware: list[str]
+    default: str
+    containers: list[str]
+
+
+class PlanResult(BaseModel):
+    summary: str
+    table: list[dict[str, Any]] = Field(description="one row per section, in time order")
+    plan: dict[str, Any] = Field(description="VideoPlan.to_dict()")
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+def job_body_schema() -> dict[str, Any]:
+    """JSON schema of the POST /jobs body: GenerationRequest fields + "output": OutputOptions."""
+    from framepack.jobs.output import OutputOptions
+    from framepack.jobs.request import GenerationRequest
+
+    schema = _inline(GenerationRequest.model_json_schema())
+    properties = schema["properties"]
+    for name in ("image", "end_image"):
+        properties[name] = {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None,
+                            "description": f"{name.replace('_', ' ')}: {IMAGE_DOC}"}
+    properties["keyframes"]["items"]["properties"]["image"] = {"type": "string", "description": IMAGE_DOC}
+    output = _inline(OutputOptions.model_json_schema())
+    output["description"] = "Output options (all optional): " + output.get("description", "")
+    properties[OUTPUT_KEY] = output
+    schema["title"] = "JobSubmission"
+    schema["description"] = ("Generation settings at the top level, output options under \"output\". "
+                             "Give `image` or choose a `blank_start` (text-to-video).")
+    schema["examples"] = [{"image": "iVBORw0KGgo...", "prompt": "a paper boat drifts down a stream",
+                         "duration": 5, "fps": 30, "resolution": 640, "steps": 25, "seed": -1,
+                          OUTPUT_KEY: {"codec": "libx264", "save_frames": True}}]
+    return schema
+
+
+def plan_body_schema() -> dict[str, Any]:
+    """JSON schema of the POST /plan body (the planner's fields; a full job body is also accepted)."""
+    full = job_body_schema()
+    keep = (*PLAN_FIELDS, "keyframes")
+    properties = {name: copy.deepcopy(full["properties"][name]) for name in keep}
+    properties["keyframes"] = {
+        "type": "array", "description": "WHEN strings, or keyframe objects (their images are ignored)",
+        "items": {"anyOf": [{"type": "string"}, {"type": "object", "properties": {"when": {"type": "string"}}}]},
+    }
+    return {"title": "PlanSettings", "type": "object", "properties": properties,
+            "description": "The planner's settings; the same body as POST /jobs is accepted (other fields are "
+                           "checked for unknown names, then ignored).",
+            "examples": [{"duration": 5, "fps": 30, "section_prompts": "1: she smiles\n2-3: she waves"}]}
+
+
+def request_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """`openapi_extra` value documenting a JSON request body."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """Replace local `#/$defs/...` references with their definitions (OpenAPI has no $defs here)."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(copy.deepcopy(definitions[ref.rsplit("/", 1)[1]]))
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return resolve(schema)

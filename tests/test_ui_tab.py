@@ -1,0 +1,125 @@
+"""The Gradio tab itself (no browser): element ids, assets, and the Generate handler end to end."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+gr = pytest.importorskip("gradio")
+
+from framepack.host.standalone import StandaloneHost  # noqa: E402
+from framepack.jobs.queue import JobQueue  # noqa: E402
+from framepack.ui import create_ui, logic  # noqa: E402
+from framepack.ui.tab import SCRIPT_FILE, STYLE_FILE  # noqa: E402
+
+BUILT_IN_IDS = {  # the built-in Video -> FramePack sub-tab of SD.Next (docs/HOST.md)
+    "framepack_settings", "framepack-output-column", "framepack_generate_btn", "framepack_init_image",
+    "framepack_last_image", "framepack_result_video", "framepack_preview_image", "framepack_progress_desc",
+    "framepack_section_html", "framepack_section_prompt", "framepack_btn_load", "framepack_btn_unload",
+}
+FAST = {"resolution": 32, "steps": 2, "latent_window_size": 3, "duration": 0.4, "teacache": False, "variant": "f1"}
+
+
+@pytest.fixture(scope="module")
+def host(tiny_model_dir, tmp_path_factory):
+    return StandaloneHost(output_dir=tmp_path_factory.mktemp("tab"), model=str(tiny_model_dir),
+                          settings={"ui_defaults": FAST})
+
+
+@pytest.fixture(scope="module")
+def tab(host):
+    queue = JobQueue(host)
+    yield create_ui(host, queue), queue
+    queue.shutdown()
+
+
+def element_ids(blocks) -> list[str]:
+    return [block.elem_id for block in blocks.blocks.values() if getattr(block, "elem_id", None)]
+
+
+def choice_values(component) -> list:
+    return [c[1] if isinstance(c, (tuple, list)) else c for c in component.choices]
+
+
+def dependency(blocks, api_name: str):
+    for index, dep in enumerate(blocks.dependencies):
+        if dep.get("api_name") == api_name:
+            return dep, blocks.fns[index].fn
+    raise AssertionError(f"no event named {api_name}")
+
+
+def test_every_id_is_ours(tab):
+    ids = element_ids(tab[0])
+    assert len(ids) == len(set(ids)) > 60
+    assert all(i.startswith("fpk_") for i in ids), [i for i in ids if not i.startswith("fpk_")]
+    assert not BUILT_IN_IDS & set(ids)
+    for needed in ("fpk_image", "fpk_end_image", "fpk_keyframes", "fpk_prompt", "fpk_quick_prompts",
+                   "fpk_section_prompts", "fpk_plan", "fpk_codec", "fpk_codec_refresh", "fpk_seed", "fpk_recipe",
+                   "fpk_quantization", "fpk_offload", "fpk_attention", "fpk_generate", "fpk_stop", "fpk_skip",
+                   "fpk_pause", "fpk_video", "fpk_preview", "fpk_progress"):
+        assert needed in ids
+
+
+def test_javascript_and_css_use_our_prefix():
+    script, style = SCRIPT_FILE.read_text(), STYLE_FILE.read_text()
+    functions = re.findall(r"^function (\w+)", script, re.M)
+    assert "fpkSubmit" in functions and all(name.startswith("fpk") for name in functions)
+    assert "submit_framepack" not in script
+    selectors = re.findall(r"([#.][A-Za-z_-][\w-]*)", re.sub(r"/\*.*?\*/|\{[^}]*\}", "", style, flags=re.S))
+    assert selectors and all(s.startswith(("#fpk_", ".fpk-")) for s in selectors), selectors
+
+
+def test_initial_values_and_plan(tab, host):
+    blocks, _ = tab
+    components = blocks.fpk_components
+    assert components["steps"].value == 2 and components["latent_window_size"].value == 3  # ui_defaults
+    assert components["plan"].value.count("<tr>") == 2 and "13 frames" in components["plan"].value
+    assert components["codec"].value == "libx264" and "none" in choice_values(components["codec"])
+
+
+def test_only_generate_uses_the_queue(tab):
+    blocks, _ = tab
+    queued = [dep for dep in blocks.dependencies if dep.get("queue") is not False and dep.get("backend_fn")]
+    assert {dep.get("api_name") for dep in queued} <= {"fpk_generate", None}
+    generate, _ = dependency(blocks, "fpk_generate")
+    assert generate["queue"] is not False and "fpkSubmit" in generate["js"]
+    # load / unload may take minutes with real models: they stay on the queue too
+    assert len(queued) <= 3
+
+
+def test_generate_handler_streams_to_the_outputs(tab, host):
+    blocks, _ = tab
+    dep, handler = dependency(blocks, "fpk_generate")
+    values = {**logic.default_values(host), "image": np.full((40, 40, 3), 90, np.uint8), "seed": 3}
+    outputs = list(handler("", *[values[name] for name in logic.VALUE_NAMES]))
+    assert all(len(out) == len(dep["outputs"]) == 7 for out in outputs)
+    status, progress, preview, video, job_id, seed, pause_label = outputs[-1]
+    assert pause_label == gr.update(value="Pause")
+    assert "done · seed 3" in status and "Timings:" in progress and seed == gr.update()
+    assert Path(video).exists() and Path(video).parent == host.video_dir() and job_id == ""
+    assert outputs[0][4] and outputs[0][5] == 3  # job id and used seed come with the first update
+    bad = list(handler("", *[{**values, "resolution": 33}[name] for name in logic.VALUE_NAMES]))
+    assert len(bad) == 1 and "Resolution: resolution must be a multiple of 16" in bad[0][0]
+    assert bad[0][3] == gr.update()  # the last video stays
+
+
+def test_assets_are_added_only_outside_sdnext(tab):
+    blocks, _ = tab
+    assert any("fpkScriptLoaded" in (dep.get("js") or "") for dep in blocks.dependencies)
+    assert "#fpk_tab" in (blocks.css or "")
+
+    sdnext_like = SimpleNamespace(name="sdnext", option=lambda key, default=None: default,
+                                  keep_incomplete=lambda: True, loaded_variant=lambda: None,
+                                  request_defaults=lambda: {"variant": "f1"}, output_defaults=lambda: {"crf": 20})
+    blocks = create_ui(sdnext_like, SimpleNamespace(list=lambda: []))
+    assert not any("fpkScriptLoaded" in (dep.get("js") or "") for dep in blocks.dependencies)
+    components = blocks.fpk_components
+    assert components["variant"].value == "f1" and components["crf"].value == 20  # the host's settings
+    quantization = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "fpk_quantization")
+    assert quantization.interactive is False  # settings live in SD.Next's Settings page there
+    offload = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "fpk_offload")
+    assert "host" in choice_values(offload)
