@@ -136,6 +136,12 @@ SIGLIP_CONFIG = dict(
 
 IMAGE_SIZE = 32
 
+# `build_quantizable_tiny_model`: layers wide enough for quanto and NNCF int4 (group size 128)
+QUANTIZABLE_TRANSFORMER_CONFIG = dict(
+    TRANSFORMER_CONFIG, attention_head_dim=64, rope_axes_dim=(16, 24, 24), text_embed_dim=128
+)
+QUANTIZABLE_LLAMA_CONFIG = dict(LLAMA_CONFIG, hidden_size=128, intermediate_size=256)
+
 # per-component seed offsets (the transformers use seed and seed + 1 exactly)
 _SEED_OFFSETS = {"text_encoder": 11, "text_encoder_2": 12, "vae": 13, "image_encoder": 14}
 
@@ -217,7 +223,7 @@ def _seeded(seed: int, make):
     return make()
 
 
-def _build_pipeline(seed: int):
+def _build_pipeline(seed: int, transformer_config: dict = TRANSFORMER_CONFIG, llama_config: dict = LLAMA_CONFIG):
     import torch
     from diffusers import (
         AutoencoderKLHunyuanVideo,
@@ -232,7 +238,7 @@ def _build_pipeline(seed: int):
     image_processor_cls = COMPONENT_CLASSES["feature_extractor"].resolve()
 
     with torch.random.fork_rng(devices=[]):
-        text_encoder = _seeded(seed + _SEED_OFFSETS["text_encoder"], lambda: LlamaModel(LlamaConfig(**LLAMA_CONFIG)))
+        text_encoder = _seeded(seed + _SEED_OFFSETS["text_encoder"], lambda: LlamaModel(LlamaConfig(**llama_config)))
         text_encoder_2 = _seeded(
             seed + _SEED_OFFSETS["text_encoder_2"], lambda: CLIPTextModel(CLIPTextConfig(**CLIP_CONFIG))
         )
@@ -240,8 +246,8 @@ def _build_pipeline(seed: int):
         image_encoder = _seeded(
             seed + _SEED_OFFSETS["image_encoder"], lambda: SiglipVisionModel(SiglipVisionConfig(**SIGLIP_CONFIG))
         )
-        transformer = _seeded(seed, lambda: HunyuanVideoFramepackTransformer3DModel(**TRANSFORMER_CONFIG))
-        transformer_f1 = _seeded(seed + 1, lambda: HunyuanVideoFramepackTransformer3DModel(**TRANSFORMER_CONFIG))
+        transformer = _seeded(seed, lambda: HunyuanVideoFramepackTransformer3DModel(**transformer_config))
+        transformer_f1 = _seeded(seed + 1, lambda: HunyuanVideoFramepackTransformer3DModel(**transformer_config))
     feature_extractor = image_processor_cls(
         size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
         do_resize=True,
@@ -286,7 +292,7 @@ def _normalize_permissions(folder: Path) -> None:
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def _is_complete(root: Path, seed: int) -> bool:
+def _is_complete(root: Path, seed: int, flavor: str | None = None) -> bool:
     try:
         marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -295,6 +301,7 @@ def _is_complete(root: Path, seed: int) -> bool:
         isinstance(marker, dict)
         and marker.get("format") == TINY_FORMAT
         and marker.get("seed") == seed
+        and marker.get("flavor") == flavor
         and (root / "model_index.json").is_file()
         and all((root / sub).is_dir() for sub in marker.get("subfolders", ["?"]))
     )
@@ -313,10 +320,28 @@ def build_tiny_model(root: str | os.PathLike, *, seed: int = TINY_SEED, overwrit
     Returns at once when `root` already holds a complete tiny model of this seed and format,
     unless `overwrite`. Anything else at `root` is replaced.
     """
+    return _write_model(root, seed, overwrite, lambda: _build_pipeline(seed), flavor=None)
+
+
+def build_quantizable_tiny_model(root: str | os.PathLike, *, seed: int = TINY_SEED, overwrite: bool = False) -> Path:
+    """The tiny model with a transformer and Llama encoder wide enough to be quantized for real.
+
+    The default tiny layers (20 channels) are below NNCF's int4 group size, so NNCF int4 would
+    fall back to int8 almost everywhere; here the transformer has 2 heads x 64 and the Llama
+    encoder 128 channels, so quanto and NNCF int4 replace real layers. Same layout, other
+    components as in `build_tiny_model`; random weights, output is noise.
+    """
+    return _write_model(root, seed, overwrite, lambda: _build_pipeline(seed, QUANTIZABLE_TRANSFORMER_CONFIG,
+                                                                     QUANTIZABLE_LLAMA_CONFIG),
+                        flavor="quantizable")
+
+
+def _write_model(root, seed: int, overwrite: bool, build, flavor: str | None) -> Path:
+    """Build with `build()` into a temporary folder and rename it to `root` (atomic, see above)."""
     import logging as _logging
 
     root = Path(os.path.expanduser(os.fspath(root))).absolute()
-    if not overwrite and _is_complete(root, seed):
+    if not overwrite and _is_complete(root, seed, flavor):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
@@ -331,7 +356,7 @@ def build_tiny_model(root: str | os.PathLike, *, seed: int = TINY_SEED, overwrit
             lg.setLevel(_logging.ERROR)
         tf_logging.disable_progress_bar()
         try:
-            pipe, transformer_f1 = _build_pipeline(seed)
+            pipe, transformer_f1 = build()
             pipe.save_pretrained(tmp, safe_serialization=True)
             transformer_f1.save_pretrained(tmp / LOCAL_TRANSFORMER_SUBFOLDERS["f1"], safe_serialization=True)
         finally:
@@ -344,6 +369,8 @@ def build_tiny_model(root: str | os.PathLike, *, seed: int = TINY_SEED, overwrit
         subfolders = sorted(p.name for p in tmp.iterdir() if p.is_dir())
         _normalize_permissions(tmp)
         marker = {"format": TINY_FORMAT, "seed": seed, "random_weights": True, "subfolders": subfolders}
+        if flavor is not None:
+            marker["flavor"] = flavor
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
         old = None
@@ -357,7 +384,7 @@ def build_tiny_model(root: str | os.PathLike, *, seed: int = TINY_SEED, overwrit
             os.replace(tmp, root)
         except OSError:
             # another process renamed its build into place first; keep theirs if usable
-            if _is_complete(root, seed):
+            if _is_complete(root, seed, flavor):
                 return root
             raise
         finally:

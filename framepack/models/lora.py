@@ -1,0 +1,236 @@
+"""Standalone LoRA through diffusers' loader (`HunyuanVideoLoraLoaderMixin` on our pipeline).
+
+Inside SD.Next, LoRAs come from the prompt (`<lora:name:w>`) through the host's networks; this
+module is the standalone path (`--lora FILE[:weight]`, several allowed). diffusers does the real
+work: reading the file, converting the original HunyuanVideo key layout, injecting PEFT layers
+(`load_lora_weights`), weighting (`set_adapters`) and removing them (`unload_lora_weights`).
+What is ours:
+
+- one adapter per file, named after the file *and* its size and modification time, so
+  `apply_loras` can be called before every run with the wanted list: files already loaded are
+  only re-weighted (no reload of the model or the LoRA), files no longer listed are deleted, a
+  file changed on disk is loaded again;
+- files are checked first (missing, not `.safetensors`, listed twice) and a LoRA that does not
+  fit the transformer is a `ModelError` naming the file instead of a PEFT traceback;
+- keys saved without diffusers' `transformer.` prefix (plain PEFT `save_pretrained` output of
+  the transformer) are accepted;
+- LoRA works on a quanto-quantized transformer (PEFT wraps quanto's Linear subclass) but not on
+  an NNCF-compressed one, which is refused. Quantize first, then apply LoRAs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from framepack.errors import InputError, ModelError
+
+log = logging.getLogger(__name__)
+
+LORA_SUFFIXES = (".safetensors",)  # pickled .bin/.pt files can run code when loaded: not accepted
+_PREFIX = "transformer."
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """One LoRA file and its weight (1.0 = as trained, 0 = no effect, negative allowed)."""
+
+    path: Path
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class AppliedLora:
+    name: str  # the adapter name inside the transformer
+    path: Path
+    weight: float
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value
+
+
+def parse_lora_spec(text: str) -> tuple[str, float]:
+    """`"file.safetensors:0.8"` -> `("file.safetensors", 0.8)`; no `:weight` means 1.0.
+
+    Only a number after the last colon is a weight, so `C:\\loras\\x.safetensors` stays a path.
+    """
+    spec = str(text or "").strip()
+    if not spec:
+        raise InputError("empty LoRA entry; write FILE or FILE:WEIGHT")
+    head, sep, tail = spec.rpartition(":")
+    weight = _number(tail.strip()) if sep and head.strip() else None
+    path, weight = (head.strip(), weight) if weight is not None else (spec, 1.0)
+    if not math.isfinite(weight):
+        raise InputError(f"LoRA weight in {spec!r} must be a finite number")
+    return path, weight
+
+
+def parse_lora_specs(values: str | Iterable[str] | None) -> list[LoraSpec]:
+    """Several entries: a list (repeated `--lora`) and/or text with one entry per line."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    specs = []
+    for value in values:
+        for line in str(value).splitlines():
+            if line.strip():
+                path, weight = parse_lora_spec(line)
+                specs.append(LoraSpec(Path(os.path.expanduser(path)), weight))
+    return specs
+
+
+def _as_spec(item: Any) -> LoraSpec:
+    if isinstance(item, LoraSpec):
+        return item
+    if isinstance(item, str):
+        path, weight = parse_lora_spec(item)
+        return LoraSpec(Path(os.path.expanduser(path)), weight)
+    path, weight = item
+    return LoraSpec(Path(os.path.expanduser(os.fspath(path))), float(weight))
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_lora_file(path: str | os.PathLike) -> Path:
+    """The resolved path of an existing `.safetensors` file, else an `InputError`."""
+    file = Path(os.path.expanduser(os.fspath(path))).resolve()
+    if not file.exists():
+        raise InputError(f"LoRA file not found: {path}")
+    if not file.is_file():
+        raise InputError(f"LoRA path is not a file: {path}")
+    if file.suffix.lower() not in LORA_SUFFIXES:
+        raise InputError(f"LoRA {file.name}: only .safetensors files are loaded (pickled files can run code)")
+    return file
+
+
+def peft_available() -> bool:
+    """diffusers injects LoRA layers with PEFT; without it no LoRA can be loaded."""
+    try:
+        from diffusers.utils import USE_PEFT_BACKEND
+    except ImportError:  # pragma: no cover - diffusers always has it
+        return False
+    return bool(USE_PEFT_BACKEND)
+
+
+def _require_peft() -> None:
+    if not peft_available():
+        raise ModelError("LoRA needs the peft package (diffusers loads LoRAs through it); install peft")
+
+
+def _check_quantization(pipe: Any) -> None:
+    """NNCF finds its weight decompressors by module path; PEFT's wrappers move the layers, so
+    an NNCF-compressed layer would run on raw int8 weights. quanto layers wrap fine."""
+    from framepack.models.quantize import quantized_with
+
+    if quantized_with(getattr(pipe, "transformer", None)) == "nncf":
+        raise ModelError("LoRA cannot be applied to an NNCF-compressed transformer; "
+                         "use quanto quantization (or none) together with LoRA")
+
+
+def adapter_name(path: Path) -> str:
+    """`<stem>_<hash of path, size, mtime>`: stable while the file is unchanged, a valid module key."""
+    stat = path.stat()
+    digest = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode("utf-8")).hexdigest()[:10]
+    stem = re.sub(r"[^0-9A-Za-z_]", "_", path.stem)[:40] or "lora"
+    return f"{stem}_{digest}"
+
+
+# ----------------------------------------------------------------------------- apply / unload
+
+
+def loaded_adapters(pipe: Any) -> list[str]:
+    """Names of the adapters loaded into the transformer (empty without peft)."""
+    if not peft_available():
+        return []
+    try:
+        return list(pipe.get_list_adapters().get("transformer", []))
+    except (AttributeError, ValueError):
+        return []
+
+
+def _state_dict(pipe: Any, path: Path) -> dict:
+    """The file as diffusers reads it (original HunyuanVideo keys converted), with the prefix."""
+    try:
+        state = pipe.lora_state_dict(str(path))
+    except Exception as exc:  # noqa: BLE001 - unreadable or not a LoRA: say which file
+        raise InputError(f"LoRA {path.name} cannot be read: {type(exc).__name__}: {exc}") from exc
+    if not state:
+        raise ModelError(f"LoRA {path.name} holds no tensors")
+    if not any(key.startswith(_PREFIX) for key in state):
+        state = {_PREFIX + key.removeprefix("base_model.model."): value for key, value in state.items()}
+    return state
+
+
+def _headline(exc: BaseException, limit: int = 400) -> str:
+    """First line of an error, plus the next one when the first only announces a list (torch's
+    "Error(s) in loading state_dict for X:" is followed by the useful "size mismatch ..." line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else "")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _load(pipe: Any, path: Path, name: str) -> None:
+    state = _state_dict(pipe, path)
+    try:
+        pipe.load_lora_weights(state, adapter_name=name)
+    except Exception as exc:  # noqa: BLE001 - PEFT/diffusers errors become one line naming the file
+        raise ModelError(f"LoRA {path.name} does not fit the FramePack transformer: "
+                         f"{type(exc).__name__}: {_headline(exc)}") from exc
+    if name not in loaded_adapters(pipe):
+        raise ModelError(f"LoRA {path.name}: none of its keys match the FramePack transformer "
+                         "(is it a LoRA for another model?)")
+
+
+def apply_loras(pipe: Any, specs: Sequence[Any]) -> list[AppliedLora]:
+    """Make exactly `specs` active on the transformer, with their weights; return what is active.
+
+    `specs`: `LoraSpec`s, `(path, weight)` pairs or `"FILE[:weight]"` strings. Files already
+    loaded are only re-weighted; adapters not listed are deleted; an empty list unloads all.
+    """
+    wanted: dict[str, AppliedLora] = {}
+    for item in specs:
+        spec = _as_spec(item)
+        file = check_lora_file(spec.path)
+        if not math.isfinite(spec.weight):
+            raise InputError(f"LoRA {file.name}: weight must be a finite number")
+        name = adapter_name(file)
+        if name in wanted:
+            raise InputError(f"LoRA {file.name} is listed twice; give it once with the weight you want")
+        wanted[name] = AppliedLora(name, file, float(spec.weight))
+    if not wanted:
+        unload_loras(pipe)
+        return []
+    _require_peft()
+    _check_quantization(pipe)
+    loaded = loaded_adapters(pipe)
+    stale = [name for name in loaded if name not in wanted]
+    if stale:
+        pipe.delete_adapters(stale)
+    for name, lora in wanted.items():
+        if name not in loaded:
+            _load(pipe, lora.path, name)
+    pipe.set_adapters(list(wanted), [lora.weight for lora in wanted.values()])
+    log.info("LoRA: %s", ", ".join(f"{lora.path.name}:{lora.weight:g}" for lora in wanted.values()))
+    return list(wanted.values())
+
+
+def unload_loras(pipe: Any) -> None:
+    """Remove every LoRA layer from the transformer (its weights are exactly the original again)."""
+    if loaded_adapters(pipe):
+        pipe.unload_lora_weights()

@@ -1,0 +1,211 @@
+"""Standalone device, dtype, offload and attention backend (framepack.models.offload) on the CPU.
+
+CUDA-only behaviour (model and sequential offload really moving weights, flash/sage kernels)
+cannot run here; what can: the decisions, the refusals, and group offload with hooks that
+onload to the CPU, which runs the real diffusers hook path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from framepack.engine.loop import SectionLoop
+from framepack.engine.pipeline import FramePackPipeline
+from framepack.errors import InputError, ModelError
+from framepack.jobs.request import build_request
+from framepack.models import offload
+from framepack.models.loader import load_components
+from framepack.models.offload import (
+    ATTENTION_BACKENDS,
+    AUTO_ON_DEVICE_BYTES,
+    OFFLOAD_MODES,
+    apply_offload,
+    available_attention_backends,
+    offload_state,
+    pick_device,
+    pick_dtype,
+    pipeline_offload_state,
+    resolve_offload,
+    set_attention_backend,
+)
+from framepack.models.recipe import local_recipe
+
+GB = 2**30
+FAST = dict(resolution=32, steps=2, latent_window_size=3, fps=30, seed=7, teacache=False, preview=False,
+            prompt="a red fox", duration=0.4, variant="f1")
+MODULES = ("text_encoder", "text_encoder_2", "vae", "image_encoder", "transformer")
+
+
+def load_pipe(root) -> FramePackPipeline:
+    return FramePackPipeline.from_components(load_components(local_recipe(root, "f1")))
+
+
+def generate(pipe) -> np.ndarray:
+    frames: list[np.ndarray] = []
+    image = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    SectionLoop(pipe, build_request(**FAST, image=image), frames.append).run(lambda event: None)
+    return np.concatenate(frames)
+
+
+@pytest.fixture(scope="module")
+def baseline(tiny_model_dir) -> np.ndarray:
+    return generate(load_pipe(tiny_model_dir))
+
+
+# ----------------------------------------------------------------------------- decisions
+
+
+@pytest.mark.parametrize("mode, device, free, expected", [
+    ("auto", "cpu", None, "none"),
+    ("none", "cpu", None, "none"),
+    ("auto", "cuda", 80 * GB, "none"),
+    ("auto", "cuda", AUTO_ON_DEVICE_BYTES, "none"),
+    ("auto", "cuda", AUTO_ON_DEVICE_BYTES - 1, "model"),
+    ("auto", "cuda:1", 24 * GB, "model"),
+    ("auto", "xpu", 16 * GB, "model"),
+    ("auto", "mps", 64 * GB, "none"),
+    ("none", "cuda", 8 * GB, "none"),
+    ("model", "cuda", 200 * GB, "model"),
+    ("sequential", "cuda", None, "sequential"),
+    ("group", "xpu", None, "group"),
+    (" AUTO ", "cuda", 70 * GB, "none"),
+])
+def test_resolve_offload(mode, device, free, expected):
+    assert resolve_offload(mode, device, free_bytes=free) == expected
+
+
+def test_auto_offloads_when_free_memory_is_unknown(monkeypatch):
+    monkeypatch.setattr(offload, "free_accelerator_bytes", lambda device: None)
+    assert resolve_offload("auto", "cuda") == "model"
+    monkeypatch.setattr(offload, "free_accelerator_bytes", lambda device: 96 * GB)
+    assert resolve_offload("auto", "cuda") == "none"
+
+
+@pytest.mark.parametrize("mode", ["model", "sequential", "group"])
+def test_offload_modes_need_an_accelerator(mode):
+    with pytest.raises(InputError, match=f"offload mode '{mode}' moves weights between CPU memory and an "
+                                         "accelerator, but the device is cpu; use 'none' or 'auto'"):
+        resolve_offload(mode, "cpu")
+
+
+def test_unknown_offload_mode():
+    assert OFFLOAD_MODES == ("auto", "none", "model", "sequential", "group")
+    with pytest.raises(InputError, match="unknown offload mode 'balanced'; choose one of: auto, none, model, "
+                                         "sequential, group"):
+        resolve_offload("balanced", "cuda")
+
+
+def test_pick_dtype(monkeypatch):
+    assert pick_dtype("cpu") == torch.float32
+    assert pick_dtype("mps") == torch.float16
+    assert pick_dtype("xpu") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert pick_dtype("cuda") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert pick_dtype(torch.device("cuda", 0)) == torch.float16
+
+
+def test_pick_device(monkeypatch):
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if hasattr(torch, "xpu"):
+        monkeypatch.setattr(torch.xpu, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device() == torch.device("cpu") == pick_device("auto")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device() == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device() == torch.device("cuda")
+
+
+# ----------------------------------------------------------------------------- applying
+
+
+def test_none_keeps_everything_on_the_device(tiny_model_dir, baseline):
+    pipe = load_pipe(tiny_model_dir)
+    assert apply_offload(pipe, "auto", "cpu") == "none"
+    assert pipeline_offload_state(pipe) is None
+    np.testing.assert_array_equal(generate(pipe), baseline)
+
+
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+def test_model_and_sequential_offload_need_an_accelerator(tiny_model_dir, mode):
+    pipe = load_pipe(tiny_model_dir)
+    with pytest.raises(InputError, match=f"offload mode '{mode}' needs an accelerator \\(cuda, xpu, mps\\), "
+                                         "but the device is cpu; use 'none'"):
+        apply_offload(pipe, mode, "cpu")
+    assert pipeline_offload_state(pipe) is None
+
+
+def test_group_offload_runs_through_diffusers_hooks(tiny_model_dir, baseline):
+    """Every model component gets diffusers' group-offload hooks; the video is unchanged."""
+    pipe = load_pipe(tiny_model_dir)
+    assert apply_offload(pipe, "group", "cpu") == "group"
+    assert {name: offload_state(getattr(pipe, name)) for name in MODULES} == dict.fromkeys(MODULES, "group")
+    assert pipe._execution_device == torch.device("cpu")
+    np.testing.assert_array_equal(generate(pipe), baseline)
+    assert apply_offload(pipe, "group", "cpu") == "group"  # same mode again: nothing to do
+    with pytest.raises(ModelError, match="the pipeline already uses group offload; load it again to switch to 'model'"):
+        apply_offload(pipe, "model", "cuda")
+
+
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+def test_offload_state_recognizes_accelerate_hooks(tiny_model_dir, mode):
+    """diffusers' own calls (allowed on the CPU when asked directly) are recognized, and a second
+    mode is refused rather than stacked on top."""
+    pipe = load_pipe(tiny_model_dir)
+    getattr(pipe, f"enable_{mode}_cpu_offload")(device="cpu")
+    assert pipeline_offload_state(pipe) == mode
+    assert offload_state(pipe.transformer) == mode
+    with pytest.raises(ModelError, match=f"the pipeline already uses {mode} offload"):
+        apply_offload(pipe, "group", "cpu")
+
+
+def test_offload_state_of_plain_objects():
+    assert offload_state(object()) is None
+    assert offload_state(torch.nn.Linear(2, 2)) is None
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def test_native_attention_matches(tiny_model_dir, baseline):
+    pipe = load_pipe(tiny_model_dir)
+    assert set_attention_backend(pipe, " Native ") == "native"
+    # the double and single blocks dispatch; the small token refiner always calls torch SDPA
+    blocks = [*pipe.transformer.transformer_blocks, *pipe.transformer.single_transformer_blocks]
+    assert {block.attn.processor._attention_backend for block in blocks} == {"native"}
+    np.testing.assert_array_equal(generate(pipe), baseline)
+    pipe.transformer.reset_attention_backend()
+
+
+def test_available_backends():
+    available = available_attention_backends()
+    assert available[0] == "native" and set(available) <= set(ATTENTION_BACKENDS)
+    assert ATTENTION_BACKENDS == ("native", "flash", "sage", "xformers")
+
+
+@pytest.mark.parametrize("name", ["flash", "sage", "xformers"])
+def test_missing_backend_is_refused_with_what_is_available(tiny_model_dir, name, monkeypatch):
+    monkeypatch.setattr(offload, "available_attention_backends", lambda: ("native",))
+    pipe = load_pipe(tiny_model_dir)
+    package = {"flash": "flash_attn", "sage": "sageattention", "xformers": "xformers"}[name]
+    with pytest.raises(InputError, match=f"attention backend '{name}' needs the {package} package, which is not "
+                                         "installed; available here: native"):
+        set_attention_backend(pipe, name)
+
+
+def test_gpu_backends_are_refused_on_cpu(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(offload, "available_attention_backends", lambda: ATTENTION_BACKENDS)
+    pipe = load_pipe(tiny_model_dir)
+    with pytest.raises(InputError, match="attention backend 'flash' runs on CUDA only, but the pipeline runs on cpu"):
+        set_attention_backend(pipe, "flash")
+
+
+def test_unknown_backend(tiny_model_dir):
+    pipe = load_pipe(tiny_model_dir)
+    with pytest.raises(InputError, match="unknown attention backend 'flex'; choose one of: native, flash, sage, xformers"):
+        set_attention_backend(pipe, "flex")
