@@ -8,8 +8,9 @@ Installs only what is missing, through SD.Next's own helpers:
 | optimum.quanto  | optimum-quanto         | quanto int8 / fp8 / int4 quantization      |
 | nncf            | nncf                   | NNCF int8 / int4 weight compression        |
 | cv2             | opencv-python-headless | image I/O, optical-flow interpolation      |
+| peft            | peft                   | LoRA through diffusers' loader             |
 
-`launch.run_pip` installs the first three (it raises on failure). It silently refuses any name
+`launch.run_pip` installs all but OpenCV (it raises on failure). It silently refuses any name
 containing "opencv-python", so OpenCV goes through `installer.install` from the SD.Next root
 (that helper adds a relative `-c constraints.txt`). torch, diffusers, transformers, gradio and
 numpy are never installed, upgraded or downgraded: every pip call gets a constraints file
@@ -36,6 +37,7 @@ REQUIREMENTS = (
     ("optimum.quanto", "optimum-quanto", "quanto quantization", False),
     ("nncf", "nncf", "NNCF weight compression", False),
     ("cv2", "opencv-python-headless", "image I/O and optical-flow interpolation", False),
+    ("peft", "peft", "LoRA files through diffusers' loader", False),
 )
 PROTECTED = ("torch", "diffusers", "transformers", "gradio", "numpy")
 

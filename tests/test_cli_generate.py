@@ -56,6 +56,9 @@ def test_generate_with_section_prompts_file_and_keyframe(tiny_model_dir, tmp_pat
         (["--image", "assets/demo.png", "--keyframe", "oops"], "WHEN=IMAGE"),
         ([], "blank start"),
         (["--image", "assets/demo.png", "--model", "/no/such/model"], "/no/such/model"),
+        (["--image", "assets/demo.png", "--lora", "missing.safetensors:0.5"], "missing.safetensors"),
+        (["--image", "assets/demo.png", "--quantization", "int3"], "--quantization 'int3'"),
+        (["--image", "assets/demo.png", "--offload", "sometimes"], "--offload 'sometimes'"),
     ],
 )
 def test_generate_bad_input_exits_2_without_traceback(args, message):

@@ -262,3 +262,30 @@ def test_lora_refused_on_nncf_and_quantizing_refused_with_lora(tiny_model_dir, l
     with pytest.raises(ModelError, match="LoRA cannot be applied to an NNCF-compressed transformer"):
         apply_loras(pipe, [(lora_files[0], 1.0)])
     assert loaded_adapters(pipe) == []
+
+
+def test_jobs_apply_the_request_loras_and_drop_them_afterwards(pipe, baseline, lora_files, tmp_path):
+    """Through the request model and the job runner, as the CLI and standalone app use it."""
+    from framepack.io.raw import RawFrames
+    from framepack.jobs.output import OutputOptions, run_job
+    from framepack.jobs.request import build_request
+
+    def job(loras):
+        request = build_request(image=np.zeros((32, 32, 3), np.uint8), prompt="x", resolution=32, steps=2,
+                                latent_window_size=3, duration=0.4, seed=0, teacache=False, preview=False,
+                                loras=loras)
+        result = run_job(pipe, request, OutputOptions(codec="none", save_frames=True), tmp_path)
+        return np.asarray(RawFrames(result.frames)[:]).astype(np.int16)
+
+    plain = job([])
+    with_lora = job([f"{lora_files[0]}:1.0"])
+    assert mean_diff(with_lora, plain) > 1.0
+    np.testing.assert_array_equal(job([]), plain)  # the next job without LoRA is back to baseline
+
+
+def test_request_refuses_a_missing_lora_file(tmp_path):
+    from framepack.errors import InputError
+    from framepack.jobs.request import build_request
+
+    with pytest.raises(InputError, match="loras"):
+        build_request(image=np.zeros((32, 32, 3), np.uint8), prompt="x", loras=[str(tmp_path / "none.safetensors")])

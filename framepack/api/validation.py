@@ -115,6 +115,9 @@ def parse_job_body(body: Any, default_output: dict[str, Any] | None = None
     fields = dict(body)
     output = fields.pop(OUTPUT_KEY, None)
     _check_unknown(fields, GenerationRequest.model_fields, errors, hint_fields=OutputOptions.model_fields)
+    if fields.pop("loras", None):  # server file paths: never chosen by a remote client
+        errors.append(item(("loras",), "loras: LoRA files are chosen on the server (SD.Next: <lora:name:weight> "
+                                       "in the prompt; standalone: framepack_cli.py --lora), not through the API"))
     _decode_images(fields, errors)
 
     request = options = None

@@ -72,6 +72,12 @@ def add_generate(subparsers) -> None:
     model.add_argument("--cache-dir", default=None, help="Hugging Face cache folder")
     model.add_argument("--offline", action="store_true", help="never download")
     model.add_argument("--device", default=None, help="cuda, xpu, mps or cpu (default: best available)")
+    model.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
+                       help="LoRA file (diffusers/HunyuanVideo formats), weight default 1.0; repeatable")
+    model.add_argument("--quantization", default="none",
+                       help="none, quanto-int8, quanto-fp8, quanto-int4, nncf-int8 or nncf-int4")
+    model.add_argument("--offload", default="auto", help="auto, none, model, sequential or group")
+    model.add_argument("--attention", default="default", help="default, native, flash, sage or xformers")
     output = parser.add_argument_group("output")
     output.add_argument("--out", default="outputs", help="output folder (default ./outputs)")
     output.add_argument("--name", default="framepack", help="file name stem")
@@ -99,7 +105,7 @@ def build_job(args):
 
     fields = {field: getattr(args, flag) for flag, field in ENGINE_FLAGS.items() if hasattr(args, flag)}
     fields.update(image=args.image, end_image=args.end_image, teacache=not args.no_teacache,
-                  keyframes=[_keyframe(text) for text in args.keyframe])
+                  keyframes=[_keyframe(text) for text in args.keyframe], loras=args.lora)
     if args.section_prompts:
         fields["section_prompts"] = _read_text(args.section_prompts, "--section-prompts")
     request = build_request(**fields)
@@ -109,6 +115,21 @@ def build_job(args):
     except ValidationError as error:
         raise InputError(format_validation_error(error)) from None
     return request, options
+
+
+def runtime_settings(args) -> dict:
+    """--quantization/--offload/--attention as host settings, checked before any model loads."""
+    from framepack.errors import InputError
+    from framepack.models.offload import ATTENTION_BACKENDS, OFFLOAD_MODES
+    from framepack.models.quantize import QUANT_METHODS
+
+    for flag, value, choices in (("--quantization", args.quantization, QUANT_METHODS),
+                                 ("--offload", args.offload, OFFLOAD_MODES),
+                                 ("--attention", args.attention, ("default", *ATTENTION_BACKENDS))):
+        if value not in choices:
+            raise InputError(f"{flag} {value!r}: choose one of {', '.join(choices)}")
+    return {"framepack_quantization": args.quantization, "framepack_offload": args.offload,
+            "framepack_attention": args.attention}
 
 
 def _keyframe(text: str) -> dict:
@@ -134,7 +155,8 @@ def run_generate(args) -> int:
 
     request, options = build_job(args)
     host = StandaloneHost(output_dir=args.out, model=args.model, cache_dir=args.cache_dir,
-                          offline=True if args.offline else None, device=args.device)
+                          offline=True if args.offline else None, device=args.device,
+                          settings=runtime_settings(args))
     plan = request.plan()
     if not args.json:
         print(f"plan: {plan.summary()}", file=sys.stderr)

@@ -10,6 +10,7 @@ per-section prompts and keyframes.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
 from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoFramepackPipeline
@@ -53,36 +54,74 @@ class FramePackPipeline(HunyuanVideoFramepackPipeline):
         return run_generation(self, request, sink, emit, **options)
 
 
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How a loaded pipeline runs: our quantization, the offload mode and the attention backend."""
+
+    quantization: str = "none"
+    offload: str = "auto"
+    attention: str = "default"
+
+
+def build_pipeline(recipe: Recipe, runtime: RuntimeOptions, device: str = "cpu", **load_options) -> FramePackPipeline:
+    """Load the components and make them ready to run: quantize, then offload, then attention.
+
+    The order matters: quantizing needs plain modules (no offload hooks), and LoRA (applied per
+    run) goes on top of both. Without quantization or offload the weights load straight onto
+    the device.
+    """
+    from framepack.models.loader import default_dtypes
+    from framepack.models.offload import apply_offload, resolve_offload, set_attention_backend
+    from framepack.models.quantize import quantize_pipeline
+
+    mode = resolve_offload(runtime.offload, device)
+    direct = mode == "none" and runtime.quantization == "none"
+    components = load_components(recipe, device=device if direct else "cpu", dtypes=default_dtypes(device),
+                                 **load_options)
+    pipe = FramePackPipeline.from_components(components)
+    if runtime.quantization != "none":
+        quantize_pipeline(pipe, runtime.quantization, device=device)
+    if mode == "none":
+        if not direct:
+            pipe.to(device)
+    else:
+        apply_offload(pipe, mode, device)
+    if runtime.attention not in ("", "default"):
+        set_attention_backend(pipe, runtime.attention)
+    return pipe
+
+
 class PipelineManager:
     """Loads the pipeline for a recipe on first use and keeps one loaded at a time.
 
-    Switching recipe (another variant or component) unloads the old pipeline first, so two
-    13B transformers never sit in memory together. Components shared by both variants are
-    reloaded: simpler and safe, and a variant switch is rare.
+    Switching recipe (another variant or component) or runtime options unloads the old
+    pipeline first, so two 13B transformers never sit in memory together. Components shared
+    by both variants are reloaded: simpler and safe, and a switch is rare.
     """
 
-    def __init__(self, recipe_for: Callable[[str], Recipe], **load_options) -> None:
+    def __init__(self, recipe_for: Callable[[str], Recipe], device: str = "cpu", **load_options) -> None:
         self._recipe_for = recipe_for
+        self._device = device
         self._load_options = load_options
-        self._recipe: Recipe | None = None
+        self._key: tuple[Recipe, RuntimeOptions] | None = None
         self._pipe: LazyModel | None = None
         self._lock = threading.Lock()
 
-    def get(self, variant: str) -> FramePackPipeline:
-        recipe = self._recipe_for(variant)
+    def get(self, variant: str, runtime: RuntimeOptions | None = None) -> FramePackPipeline:
+        key = (self._recipe_for(variant), runtime or RuntimeOptions())
         with self._lock:
-            if self._pipe is None or recipe != self._recipe:
+            if self._pipe is None or key != self._key:
                 self._unload_locked()
-                self._recipe = recipe
-                self._pipe = LazyModel(lambda: FramePackPipeline.from_components(
-                    load_components(recipe, **self._load_options)), name=f"FramePack {variant}")
+                self._key = key
+                self._pipe = LazyModel(lambda: build_pipeline(*key, device=self._device, **self._load_options),
+                                       name=f"FramePack {variant}")
             pipe = self._pipe
         return pipe.get()
 
     @property
     def loaded_variant(self) -> str | None:
         pipe = self._pipe
-        return self._recipe.variant if pipe is not None and pipe.loaded else None
+        return self._key[0].variant if pipe is not None and pipe.loaded else None
 
     def unload(self) -> None:
         with self._lock:
@@ -91,4 +130,4 @@ class PipelineManager:
     def _unload_locked(self) -> None:
         if self._pipe is not None:
             self._pipe.unload()
-        self._pipe, self._recipe = None, None
+        self._pipe, self._key = None, None

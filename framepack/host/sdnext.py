@@ -116,14 +116,18 @@ def register_settings() -> None:
 # ----------------------------------------------------------------------------- recipe setting
 
 
-def parse_recipe_setting(text: str | None, variant: str):
-    """The `framepack_model_recipe` setting -> `Recipe` for `variant` (see the setting's label)."""
+def parse_recipe_setting(text: str | None, variant: str, base=None):
+    """The `framepack_model_recipe` setting -> `Recipe` for `variant` (see the setting's label).
+
+    Overrides apply on top of `base` (default: the public models) unless a `folder` is given.
+    """
     from framepack.errors import ModelError
     from framepack.models.recipe import ROLES, default_recipe, local_recipe
 
     text = (text or "").strip()
+    base = base or default_recipe(variant)
     if not text:
-        return default_recipe(variant)
+        return base
     entries: dict[str, str] = {}
     if text.startswith("{"):
         try:
@@ -149,7 +153,7 @@ def parse_recipe_setting(text: str | None, variant: str):
         raise ModelError(f"FramePack model recipe setting: unknown key(s) {', '.join(unknown)}; "
                          f"known: {', '.join(sorted(known))}")
     folder = entries.pop("folder", "")
-    recipe = local_recipe(folder, variant) if folder else default_recipe(variant)
+    recipe = local_recipe(folder, variant) if folder else base
     specific = entries.pop(f"transformer_{variant}", "")
     for name in VARIANT_CHOICES:
         entries.pop(f"transformer_{name}", None)

@@ -177,17 +177,30 @@ class StandaloneHost:
         return folder
 
     def recipe(self, variant: str) -> Recipe:
-        return recipe_source(self.model)(variant)
+        """`--model` (hub, tiny or a folder), with the recipe setting's overrides on top."""
+        from framepack.host.sdnext import parse_recipe_setting  # plain parsing; imports nothing from SD.Next
+
+        base = recipe_source(self.model)(variant)
+        return parse_recipe_setting(self.option("framepack_model_recipe"), variant, base=base)
+
+    def runtime(self):
+        """Quantization, offload and attention from the settings ('host' offload means auto here)."""
+        from framepack.engine.pipeline import RuntimeOptions
+
+        offload = str(self.option("framepack_offload") or "auto")
+        return RuntimeOptions(quantization=str(self.option("framepack_quantization") or "none"),
+                              offload="auto" if offload == "host" else offload,
+                              attention=str(self.option("framepack_attention") or "default"))
 
     def pipeline(self, variant: str):
-        """Load on first use (and after a variant switch); later calls reuse the loaded one."""
+        """Load on first use (and after a variant or setting change); later calls reuse it."""
         if self._manager is None:
             from framepack.engine.pipeline import PipelineManager
 
             quiet_libraries()
-            self._manager = PipelineManager(self.recipe, cache_dir=self.cache_dir, offline=self.offline,
-                                            device=self.device)
-        return self._manager.get(variant)
+            self._manager = PipelineManager(self.recipe, device=self.device, cache_dir=self.cache_dir,
+                                            offline=self.offline)
+        return self._manager.get(variant, self.runtime())
 
     def unload(self) -> None:
         if self._manager is not None:

@@ -150,10 +150,13 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
     """Generate and write the outputs; a stop keeps partial files only with keep_incomplete."""
     from framepack.engine.loop import run_generation
     from framepack.io.paths import sanitize_filename
+    from framepack.models.lora import apply_loras, loaded_adapters
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{sanitize_filename(options.filename)}-{request.seed}"
+    if request.loras or loaded_adapters(pipe):  # also unloads the previous job's LoRAs
+        apply_loras(pipe, request.loras)
     writers = OutputWriters(folder, request, options, stem)
     try:
         done = run_generation(pipe, request, writers, on_event, control=control, spill_dir=spill_dir)

@@ -85,6 +85,18 @@ class GenerationRequest(BaseModel):
     teacache_threshold: float = Field(0.15, ge=0.0, le=10.0)
     preview: bool = True
     max_prompt_tokens: int = Field(256, ge=8, le=1024)
+    loras: list[str] = Field(default_factory=list, max_length=16,
+                             description="LoRA files on this machine, 'FILE[:weight]' (standalone host)")
+
+    @field_validator("loras")
+    @classmethod
+    def _lora_files(cls, values: list[str]) -> list[str]:
+        from framepack.models.lora import check_lora_file, parse_lora_spec
+
+        with _as_value_error():
+            for value in values:
+                check_lora_file(parse_lora_spec(value)[0])
+        return values
 
     @field_validator("image", "end_image", mode="before")
     @classmethod
