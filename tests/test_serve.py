@@ -64,7 +64,7 @@ def test_serve_answers_and_stops_cleanly_on_ctrl_c(tiny_model_dir, tmp_path):
         # Ctrl-C while a job runs and another waits: the running one stops and keeps its partial video
         image = base64.b64encode((ROOT / "assets" / "demo.png").read_bytes()).decode()
         body = {"image": image, "resolution": 32, "steps": 2, "latent_window_size": 3, "teacache": False,
-                "variant": "f1", "duration": 3.2, "seed": 3}
+                "variant": "f1", "duration": 12.0, "seed": 3}  # 30 sections: far longer than a clean shutdown
         running = requests.post(f"{base}/framepack/v1/jobs", json=body, timeout=30).json()["id"]
         waiting = requests.post(f"{base}/framepack/v1/jobs", json={**body, "seed": 4}, timeout=30).json()["id"]
         deadline = time.monotonic() + 120
@@ -83,4 +83,4 @@ def test_serve_answers_and_stops_cleanly_on_ctrl_c(tiny_model_dir, tmp_path):
     files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
     assert files == ["framepack-3.mp4"], files  # partial video of the stopped job, no temp files, nothing else
     with av.open(str(tmp_path / "video" / "framepack-3.mp4")) as container:
-        assert 13 <= sum(1 for _ in container.decode(video=0)) < 97  # at least one section, not all eight
+        assert 13 <= sum(1 for _ in container.decode(video=0)) < 361  # at least one section, not all thirty

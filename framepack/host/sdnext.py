@@ -9,7 +9,9 @@ What lives here:
 - `SdnextHost`: the `framepack.host.base.Host` services on top of `shared.opts`, `shared.state`,
   `call_queue`, `progress`, `devices`, `errors`, `timer`, `paths`, and the model lifecycle
   (load on first use as `shared.sd_model`, SDNQ quantization args, the host's offload around
-  each stage, unload on request or when the user switches back to an image model);
+  each stage, unload on request or when the user switches back to an image model) and
+  `prepare_request` (`<lora:name:w>` prompt tags -> the LoRA files of SD.Next's LoRA list,
+  through `extra_networks.parse_prompt` and `lora.lora_load.gather_networks`);
 - the process-wide singletons the entry script uses (`get_host()`, `get_queue()`) and the
   callback bodies (`create_tab()`, `register_api()`), so that a reload of the entry script
   (SD.Next re-executes it) never starts a second queue.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -452,6 +455,73 @@ class SdnextHost:
     def record_output(self, path: Path) -> None:
         self._shared().state.outputs(str(path))
 
+    # ---- LoRA from the prompt (<lora:name:weight>) ------------------------------------
+    def prepare_request(self, request):
+        """The request the engine runs: SD.Next's extra-network tags taken out of the text.
+
+        `<lora:name[:weight]>` tags, as users write them in SD.Next (the Networks tab inserts
+        them), are removed from the prompt, the negative prompt and the section prompts, and the
+        names are looked up in SD.Next's LoRA list (`modules.lora.lora_load.gather_networks`:
+        the LoRA folder, sub-folders, aliases). The files found are added to `request.loras`,
+        which the job applies with diffusers' LoRA loader right before sampling: adapters already
+        loaded are only re-weighted, adapters no longer asked for are removed, so a run without
+        tags is back to the plain model, and the model is never reloaded for a LoRA change.
+
+        A LoRA applies to the whole video (also when its tag sits in one section's prompt).
+        Weight: `<lora:name>` = SD.Next's "Default strength", `<lora:name:0.8>`, or `unet=0.8`;
+        weight 0 skips the LoRA (as SD.Next does). Other tags (`<style:...>`, ...) are removed
+        from the text with a warning. A request without tags is returned unchanged.
+        SD.Next's own LoRA activation (`extra_networks.activate`) is deliberately not used; see
+        `_lora_tags_from_prompts`.
+        """
+        texts = {"prompt": request.prompt, "negative_prompt": request.negative_prompt,
+                 "section_prompts": request.section_prompts}
+        stripped, loras, ignored = _lora_tags_from_prompts(texts)
+        if not loras and not ignored:
+            return request
+        from framepack.jobs.request import build_request
+
+        for tag in ignored:
+            log.warning("FramePack: %s is not supported by FramePack; removed from the prompt", tag)
+        files = self._resolve_loras(loras) if loras else []
+        if files:
+            log.info("FramePack LoRA from the prompt: %s",
+                     ", ".join(f"{name}:{weight:g} ({Path(path).name})" for name, weight, path in files))
+        fields = request.model_dump()
+        fields.update(stripped)
+        fields["loras"] = [*request.loras, *(f"{path}:{weight!r}" for _, weight, path in files)]
+        return build_request(**fields)
+
+    def _resolve_loras(self, loras: dict[str, float]) -> list[tuple[str, float, str]]:
+        """(name, weight, file) for every wanted LoRA, through SD.Next's LoRA list."""
+        from framepack.errors import InputError
+
+        try:
+            from modules.lora import lora_load
+        except ImportError as error:
+            raise InputError(f"SD.Next's LoRA support is not available ({error}); remove the <lora:...> tags") from None
+        names = [name for name, weight in loras.items() if weight != 0]  # SD.Next skips weight-0 LoRAs
+        if not names:
+            return []
+        try:
+            found = lora_load.gather_networks(names)
+        except Exception as error:  # noqa: BLE001 - the host's lookup failing is a job error, not a crash
+            raise InputError(f"SD.Next could not look up LoRA {', '.join(names)}: "
+                             f"{type(error).__name__}: {error}") from error
+        missing = [name for name, entry in zip(names, found) if getattr(entry, "filename", None) is None]
+        if missing:
+            folder = getattr(getattr(self._shared(), "cmd_opts", None), "lora_dir", None)
+            raise InputError(f"LoRA not found: {', '.join(missing)} (SD.Next LoRA folder: {folder}); "
+                             "use a name from the Networks tab (sub-folder/name also works)")
+        files: dict[str, tuple[str, float, str]] = {}  # two names (name, alias) may be one file
+        for name, entry in zip(names, found):
+            key = os.path.normcase(os.path.abspath(entry.filename))
+            if key in files and files[key][1] != loras[name]:
+                raise InputError(f"LoRA {Path(entry.filename).name} is given twice with different weights "
+                                 f"({files[key][0]}:{files[key][1]:g} and {name}:{loras[name]:g}); give it once")
+            files.setdefault(key, (name, loras[name], entry.filename))
+        return list(files.values())
+
     # ---- progress tasks -------------------------------------------------------------
     def _start_task(self, control) -> None:
         if control.task_id and not control.task_started:
@@ -658,6 +728,91 @@ class SdnextHost:
             return
         _apply_attention_backend(pipe, backend)
         pipe._framepack_attention = backend
+
+
+# ----------------------------------------------------------------------------- prompt tags
+
+
+def _lora_tags_from_prompts(texts: Mapping[str, str]) -> tuple[dict[str, str], dict[str, float], list[str]]:
+    """Parse SD.Next extra-network tags with the host's own parser (`extra_networks.parse_prompt`).
+
+    Returns (texts without the tags, {lora name: weight}, [ignored tags]).
+
+    Why not SD.Next's `extra_networks.activate(p, data)`: for our pipeline it would take the
+    host's "diffusers" LoRA method (`modules/lora/lora_overrides.get_method`: the model type is
+    the class name, not in `allow_native`), i.e. `load_lora_weights` / `set_adapters` on the
+    same transformer, whose adapters `run_job` manages (it unloads adapters it was not asked for
+    right before sampling); its activation cache (`sd_model.loaded_loras`) would then believe a
+    LoRA is still loaded when it is not; and `activate` only logs errors (an unknown name never
+    fails the job). So the host supplies the syntax and the LoRA list, diffusers' loader (the
+    one SD.Next would pick for this model too) does the loading, through `request.loras`.
+    """
+    from framepack.errors import InputError
+    from modules import extra_networks
+
+    default = _default_multiplier()
+    stripped: dict[str, str] = {}
+    loras: dict[str, float] = {}
+    ignored: list[str] = []
+    for field_name, text in texts.items():
+        if not text or "<" not in text:
+            continue
+        updated, found = extra_networks.parse_prompt(text)
+        if not found:
+            continue
+        stripped[field_name] = _tidy(updated)
+        for kind, params_list in found.items():
+            if kind != "lora":
+                ignored += [f"<{kind}:{':'.join(map(str, params.items))}>" for params in params_list]
+                continue
+            for params in params_list:
+                name, weight = _lora_weight(params, default)
+                if name in loras and loras[name] != weight:
+                    raise InputError(f"LoRA {name} is given twice with different weights "
+                                     f"({loras[name]:g} and {weight:g}); give it once")
+                loras[name] = weight
+    return stripped, loras, ignored
+
+
+def _default_multiplier() -> float:
+    """SD.Next's "Default strength" for a `<lora:name>` without a weight (1.0 when unset)."""
+    from modules import shared
+
+    try:
+        return float(shared.opts.extra_networks_default_multiplier)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return 1.0
+
+
+def _lora_weight(params, default: float) -> tuple[str, float]:
+    """`ExtraNetworkParams` of one `<lora:...>` tag -> (name, transformer weight)."""
+    import math
+
+    from framepack.errors import InputError
+
+    positional = [str(item).strip() for item in params.positional]
+    name = positional[0] if positional else ""
+    if not name:
+        raise InputError(f"empty LoRA tag <lora:{':'.join(map(str, params.items))}>; write <lora:name:weight>")
+    text = params.named.get("unet", positional[1] if len(positional) > 1 else None)
+    if text is None or str(text).strip() == "":
+        return name, default
+    try:
+        weight = float(str(text).strip())
+    except ValueError:
+        raise InputError(f"<lora:{':'.join(map(str, params.items))}>: the weight must be a number, got {text!r} "
+                         "(FramePack has no step-wise LoRA weights)") from None
+    if not math.isfinite(weight):
+        raise InputError(f"<lora:{':'.join(map(str, params.items))}>: the weight must be a finite number")
+    return name, weight
+
+
+def _tidy(text: str) -> str:
+    """Text after removing tags: no doubled spaces, no blank edges (line breaks are kept)."""
+    import re
+
+    lines = [re.sub(r"[ \t]{2,}", " ", line).strip() for line in text.splitlines()]
+    return "\n".join(lines).strip()
 
 
 # ----------------------------------------------------------------------------- loading helpers

@@ -152,6 +152,10 @@ class StandaloneHost:
     def keep_incomplete(self) -> bool:
         return bool(self.settings["keep_incomplete"])
 
+    def prepare_request(self, request):
+        """Standalone LoRAs come from `request.loras` (`--lora FILE[:weight]`): nothing to do."""
+        return request
+
     def gpu_lock(self) -> AbstractContextManager:
         return self._gpu_lock
 

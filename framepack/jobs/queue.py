@@ -206,8 +206,9 @@ class JobQueue:
             job.apply(event)
             self.host.report(event)
 
-        pipe = self.host.pipeline(job.request.variant)
-        return run_job(pipe, job.request, job.options, self.host.video_dir(), control=job.control, on_event=on_event)
+        request = self.host.prepare_request(job.request)  # before the model loads: a bad LoRA tag fails fast
+        pipe = self.host.pipeline(request.variant)
+        return run_job(pipe, request, job.options, self.host.video_dir(), control=job.control, on_event=on_event)
 
     def _finish(self, job: Job, status: str, error: str | None = None) -> None:
         job.status, job.error, job.finished = status, error, time.time()

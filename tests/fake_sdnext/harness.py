@@ -130,6 +130,10 @@ class FakeSdnext:
         self.errors.fake_displayed.clear()
         self.script_callbacks.fake_exceptions.clear()
         self.timer.process.records.clear()
+        for name in ("modules.extra_networks", "modules.lora.lora_load"):  # imported on first use only
+            module = sys.modules.get(name)
+            if module is not None:
+                module.fake_calls.clear()
         state = self.shared.state
         state.fake_steps.clear()
         state.fake_textinfo.clear()

@@ -1,7 +1,8 @@
-"""Fake `modules.shared`: opts, OptionInfo, state, log, api, sd_model / sd_loaded."""
+"""Fake `modules.shared`: opts, OptionInfo, state, log, api, cmd_opts (lora_dir), sd_model / sd_loaded."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -24,6 +25,11 @@ options_templates.update(options_section(("sd", "Model Loading"), {
 }))
 options_templates.update(options_section(("system-paths", "System Paths"), {
     "hfcache_dir": OptionInfo(default_hfcache_dir, "Folder for Huggingface cache", folder=True),
+    "lora_dir": OptionInfo(os.path.join(paths.models_path, "Lora"), "Folder with LoRA network(s)", folder=True),
+}))
+options_templates.update(options_section(("extra_networks", "Networks"), {
+    "extra_networks_default_multiplier": OptionInfo(1.0, "Default strength", None,
+                                                    {"minimum": 0.0, "maximum": 2.0, "step": 0.01}),
 }))
 options_templates.update(options_section(("saving-images", "Image Options"), {
     "keep_incomplete": OptionInfo(True, "Save interrupted images"),
@@ -38,6 +44,8 @@ options_templates.update(options_section(("hidden_options", "Hidden options"), {
 }))
 
 opts = Options(options_templates)
+# command-line options; folder arguments left unset on the command line take the setting's value
+cmd_opts = argparse.Namespace(lora_dir=os.environ.get("SD_LORADIR", None) or opts.lora_dir)
 state = State()
 api = None  # modules.api.api.Api, set by the webui before on_app_started callbacks run
 demo = None
