@@ -81,9 +81,10 @@ class FrameAssembler:
         joined = pixels if self.pending is None else self._join(pixels)
         keep = min(self.overlap, joined.shape[2])
         if self.reverse:
-            finished, self.pending = joined[:, :, keep:], joined[:, :, :keep]
+            finished, pending = joined[:, :, keep:], joined[:, :, :keep]
         else:
-            finished, self.pending = joined[:, :, : joined.shape[2] - keep], joined[:, :, joined.shape[2] - keep :]
+            finished, pending = joined[:, :, : joined.shape[2] - keep], joined[:, :, joined.shape[2] - keep :]
+        self.pending = pending.clone()  # a view would keep the whole decoded section alive
         if finished.shape[2]:
             self._release(to_uint8_frames(finished))
         return finished.shape[2]

@@ -268,7 +268,28 @@ class _ForwardToHostLog(logging.Handler):
 # ----------------------------------------------------------------------------- the host
 
 
-class SdnextHost:
+class SettingsDefaults:
+    """Request and output defaults read from the FramePack settings; the keys are the same in every host."""
+
+    def output_defaults(self) -> dict[str, Any]:
+        """Defaults for `OutputOptions`."""
+        return {
+            "codec": self.option("framepack_codec"),
+            "container": self.option("framepack_container"),
+            "crf": int(self.option("framepack_crf")),
+            "save_frames": bool(self.option("framepack_save_frames")),
+            "save_images": bool(self.option("framepack_save_images")),
+            "image_format": self.option("framepack_image_format"),
+            "keep_incomplete": self.keep_incomplete(),
+        }
+
+    def request_defaults(self) -> dict[str, Any]:
+        """Defaults for `GenerationRequest` fields that are settings."""
+        return {"variant": self.option("framepack_variant"),
+                "teacache_threshold": float(self.option("framepack_teacache_threshold"))}
+
+
+class SdnextHost(SettingsDefaults):
     """`framepack.host.base.Host` inside SD.Next.
 
     `recipe_for` (optional) replaces the `framepack_model_recipe` setting: a function
@@ -333,23 +354,6 @@ class SdnextHost:
 
     def offline_mode(self) -> bool:
         return bool(self._shared().opts.offline_mode)
-
-    def output_defaults(self) -> dict[str, Any]:
-        """Defaults for `OutputOptions` from the FramePack settings section."""
-        return {
-            "codec": self.option("framepack_codec"),
-            "container": self.option("framepack_container"),
-            "crf": int(self.option("framepack_crf")),
-            "save_frames": bool(self.option("framepack_save_frames")),
-            "save_images": bool(self.option("framepack_save_images")),
-            "image_format": self.option("framepack_image_format"),
-            "keep_incomplete": self.keep_incomplete(),
-        }
-
-    def request_defaults(self) -> dict[str, Any]:
-        """Defaults for `GenerationRequest` fields that are settings here."""
-        return {"variant": self.option("framepack_variant"),
-                "teacache_threshold": float(self.option("framepack_teacache_threshold"))}
 
     # ---- device, memory, logging ----------------------------------------------------
     def torch_device(self):

@@ -7,7 +7,6 @@ recipe to load.
 
 from __future__ import annotations
 
-import gc as _gc
 import logging
 import os
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from framepack.engine.control import GenerationControl
+from framepack.host.sdnext import SETTING_DEFAULTS, SettingsDefaults  # plain data; nothing from SD.Next
 from framepack.models.recipe import Recipe, default_recipe, local_recipe
 
 log = logging.getLogger("framepack")
@@ -24,17 +24,10 @@ log = logging.getLogger("framepack")
 TINY_MODEL = "tiny"
 
 
-def pick_device() -> str:
-    """cuda > xpu > mps > cpu, the first that is actually usable."""
-    import torch
+def _best_device() -> str:
+    from framepack.models.offload import pick_device  # cuda > xpu > mps > cpu
 
-    if torch.cuda.is_available():
-        return "cuda"
-    if hasattr(torch, "xpu") and torch.xpu.is_available():
-        return "xpu"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    return str(pick_device())
 
 
 def recipe_source(model: str | None):
@@ -62,15 +55,13 @@ def quiet_libraries() -> None:
 
 def _default_settings() -> dict[str, Any]:
     """The FramePack settings (same keys and defaults as the SD.Next section) + keep_incomplete."""
-    from framepack.host.sdnext import SETTING_DEFAULTS  # plain data; imports nothing from SD.Next
-
     return {**SETTING_DEFAULTS, "keep_incomplete": True}
 
 
 DEFAULT_SETTINGS = _default_settings()
 
 
-class StandaloneHost:
+class StandaloneHost(SettingsDefaults):
     """Plain-Python implementation of the host services (framepack.host.base.Host)."""
 
     name = "standalone"
@@ -82,7 +73,7 @@ class StandaloneHost:
         self.model = model
         self.cache_dir = cache_dir or os.environ.get("HF_HOME") or None
         self.offline = bool(os.environ.get("HF_HUB_OFFLINE")) if offline is None else offline
-        self.device = device or pick_device()
+        self.device = device or _best_device()
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.outputs: list[Path] = []
         self.last_event: object | None = None
@@ -92,22 +83,6 @@ class StandaloneHost:
 
     def option(self, key: str, default: Any = None) -> Any:
         return self.settings.get(key, default)
-
-    def output_defaults(self) -> dict[str, Any]:
-        """Defaults for `OutputOptions` (same setting keys as inside SD.Next)."""
-        return {
-            "codec": self.option("framepack_codec"),
-            "container": self.option("framepack_container"),
-            "crf": int(self.option("framepack_crf")),
-            "save_frames": bool(self.option("framepack_save_frames")),
-            "save_images": bool(self.option("framepack_save_images")),
-            "image_format": self.option("framepack_image_format"),
-            "keep_incomplete": self.keep_incomplete(),
-        }
-
-    def request_defaults(self) -> dict[str, Any]:
-        return {"variant": self.option("framepack_variant"),
-                "teacache_threshold": float(self.option("framepack_teacache_threshold"))}
 
     def task(self, task_id: str | None) -> AbstractContextManager:
         """No progress-bar tasks outside SD.Next."""
@@ -125,14 +100,9 @@ class StandaloneHost:
         return default_dtypes(self.device)["transformer"]
 
     def gc(self) -> None:
-        _gc.collect()
-        try:
-            import torch
+        from framepack.models.loader import free_memory
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # pragma: no cover - best effort
-            pass
+        free_memory()
 
     def hf_cache_dir(self) -> str | None:
         return self.cache_dir

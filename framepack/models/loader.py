@@ -266,6 +266,18 @@ def load_components(
 # ----------------------------------------------------------------------------- lazy holder
 
 
+def free_memory() -> None:
+    """Collect garbage and return cached accelerator memory to the driver."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # pragma: no cover - best effort
+        pass
+
+
 class LazyModel(Generic[T]):
     """Build an object on first `get()` and keep it until `unload()`.
 
@@ -311,14 +323,7 @@ class LazyModel(Generic[T]):
             self._loaded = False
             self._obj = None
         if was_loaded:
-            gc.collect()
-            try:
-                import torch
-
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            except Exception:  # pragma: no cover - best effort
-                pass
+            free_memory()
 
     def __repr__(self) -> str:
         state = "loaded" if self._loaded else "not loaded"
