@@ -12,12 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from framepack.engine.loop import SectionLoop
-from framepack.engine.pipeline import FramePackPipeline
 from framepack.errors import InputError, ModelError
 from framepack.jobs.request import build_request
 from framepack.models import lora
-from framepack.models.loader import load_components
 from framepack.models.lora import (
     LoraSpec,
     apply_loras,
@@ -27,10 +24,8 @@ from framepack.models.lora import (
     parse_lora_specs,
     unload_loras,
 )
-from framepack.models.recipe import local_recipe
+from tiny_runs import generate, load_pipe
 
-FAST = dict(resolution=32, steps=2, latent_window_size=3, fps=30, seed=7, teacache=False, preview=False,
-            prompt="a red fox", duration=0.4, variant="f1")
 TARGETS = ("transformer_blocks.0.attn.to_q", "transformer_blocks.0.attn.to_v", "transformer_blocks.0.ff.net.2",
            "single_transformer_blocks.0.proj_out", "proj_out")
 RANK = 4
@@ -49,17 +44,6 @@ def write_lora(path, transformer, *, seed=0, prefix="transformer.", targets=TARG
         tensors[f"{prefix}{name}.lora_B.weight"] = torch.randn(out_features, rank, generator=generator) * scale
     save_file(tensors, str(path))
     return path
-
-
-def load_pipe(root) -> FramePackPipeline:
-    return FramePackPipeline.from_components(load_components(local_recipe(root, "f1")))
-
-
-def generate(pipe) -> np.ndarray:
-    frames: list[np.ndarray] = []
-    image = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
-    SectionLoop(pipe, build_request(**FAST, image=image), frames.append).run(lambda event: None)
-    return np.concatenate(frames).astype(np.int16)
 
 
 def mean_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -268,7 +252,6 @@ def test_jobs_apply_the_request_loras_and_drop_them_afterwards(pipe, baseline, l
     """Through the request model and the job runner, as the CLI and standalone app use it."""
     from framepack.io.raw import RawFrames
     from framepack.jobs.output import OutputOptions, run_job
-    from framepack.jobs.request import build_request
 
     def job(loras):
         request = build_request(image=np.zeros((32, 32, 3), np.uint8), prompt="x", resolution=32, steps=2,
@@ -284,8 +267,5 @@ def test_jobs_apply_the_request_loras_and_drop_them_afterwards(pipe, baseline, l
 
 
 def test_request_refuses_a_missing_lora_file(tmp_path):
-    from framepack.errors import InputError
-    from framepack.jobs.request import build_request
-
     with pytest.raises(InputError, match="loras"):
         build_request(image=np.zeros((32, 32, 3), np.uint8), prompt="x", loras=[str(tmp_path / "none.safetensors")])

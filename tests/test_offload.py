@@ -11,12 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from framepack.engine.loop import SectionLoop
-from framepack.engine.pipeline import FramePackPipeline
 from framepack.errors import InputError, ModelError
-from framepack.jobs.request import build_request
 from framepack.models import offload
-from framepack.models.loader import load_components
 from framepack.models.offload import (
     ATTENTION_BACKENDS,
     AUTO_ON_DEVICE_BYTES,
@@ -30,23 +26,10 @@ from framepack.models.offload import (
     resolve_offload,
     set_attention_backend,
 )
-from framepack.models.recipe import local_recipe
+from tiny_runs import generate, load_pipe
 
 GB = 2**30
-FAST = dict(resolution=32, steps=2, latent_window_size=3, fps=30, seed=7, teacache=False, preview=False,
-            prompt="a red fox", duration=0.4, variant="f1")
 MODULES = ("text_encoder", "text_encoder_2", "vae", "image_encoder", "transformer")
-
-
-def load_pipe(root) -> FramePackPipeline:
-    return FramePackPipeline.from_components(load_components(local_recipe(root, "f1")))
-
-
-def generate(pipe) -> np.ndarray:
-    frames: list[np.ndarray] = []
-    image = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
-    SectionLoop(pipe, build_request(**FAST, image=image), frames.append).run(lambda event: None)
-    return np.concatenate(frames)
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from framepack.engine.loop import SectionLoop
-from framepack.engine.pipeline import FramePackPipeline
 from framepack.errors import InputError, ModelError
-from framepack.jobs.request import build_request
 from framepack.models import quantize as quant
-from framepack.models.loader import load_component, load_components
+from framepack.models.loader import load_component
 from framepack.models.offload import apply_offload
 from framepack.models.quantize import (
     QUANT_METHODS,
@@ -30,9 +27,8 @@ from framepack.models.quantize import (
 )
 from framepack.models.recipe import local_recipe
 from framepack.models.tiny import build_quantizable_tiny_model
+from tiny_runs import generate, load_pipe
 
-FAST = dict(resolution=32, steps=2, latent_window_size=3, fps=30, teacache=False, preview=False,
-            prompt="a red fox", duration=0.4, variant="f1")
 
 # Weight layers of the quantizable tiny model: the transformer has 42 Linear + 4 Conv3d
 # (patch embedders, which quanto has no module for); the Llama encoder 3 x 7 Linear + 1 Embedding.
@@ -52,21 +48,6 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def quant_model_dir(tmp_path_factory):
     return build_quantizable_tiny_model(tmp_path_factory.mktemp("tinyq") / "tiny-quantizable")
-
-
-def load_pipe(root) -> FramePackPipeline:
-    return FramePackPipeline.from_components(load_components(local_recipe(root, "f1")))
-
-
-def image(seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (40, 48, 3), dtype=np.uint8)
-
-
-def generate(pipe, seed: int = 7) -> np.ndarray:
-    frames: list[np.ndarray] = []
-    request = build_request(**FAST, image=image(), seed=seed)
-    SectionLoop(pipe, request, frames.append).run(lambda event: None)
-    return np.concatenate(frames).astype(np.int16)
 
 
 @pytest.fixture(scope="module")
