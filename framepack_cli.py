@@ -1,5 +1,9 @@
 #!/usr/bin/env python
-"""FramePack companion CLI: inspect, re-encode, export and interpolate saved frames.
+"""FramePack CLI: generate videos, serve the standalone app, and inspect, re-encode, export and
+interpolate saved frames.
+
+    python framepack_cli.py generate --image in.png --prompt "a boat sails" --duration 5 --out outputs
+    python framepack_cli.py serve [--model tiny] [--port 7870]
 
     python framepack_cli.py info clip.safetensors [--json]
     python framepack_cli.py encode clip.safetensors --out clip.mp4 [--codec libx264 --crf 16]
@@ -310,7 +314,8 @@ its parser and sets `func`. `generate` and `serve` are added here by appending t
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="framepack_cli.py",
-        description="FramePack companion CLI: inspect, encode, export and interpolate frames.",
+        description="FramePack CLI: generate videos, serve the standalone app, and inspect, encode, "
+                    "export and interpolate saved frames.",
         epilog="Run `framepack_cli.py COMMAND --help` for the options of each command.")
     parser.add_argument("--debug", action="store_true", default=False,
                         help="show the full traceback of unexpected errors")
