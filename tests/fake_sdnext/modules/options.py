@@ -48,13 +48,7 @@ class Options:
     def __getattr__(self, item):
         if item in ("data", "data_labels", "secrets"):
             return super().__getattribute__(item)
-        if item in self.secrets:
-            return self.secrets[item]
-        if item in self.data:
-            return self.data[item]
-        if item in self.data_labels:
-            return self.data_labels[item].default
-        return super().__getattribute__(item)
+        return self.get(item)
 
     def get(self, item):
         if item in self.secrets:
