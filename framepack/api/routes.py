@@ -279,7 +279,7 @@ class FramePackApi:
     def _state(self, job, ahead: Optional[int] = None) -> dict[str, Any]:
         data = job.to_dict()
         if not data.get("sections"):  # known from the plan before the first progress event
-            data["sections"] = job.request.plan().num_sections
+            data["sections"] = job.plan.num_sections
         if ahead is None:
             ahead = self._ahead(self.queue.list()).get(job.id, 0) if job.status == QUEUED else 0
         data["ahead"] = ahead

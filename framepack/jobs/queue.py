@@ -20,6 +20,7 @@ import numpy as np
 
 from framepack.engine.control import GenerationControl
 from framepack.engine.events import Done, Preview, Progress, SectionDone
+from framepack.engine.planner import VideoPlan
 from framepack.errors import FramePackError
 from framepack.jobs.output import JobResult, OutputOptions, run_job
 from framepack.jobs.request import GenerationRequest
@@ -54,7 +55,11 @@ class Job:
     preview: np.ndarray | None = None
     result: JobResult | None = None
     updates: int = 0  # bumped on every change, so pollers can tell something happened
+    plan: VideoPlan = field(init=False, repr=False)  # planned once: faces poll to_dict() several times a second
     _finished_event: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        self.plan = self.request.plan()
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._finished_event.wait(timeout)
@@ -80,7 +85,7 @@ class Job:
             "finished": self.finished, "section": self.section_number, "sections_done": self.position,
             "sections": self.sections, "step": self.step, "steps": self.steps, "progress": round(self.progress, 4),
             "it_per_s": round(self.it_per_s, 3), "eta": None if self.eta is None else round(self.eta, 1),
-            "error": self.error, "seed": self.request.seed, "plan": self.request.plan().summary(),
+            "error": self.error, "seed": self.request.seed, "plan": self.plan.summary(),
             "video": self.video is not None, "frames": self.frames_file is not None,
             "frame_count": None if done is None else done.frames,
             "timings": {} if done is None else {k: round(v, 3) for k, v in done.timings.items()},
