@@ -418,3 +418,43 @@ def test_a_bad_second_file_loads_nothing(clean, tmp_path):
     with pytest.raises(ModelError, match="LoRA bad.safetensors: layer proj_out"):
         apply_loras(clean, [(good, 1.0), (bad, 1.0)])
     assert lora.loaded_adapters(clean) == []
+
+
+# ----------------------------------------------------------------------------- against diffusers
+
+
+def test_original_names_agree_with_diffusers_converter_at_full_width():
+    """diffusers converts original-HunyuanVideo LoRAs for its HunyuanVideo pipeline, at the real
+    width only (3072 is written into it). Ours must give the same changes on a full-width FramePack
+    layout (built on the meta device: shapes, no weights). Left out: the two layers diffusers' own
+    converter splits wrongly for LoRA (it chunks lora_A of the refiner's fused qkv and of the final
+    modulation by rows, which only makes sense for lora_B); the tiny-model tests above cover them."""
+    from diffusers import HunyuanVideoFramepackTransformer3DModel
+    from diffusers.loaders import lora_conversion_utils
+
+    from framepack.models.lora_formats import convert_lora, layout_of
+
+    diffusers_convert = getattr(lora_conversion_utils, "_convert_hunyuan_video_lora_to_diffusers", None)
+    if diffusers_convert is None:
+        pytest.skip("this diffusers has no HunyuanVideo LoRA converter")
+    with torch.device("meta"):
+        model = HunyuanVideoFramepackTransformer3DModel(num_layers=1, num_single_layers=1, num_refiner_layers=1,
+                                                        has_image_proj=True, has_clean_x_embedder=True)
+    modules = dict(model.named_modules())
+    generator = torch.Generator().manual_seed(3)
+    tensors = {}
+    for original, parts in original_names().items():
+        if original.endswith(("self_attn_qkv", "final_layer.adaLN_modulation.1")):
+            continue
+        first = modules[parts[0]].weight
+        rows = sum(modules[part].weight.shape[0] for part in parts)
+        tensors[f"diffusion_model.{original}.lora_A.weight"] = torch.randn(1, *first.shape[1:], generator=generator)
+        tensors[f"diffusion_model.{original}.lora_B.weight"] = torch.randn(rows, 1, *(1,) * (first.ndim - 2),
+                                                                           generator=generator)
+    theirs = diffusers_convert(dict(tensors))
+    ours = convert_lora(tensors, layout_of(model), "full.safetensors").state_dict
+    assert sorted(ours) == sorted(theirs) and len(ours) == 2 * 37  # 37 transformer layers
+    for key in ours:
+        if key.endswith("lora_A.weight"):
+            up = key.replace("lora_A", "lora_B")
+            assert torch.equal(delta_of((ours[key], ours[up])), delta_of((theirs[key], theirs[up]))), key
