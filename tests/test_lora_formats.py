@@ -458,3 +458,31 @@ def test_original_names_agree_with_diffusers_converter_at_full_width():
         if key.endswith("lora_A.weight"):
             up = key.replace("lora_A", "lora_B")
             assert torch.equal(delta_of((ours[key], ours[up])), delta_of((theirs[key], theirs[up]))), key
+
+
+def test_alpha_overflow_and_long_keys_are_refused_briefly(clean, tmp_path):
+    path = tmp_path / "loud.safetensors"
+    half = {key: value.half() for key, value in PROJ_OUT.items()}
+    save_file({**half, "lora_unet_proj_out.alpha": torch.tensor(1e7)}, str(path))
+    with pytest.raises(InputError, match=r"layer proj_out overflows float16 when scaled by 2.5e\+06"):
+        apply_loras(clean, [(path, 1.0)])
+    path = tmp_path / "long.safetensors"
+    save_file({**PROJ_OUT, "x" * 100_000 + ".lora_A.weight": ones(1)}, str(path))
+    with pytest.raises(ModelError) as error:
+        apply_loras(clean, [(path, 1.0)])
+    assert len(str(error.value)) < 400 and "xxx..." in str(error.value)
+
+
+def test_alpha_pattern_first_match_wins_like_peft(clean, tmp_path):
+    """PEFT takes the first alpha_pattern entry that names the layer or a dotted suffix of it."""
+    transformer = clean.transformer
+    targets = {"proj_out", "single_transformer_blocks.0.proj_out", "transformer_blocks.0.attn.to_q"}
+    intended = intended_lora(transformer, seed=4, targets=targets)
+    patterns = {"attn.to_q": 3.0, "transformer_blocks.0.attn.to_q": 5.0, "^proj_out": 6.0, "0.proj_out": 7.0}
+    alphas = {"proj_out": 6.0, "single_transformer_blocks.0.proj_out": 7.0, "transformer_blocks.0.attn.to_q": 3.0}
+    stored = {name: (down, up * down.shape[0] / alphas[name]) for name, (down, up) in intended.items()}
+    metadata = {"lora_adapter_metadata": json.dumps({"transformer.lora_alpha": 1,
+                                                     "transformer.alpha_pattern": patterns})}
+    save_file(write_peft(stored), str(tmp_path / "patterns.safetensors"), metadata=metadata)
+    apply_loras(clean, [(tmp_path / "patterns.safetensors", 1.0)])
+    assert_deltas(transformer, intended)

@@ -91,6 +91,11 @@ class Layout:
         return name if name in self.sources else self.lookup.get(_normalized(name))
 
 
+def _clip(text: str, limit: int = 120) -> str:
+    """A key as quoted in a message: file keys can be any length."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _normalized(name: str) -> str:
     return name.replace(".", "_").lower()
 
@@ -240,9 +245,12 @@ def _peft_config(path: Path, metadata: Mapping[str, str]) -> dict | None:
     raw, where = metadata.get("lora_adapter_metadata"), "its lora_adapter_metadata"
     sidecar = path.with_name("adapter_config.json")
     if raw is None and path.name == "adapter_model.safetensors" and sidecar.is_file():
-        if sidecar.stat().st_size > MAX_CONFIG_BYTES:
-            raise InputError(f"LoRA {path.name}: {sidecar.name} is larger than {MAX_CONFIG_BYTES} bytes")
-        raw, where = sidecar.read_text(encoding="utf-8", errors="replace"), sidecar.name
+        try:
+            if sidecar.stat().st_size > MAX_CONFIG_BYTES:
+                raise InputError(f"LoRA {path.name}: {sidecar.name} is larger than {MAX_CONFIG_BYTES} bytes")
+            raw, where = sidecar.read_text(encoding="utf-8", errors="replace"), sidecar.name
+        except OSError as exc:
+            raise InputError(f"LoRA {path.name}: {sidecar.name} cannot be read ({exc.strerror or exc})") from None
     if raw is None:
         return None
     try:
@@ -274,21 +282,24 @@ def _peft_scaler(config: dict | None, file: str) -> Callable[[str, int], float]:
     patterns = config.get("alpha_pattern") or {}
     if not isinstance(patterns, dict):
         raise InputError(f"LoRA {file}: alpha_pattern in its adapter settings must be an object")
-    alphas: dict[tuple[str, bool], float] = {}  # (layer name, anchored at the start) -> alpha
-    for pattern, value in patterns.items():
+    alphas: dict[tuple[str, bool], tuple[int, float]] = {}  # (name, pinned to the start) -> (order, alpha)
+    for order, (pattern, value) in enumerate(patterns.items()):
         text = str(pattern)
         name = text.removeprefix("^").removeprefix("transformer.")
         number = _finite_number(value)
         if number is None or not name or re.search(r"[\\*+?()\[\]{}|$^]", name):
-            raise InputError(f"LoRA {file}: alpha_pattern entry {text[:80]!r} is not supported "
+            raise InputError(f"LoRA {file}: alpha_pattern entry {_clip(text)!r} is not supported "
                              "(plain layer names with numbers only)")
-        alphas[(name, text.startswith("^"))] = number
+        alphas.setdefault((name, text.startswith("^")), (order, number))
     rslora = bool(config.get("use_rslora"))
 
     def scale(name: str, rank: int) -> float:
-        # PEFT's rule: a pattern names the layer or a suffix of it after a dot; `^` pins it to the start
-        matched = [key for key in alphas if name == key[0] or (not key[1] and name.endswith("." + key[0]))]
-        value = alphas[max(matched, key=lambda key: len(key[0]))] if matched else alpha
+        # PEFT's rule: the first pattern that is the layer's name or a dotted suffix of it (`^`: the
+        # whole name only); looked up per suffix, so the cost does not grow with the pattern count
+        parts = name.split(".")
+        candidates = [(name, True)] + [(".".join(parts[i:]), False) for i in range(len(parts))]
+        found = [alphas[key] for key in candidates if key in alphas]
+        value = min(found)[1] if found else alpha
         return value / (math.sqrt(rank) if rslora else rank)
 
     return scale
@@ -323,7 +334,7 @@ class _Entry:
     """The tensors a file holds for one source layer, with the keys they came from."""
 
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    keys: dict[str, str] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)  # as quoted in messages
 
 
 @dataclass
@@ -357,8 +368,8 @@ def _match_keys(tensors: Mapping[str, torch.Tensor], layout: Layout, file: str
         entry = entries.setdefault(source, _Entry())
         if kind in entry.tensors:
             raise InputError(f"LoRA {file} holds two {kind} tensors for layer {source}: "
-                             f"{entry.keys[kind]} and {key}")
-        entry.tensors[kind], entry.keys[kind] = tensors[key], key
+                             f"{entry.keys[kind]} and {_clip(key)}")
+        entry.tensors[kind], entry.keys[kind] = tensors[key], _clip(key)
         prefixes.add(prefix)
     if unmatched:
         _refuse_unmatched(file, len(tensors), unmatched)
@@ -368,9 +379,9 @@ def _match_keys(tensors: Mapping[str, torch.Tensor], layout: Layout, file: str
 def _refuse_unmatched(file: str, total: int, unmatched: list[str]) -> None:
     kind = _unsupported_kind(unmatched)
     if kind:
-        raise InputError(f"LoRA {file} is a {kind} file ({unmatched[0]}); only plain LoRA (down/up "
+        raise InputError(f"LoRA {file} is a {kind} file ({_clip(unmatched[0])}); only plain LoRA (down/up "
                          "matrices) can be loaded")
-    shown = ", ".join(sorted(unmatched)[:3]) + (f" and {len(unmatched) - 3} more" if len(unmatched) > 3 else "")
+    shown = ", ".join(_clip(key) for key in sorted(unmatched)[:3]) + (f" and {len(unmatched) - 3} more" if len(unmatched) > 3 else "")
     matched = total - len(unmatched)
     if matched == 0:
         raise ModelError(f"LoRA {file}: 0 of its {total} keys match the FramePack transformer (not matched: "
@@ -458,6 +469,9 @@ def _convert_entry(source: str, entry: _Entry, layout: Layout, scaler: Callable[
         name = f"transformer.{route.module}"
         out[f"{name}.lora_A.weight"] = down[used].to(dtype).contiguous()
         out[f"{name}.lora_B.weight"] = part[:, used].to(dtype).contiguous()
+        if not bool(torch.isfinite(out[f"{name}.lora_B.weight"]).all()):
+            raise InputError(f"LoRA {file}: layer {source} overflows {str(dtype).removeprefix('torch.')} "
+                             f"when scaled by {scale:g} (its alpha / rank)")
         if bias is not None:
             out[f"{name}.lora_B.bias"] = _routed(bias, route.rows).to(dtype).contiguous()
 
