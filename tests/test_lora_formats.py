@@ -242,8 +242,7 @@ def test_weight_scales_the_change_and_several_files_add_up(clean, tmp_path):
     apply_loras(clean, [(tmp_path / "a.safetensors", 0.5)])
     assert_deltas(transformer, first, weight=0.5)
     apply_loras(clean, [(tmp_path / "a.safetensors", 0.5), (tmp_path / "b.safetensors", -1.5)])
-    combined = {name: None for name in {*first, *second}}
-    for name in combined:
+    for name in {*first, *second}:
         want = 0.5 * delta_of(first[name])
         if name in second:
             want = want - 1.5 * delta_of(second[name])
