@@ -417,6 +417,10 @@ def test_a_bad_second_file_loads_nothing(clean, tmp_path):
     with pytest.raises(ModelError, match="LoRA bad.safetensors: layer proj_out"):
         apply_loras(clean, [(good, 1.0), (bad, 1.0)])
     assert lora.loaded_adapters(clean) == []
+    before = apply_loras(clean, [(good, 1.0)])  # a failing new list leaves the loaded one as it was
+    with pytest.raises(ModelError, match="LoRA bad.safetensors"):
+        apply_loras(clean, [(bad, 1.0)])
+    assert lora.loaded_adapters(clean) == [before[0].name]
 
 
 # ----------------------------------------------------------------------------- against diffusers

@@ -218,11 +218,12 @@ def apply_loras(pipe: Any, specs: Sequence[Any]) -> list[AppliedLora]:
     _require_peft()
     _check_quantization(pipe)
     loaded = loaded_adapters(pipe)
+    # every new file is read and checked before anything changes, and an injection that fails
+    # removes the new adapters again
+    new = {name: read_lora(lora.path, pipe.transformer) for name, lora in wanted.items() if name not in loaded}
     stale = [name for name in loaded if name not in wanted]
     if stale:
         pipe.delete_adapters(stale)
-    # every new file is read and checked before any is injected, and a failure removes the new ones
-    new = {name: read_lora(lora.path, pipe.transformer) for name, lora in wanted.items() if name not in loaded}
     injected: list[str] = []
     try:
         for name, converted in new.items():
