@@ -531,7 +531,7 @@ def _join_prompt(main: str, section_text: str) -> str:
 def _check_number(name: str, value: Any, unit: str = "") -> float:
     """A real, finite number; booleans and strings are refused rather than coerced."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{name} must be a number, not {_quote(repr(value))}")
+        raise InputError(f"{name} must be a number, not {_shorten(repr(value), 40)}")
     if not math.isfinite(value):
         raise InputError(f"{name} must be a finite number, not {value!r}")
     if value <= 0:
