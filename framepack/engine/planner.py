@@ -50,7 +50,7 @@ __all__ = [
 VARIANTS = ("original", "f1")
 """``original``: inverted anti-drifting, END generated first. ``f1``: vanilla forward."""
 
-DISPLAY_PROMPT_CHARS = 160
+DISPLAY_PROMPT_CHARS = 100
 """Characters of the main prompt and of a section's text shown per row of ``VideoPlan.table``.
 
 A table row is for reading; repeating a long prompt in each of thousands of rows would make the
@@ -66,9 +66,12 @@ _WHEN_HELP = "write a section (3), a section range (2-4), a time (1.5s) or a tim
 # Plan data
 
 
-@dataclass(frozen=True, slots=True)
-class SectionPlan:
-    """One section of the output video, in time order."""
+class SectionPlan(NamedTuple):
+    """One section of the output video, in time order.
+
+    Its prompt is the video's main prompt plus its own text, joined when asked for: a plan of
+    a thousand sections holds one main prompt, not a thousand copies of it.
+    """
 
     index: int
     number: int
@@ -77,9 +80,14 @@ class SectionPlan:
     time_end: float
     frame_start: int
     frame_end: int
-    prompt: str
     section_text: str
     keyframe: int | None
+    main_prompt: str = ""
+
+    @property
+    def prompt(self) -> str:
+        """What the text encoder reads for this section."""
+        return _join_prompt(self.main_prompt, self.section_text)
 
     @property
     def frame_count(self) -> int:
@@ -87,7 +95,7 @@ class SectionPlan:
         return self.frame_end - self.frame_start
 
 
-_SECTION_FIELDS = tuple(f.name for f in fields(SectionPlan) if f.name != "prompt")
+_SECTION_FIELDS = tuple(name for name in SectionPlan._fields if name != "main_prompt")
 
 
 @dataclass(frozen=True)
@@ -138,13 +146,13 @@ class VideoPlan:
         the video; the exact prompts are in the sections themselves and in ``to_dict``.
         """
         position = {index: n for n, index in enumerate(self.generation_order, start=1)}
-        main = _shorten(self.prompt.strip())
+        main = _shorten(self.prompt)
         shown: dict[str, tuple[str, str]] = {}  # section text -> (prompt, text) as shown, built once each
         rows = []
         for s in self.sections:
             if s.section_text not in shown:
                 text = _shorten(s.section_text)
-                shown[s.section_text] = (_join_prompt(main, text) if self.prompt else _shorten(s.prompt), text)
+                shown[s.section_text] = (_join_prompt(main, text), text)
             prompt, text = shown[s.section_text]
             rows.append({
                 "number": s.number,
@@ -163,18 +171,16 @@ class VideoPlan:
         The main prompt is stored once; each section keeps only its own text.
         """
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sections", "generation_order")}
-        data["sections"] = [{name: getattr(s, name) for name in _SECTION_FIELDS} for s in self.sections]
+        data["sections"] = [dict(zip(_SECTION_FIELDS, s)) for s in self.sections]
         data["generation_order"] = list(self.generation_order)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "VideoPlan":
-        """Rebuild a plan saved with ``to_dict`` (checkpoints, job records; older ones too)."""
+        """Rebuild a plan saved with ``to_dict`` (checkpoints, job records)."""
         fields_ = dict(data)
-        main = str(fields_.get("prompt", ""))
-        fields_["prompt"] = main
-        fields_["sections"] = tuple(
-            SectionPlan(**{"prompt": _join_prompt(main, s.get("section_text", "")), **s}) for s in data["sections"])
+        main = fields_["prompt"]
+        fields_["sections"] = tuple(SectionPlan(**s, main_prompt=main) for s in data["sections"])
         fields_["generation_order"] = tuple(data["generation_order"])
         return cls(**fields_)
 
@@ -304,7 +310,7 @@ def parse_when(text: str, where: str = "when") -> When:
         raise ScheduleError(f"{where}: {_quote(text.strip())} is not a section or time; {_WHEN_HELP}")
     a, a_unit, b, b_unit = scanned
     for number in (a, b):
-        if number is not None and sum(char.isdecimal() for char in number) > MAX_WHEN_DIGITS:
+        if number is not None and len(number) - number.count(".") > MAX_WHEN_DIGITS:
             raise ScheduleError(f"{where}: the number {_quote(number)} is too long for a section or time "
                                 f"(at most {MAX_WHEN_DIGITS} digits)")
     if a_unit or b_unit:
@@ -638,12 +644,9 @@ def plan_video(
     chosen = _assign_keyframes(keyframes, spans, fps)
     order, paddings = _generation(variant, count)
 
-    joined: dict[str, tuple[str, str]] = {}  # one prompt string per distinct section text, shared by its sections
-    for text in texts:
-        if text not in joined:
-            joined[text] = (_join_prompt(prompt, text), text.strip())
+    main = prompt.strip()
     sections = tuple(
-        SectionPlan(i, i + 1, paddings[i], start / fps, end / fps, start, end, *joined[texts[i]], chosen[i])
+        SectionPlan(i, i + 1, paddings[i], start / fps, end / fps, start, end, texts[i], chosen[i], main)
         for i, (start, end) in enumerate(spans.spans)
     )
     generated = 4 * lws * count + 1
@@ -661,7 +664,7 @@ def plan_video(
         requested_duration=duration,
         sections=sections,
         generation_order=order,
-        prompt=prompt.strip(),
+        prompt=main,
     )
 
 
