@@ -41,8 +41,12 @@ MIN_IMAGE_SIDE = 16
 MAX_IMAGE_SIDE = 8192
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 """Decoded size of one image (192 MB as RGB); larger files are refused from their header."""
+MAX_REQUEST_IMAGE_PIXELS = 96 * 1024 * 1024
+"""All images of one request together (start, end, keyframes): 288 MB as RGB while it waits."""
 MAX_KEYFRAMES = 32
 """Keyframe images per request: each is decoded and encoded by the VAE and the vision encoder."""
+MAX_WAITING_JOBS = 32
+"""Jobs waiting in a queue; each holds its decoded images until it runs."""
 
 # ---- outputs ------------------------------------------------------------------------------
 MAX_CODEC_OPTIONS_CHARS = 2000
@@ -53,3 +57,7 @@ MAX_LORAS = 16
 def image_limit_text() -> str:
     """The image limit as users read it in error messages."""
     return f"the limit is {MAX_IMAGE_SIDE} px per side and {MAX_IMAGE_PIXELS // (1024 * 1024)} megapixels"
+
+
+def request_pixels_text() -> str:
+    return f"the limit is {MAX_REQUEST_IMAGE_PIXELS // (1024 * 1024)} megapixels for all images of a request"
