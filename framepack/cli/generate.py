@@ -198,9 +198,10 @@ def _run_with_progress(args, pipe, request, options, folder: Path, plan):
 
     control = GenerationControl()
     total = plan.num_sections * request.steps
-    quiet = getattr(args, "quiet", False) or args.json
-    bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True, disable=True if quiet else None)
-    lines = not quiet and bar.disable  # not a terminal: one plain line per finished section instead
+    quiet = getattr(args, "quiet", False)
+    bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True,
+               disable=True if quiet or args.json else None)
+    lines = not quiet and bar.disable  # no bar on a pipe or with --json: one stderr line per finished section
     outcome: dict = {}
     finished = threading.Event()
 
