@@ -320,3 +320,29 @@ def test_a_full_queue_answers_429(server, monkeypatch):
     monkeypatch.setattr(server.queue, "max_waiting", 0)
     response = post(f"{server.base}/jobs", job_body())
     assert response.status_code == 429 and "waiting" in response.json()["detail"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium not installed")
+def test_in_a_real_browser_the_page_contacts_only_its_own_server(server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path="/usr/bin/chromium", headless=True,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            page = context.new_page()
+            requested, blocked = [], []
+            page.on("request", lambda request: requested.append(request.url))
+            page.on("console", lambda message: blocked.append(message.text)
+                    if "Content Security Policy" in message.text else None)
+            page.goto(server.url + "/")
+            page.wait_for_selector("#fpk_generate", timeout=60_000)
+            page.wait_for_function("typeof window.fpkSubmit === 'function'")  # our inline script ran
+            page.wait_for_timeout(500)
+        finally:
+            context.close()
+    foreign = [url for url in requested if not url.startswith((server.url, "data:", "blob:"))]
+    assert requested and foreign == [], foreign
+    assert blocked == [], blocked  # the policy blocks nothing the tab needs
