@@ -346,3 +346,18 @@ def test_in_a_real_browser_the_page_contacts_only_its_own_server(server, tmp_pat
     foreign = [url for url in requested if not url.startswith((server.url, "data:", "blob:"))]
     assert requested and foreign == [], foreign
     assert blocked == [], blocked  # the policy blocks nothing the tab needs
+
+
+def test_serve_takes_credentials_from_the_command_line_or_a_file(tmp_path, capsys):
+    import argparse
+
+    import framepack_cli
+    from framepack.cli.serve import credentials
+
+    logins = tmp_path / "logins"
+    logins.write_text("# team\nada:analytical, engine\nbob:pw\n")
+    args = argparse.Namespace(auth="eve:x,mal:y", auth_file=str(logins))
+    assert credentials(args) == [("eve", "x"), ("mal", "y"), ("ada", "analytical, engine"), ("bob", "pw")]
+    assert credentials(argparse.Namespace(auth=None, auth_file=None)) is None
+    assert framepack_cli.main(["serve", "--auth", "no-password-here"]) == 2
+    assert "USER:PASSWORD" in capsys.readouterr().err
