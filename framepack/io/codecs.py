@@ -243,6 +243,8 @@ def pair_problem(codec: str, muxer: str) -> str | None:
         if key in _pair_cache:
             return _pair_cache[key]
     problem = _try_mux(codec, muxer)
+    if problem is not None:  # once more: a passing failure (memory, threads) must not stick for the process
+        problem = _try_mux(codec, muxer)
     with _cache_lock:
         _pair_cache[key] = problem
     return problem
