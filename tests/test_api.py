@@ -195,7 +195,25 @@ MALFORMED = {
     "not json": ("{\"prompt\": ", [], "not valid JSON"),
     "not an object": ("[1, 2, 3]", [], "JSON object"),
     "empty body": ("", [], "empty"),
-    "NaN": ("{\"duration\": NaN}", [], "not a JSON number"),
+    "NaN names its field": ("{\"duration\": NaN}", ["duration"], "finite number"),
+    # strict types at the boundary (issue 8, item 5): nothing is coerced
+    "steps as text": ({"steps": "8"}, ["steps"], "valid integer"),
+    "duration as text": ({"duration": "5"}, ["duration"], "valid number"),
+    "teacache as text": ({"teacache": "yes"}, ["teacache"], "valid boolean"),
+    "steps as a float": ({"steps": 8.0}, ["steps"], "valid integer"),
+    "crf as text": ({"output": {"crf": "16"}}, ["output", "crf"], "valid integer"),
+    "fps denormal": ({"fps": 1e-320}, ["fps"], "greater than or equal to 1"),
+    "section number past the int limit": ({"section_prompts": "9" * 4301 + ": x"}, ["section_prompts"],
+                                          "too long"),
+    "images too large together": ({"image": b64(png_header(8000, 8000)), "end_image": b64(png_header(8000, 8000))},
+                                  ["end_image"], "too large together"),
+    "too many keyframes": ({"keyframes": [{"image": "%%%", "when": str(i + 1)} for i in range(40)]},
+                           ["keyframes"], "at most 32"),
+    "lone surrogate in the prompt": ({"prompt": "a \ud800 b"}, ["prompt"], "unicode"),
+    "lone surrogate in a field name": ({"\ud800": 1}, ["\ud800"], "unknown field"),
+    "deeply nested": ("[" * 100000, [], "nested too deeply"),
+    "Infinity names its field": ("{\"fps\": Infinity}", ["fps"], "finite number"),
+    "integer beyond the int limit": ("{\"steps\": " + "9" * 5000 + "}", ["steps"], "valid integer"),
 }
 
 
@@ -242,7 +260,8 @@ def test_body_size_limit_413(api, tiny_model_dir, tmp_path):
     small = create_app(api.host, api.queue, ui=False, max_body_bytes=4096)
     with LiveServer(small) as server:
         chunks = (b" " * 1024 for _ in range(8))
-        response = requests.post(f"{server.url}{API}/jobs", data=chunks, timeout=30)
+        response = requests.post(f"{server.url}{API}/jobs", data=chunks, timeout=30,
+                                 headers={"content-type": "application/json"})
         assert response.status_code == 413 and "limit is 0.00390625 MB" in response.json()["detail"]
         fits = requests.post(f"{server.url}{API}/plan", json={"duration": 1}, timeout=30)
         assert fits.status_code == 200

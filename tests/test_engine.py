@@ -258,6 +258,66 @@ def test_pause_and_resume_a_running_loop(pipes):
     np.testing.assert_array_equal(np.concatenate(frames), reference)
 
 
+@pytest.mark.parametrize("teacache, cfg", [(False, 1.0), (True, 1.0), (True, 2.0)])
+def test_stop_acts_before_the_next_model_call_whether_teacache_computes_or_skips(pipes, monkeypatch, teacache, cfg):
+    """Issue 8, item 9: a Stop that arrives during a model call ends the run before the next one.
+
+    With TeaCache most calls skip the blocks and are far shorter than computed ones; a Stop must
+    not wait for a step boundary that a run of skipped calls races past (nor, with real CFG,
+    for the second pass of the step).
+    """
+    from framepack.engine import loop as loop_module
+
+    control = GenerationControl()
+    caches = []
+    real = loop_module.run_transformer
+
+    def cancel_during_the_ninth_call(transformer, cache, **kwargs):
+        caches.append(cache)
+        if len(caches) == 9:
+            control.stop()  # what DELETE /jobs/{id}, the tab's Stop or Ctrl-C do, from another thread
+        return real(transformer, cache, **kwargs)
+
+    monkeypatch.setattr(loop_module, "run_transformer", cancel_during_the_ninth_call)
+    _, done, events, _ = generate(pipes, sections=2, control=control, steps=25, teacache=teacache,
+                                  teacache_threshold=0.5, cfg=cfg)
+    assert done.status == "interrupted"
+    assert len(caches) == 9  # not one model call after the Stop
+    stopped_in_step = 9 if cfg == 1.0 else 5
+    assert max(e.step for e in events if isinstance(e, Progress)) <= stopped_in_step
+    if teacache:
+        assert sum(cache.skipped_steps for cache in {id(c): c for c in caches}.values()) > 0  # skipped calls ran
+
+
+def test_pause_holds_the_next_model_call_in_the_middle_of_a_step(pipes, monkeypatch):
+    from framepack.engine import loop as loop_module
+
+    control = GenerationControl()
+    calls = []
+    real = loop_module.run_transformer
+
+    def pause_at_the_third_call(transformer, cache, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            control.pause()
+        return real(transformer, cache, **kwargs)
+
+    monkeypatch.setattr(loop_module, "run_transformer", pause_at_the_third_call)
+    worker = threading.Thread(target=generate, args=(pipes,), kwargs=dict(sections=1, control=control, steps=6,
+                                                                         teacache=True, cfg=2.0))
+    worker.start()
+    wait = threading.Event()
+    try:
+        while len(calls) < 3 and worker.is_alive():
+            wait.wait(0.01)
+        wait.wait(0.3)
+        assert len(calls) == 3 and worker.is_alive()  # the fourth call (the step's second pass) waits
+    finally:
+        control.resume()
+        worker.join(60)
+    assert not worker.is_alive() and len(calls) == 12
+
+
 def test_generator_yields_events_and_stops_when_closed(pipes):
     request = build_request(**{**FAST, "image": image(), "prompt": "x", "duration": SECTION_SECONDS * 3})
     frames = []

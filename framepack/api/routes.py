@@ -33,7 +33,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from framepack.api import schema
 from framepack.api.validation import BodyError, item, parse_job_body, parse_plan_body
 from framepack.errors import FramePackError
-from framepack.jobs.queue import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING
+from framepack.jobs.queue import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, QueueFull
 
 log = logging.getLogger("framepack")
 
@@ -88,7 +88,9 @@ def register_routes(add_api_route: Callable[..., Any], host, queue, *, prefix: s
 
 _ERROR_RESPONSES = {404: {"model": schema.Problem, "description": "no such job, or nothing saved"},
                     409: {"model": schema.Problem, "description": "not finished yet / already finished"},
-                    413: {"model": schema.Problem, "description": "request body too large"}}
+                    413: {"model": schema.Problem, "description": "request body too large"},
+                    415: {"model": schema.Problem, "description": "the body is not sent as application/json"},
+                    429: {"model": schema.Problem, "description": "too many jobs are waiting"}}
 
 
 def _accepted_keywords(function: Callable) -> Callable[[str], bool]:
@@ -102,8 +104,16 @@ def _accepted_keywords(function: Callable) -> Callable[[str], bool]:
     return lambda name: name in names
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a field name holding a lone surrogate (valid in
+    JSON text, not encodable as UTF-8) is echoed back as \\udxxx instead of failing with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _problem(status: int, detail: Any) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
+    return AsciiJSONResponse({"detail": detail}, status_code=status)
 
 
 class FramePackApi:
@@ -124,10 +134,12 @@ class FramePackApi:
             return _problem(422, error.items)
         try:
             job = self.queue.submit(generation, options)
+        except QueueFull as error:
+            return _problem(429, str(error))
         except FramePackError as error:  # the queue is shutting down
             return _problem(503, str(error))
         log.info("FramePack API: job %s queued (%s)", job.id, generation.plan().summary())
-        return JSONResponse(self._state(job), status_code=202,
+        return AsciiJSONResponse(self._state(job), status_code=202,
                             headers={"Location": f"{self.prefix}/jobs/{job.id}"})
 
     def list_jobs(self, status: Optional[str] = None) -> Response:
@@ -137,13 +149,13 @@ class FramePackApi:
         jobs = self.queue.list()
         ahead = self._ahead(jobs)
         states = [self._state(job, ahead.get(job.id, 0)) for job in jobs if status is None or job.status == status]
-        return JSONResponse({"jobs": states})
+        return AsciiJSONResponse({"jobs": states})
 
     def get_job(self, job_id: str) -> Response:
         job = self.queue.get(job_id)
         if job is None:
             return self._unknown(job_id)
-        return JSONResponse(self._state(job))
+        return AsciiJSONResponse(self._state(job))
 
     def cancel_job(self, job_id: str) -> Response:
         job = self.queue.get(job_id)
@@ -153,7 +165,7 @@ class FramePackApi:
             return _problem(409, f"job {job_id} has already finished ({job.status}); there is nothing to cancel")
         self.queue.cancel(job_id)
         # a queued job is cancelled at once; a running one stops after its current step (202)
-        return JSONResponse(self._state(job), status_code=202 if job.status == RUNNING else 200)
+        return AsciiJSONResponse(self._state(job), status_code=202 if job.status == RUNNING else 200)
 
     # ---- results -----------------------------------------------------------------------
     def get_video(self, job_id: str) -> Response:
@@ -214,7 +226,7 @@ class FramePackApi:
         from framepack.jobs.output import CONTAINER_EXTENSIONS, OutputOptions
 
         codecs = available_encoders(refresh=refresh)
-        return JSONResponse({"codecs": codecs, "hardware": [c for c in codecs if is_hardware(c)],
+        return AsciiJSONResponse({"codecs": codecs, "hardware": [c for c in codecs if is_hardware(c)],
                              "default": OutputOptions.model_fields["codec"].default,
                              "containers": list(CONTAINER_EXTENSIONS)})
 
@@ -223,14 +235,21 @@ class FramePackApi:
         if isinstance(body, Response):
             return body
         try:
-            plan = await run_in_threadpool(parse_plan_body, body)
+            return AsciiJSONResponse(await run_in_threadpool(plan_response, body))
         except BodyError as error:
             return _problem(422, error.items)
-        return JSONResponse({"summary": plan.summary(), "table": plan.table(), "plan": plan.to_dict()})
 
     # ---- helpers -----------------------------------------------------------------------
     async def _read_json(self, request: Request):
-        """The decoded JSON body, or the error Response (413 too large, 422 not JSON)."""
+        """The decoded JSON body, or the error Response (415 not JSON, 413 too large, 422 not valid JSON).
+
+        Only `application/json` is read: a web page can send `text/plain` or a form to a local
+        server without asking first (no CORS preflight), but not `application/json`.
+        """
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            shown = f"{media_type!r}" if media_type else "none"
+            return _problem(415, f"the body must be sent as Content-Type: application/json (got {shown})")
         limit = self.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
@@ -251,7 +270,9 @@ class FramePackApi:
         if not data.strip():
             return _problem(422, [item((), "the body is empty; send a JSON object of settings", "missing")])
         try:
-            return json.loads(bytes(data), parse_constant=_refuse_constant)
+            return json.loads(bytes(data), parse_constant=float, parse_int=_json_int)
+        except RecursionError:
+            return _problem(422, [item((), "the body is not valid JSON here: it is nested too deeply", "json_invalid")])
         except (ValueError, UnicodeDecodeError) as error:
             return _problem(422, [item((), f"the body is not valid JSON: {error}", "json_invalid")])
 
@@ -290,5 +311,15 @@ class FramePackApi:
         return data
 
 
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
+def plan_response(body: Any) -> dict[str, Any]:
+    """What POST /plan answers for a JSON body (raises BodyError): the summary, table and plan."""
+    plan = parse_plan_body(body)
+    return {"summary": plan.summary(), "table": plan.table(), "plan": plan.to_dict()}
+
+
+def _json_int(text: str):
+    """JSON integers as Python ints, except absurdly long ones (Python refuses to convert more than
+    4300 digits): those become infinities, which every numeric field refuses, naming itself."""
+    if len(text) <= 1000:
+        return int(text)
+    return float("-inf") if text.startswith("-") else float("inf")

@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from framepack.engine.images import MAX_PIXELS, MAX_SIDE
+from framepack.limits import (MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_KEYFRAMES, MAX_REQUEST_IMAGE_PIXELS,
+                              image_limit_text, request_pixels_text)
 from framepack.errors import FramePackError
 from framepack.jobs.output import OutputOptions
 from framepack.jobs.request import GenerationRequest
@@ -49,8 +50,12 @@ def item(loc: Loc, msg: str, type_: str = "value_error") -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------- images
 
-def _decode_image_text(value: Any, name: str, loc: Loc, errors: list) -> Any:
-    """base64 / data URL text -> bytes; null or "" -> None; anything else is a field error."""
+def _decode_image_text(value: Any, name: str, loc: Loc, errors: list, budget: list[int]) -> Any:
+    """base64 / data URL text -> bytes; null or "" -> None; anything else is a field error.
+
+    `budget` holds the pixels the request's images may still declare, all together: a request
+    over it is refused from the headers, before any image is decoded.
+    """
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -70,19 +75,24 @@ def _decode_image_text(value: Any, name: str, loc: Loc, errors: list) -> Any:
     if not data:
         errors.append(item(loc, f"{name}: the image data is empty"))
         return None
-    problem = _declared_size_problem(data, name)
+    problem, pixels = _declared_size_problem(data, name)
     if problem:
         errors.append(item(loc, problem))
+        return None
+    budget[0] -= pixels
+    if budget[0] < 0:
+        errors.append(item(loc, f"{name}: the images of this request are too large together; "
+                                f"{request_pixels_text()}"))
         return None
     return data
 
 
-def _declared_size_problem(data: bytes, name: str) -> str | None:
+def _declared_size_problem(data: bytes, name: str) -> tuple[str | None, int]:
     """Refuse a header that declares absurd dimensions before anything is decoded.
 
     Pillow refuses such files itself (DecompressionBombError), which the shared decoder reports
     as "not a readable image file"; here the user learns the real reason. Only the header is
-    read (Pillow opens lazily).
+    read (Pillow opens lazily). Returns (problem or None, pixels the header declares).
     """
     from PIL import Image
 
@@ -92,16 +102,12 @@ def _declared_size_problem(data: bytes, name: str) -> str | None:
     except Image.DecompressionBombError as error:
         found = re.search(r"\((\d+) pixels\)", str(error))
         size = f"{int(found[1]) / 1e6:.0f} megapixels" if found else "far too many pixels"
-        return f"{name}: the image declares {size}, too large; {_limit()}"
+        return f"{name}: the image declares {size}, too large; {image_limit_text()}", 0
     except Exception:  # not an image: the shared decoder words that message
-        return None
-    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
-        return f"{name}: {width}x{height} is too large; {_limit()}"
-    return None
-
-
-def _limit() -> str:
-    return f"the limit is {MAX_SIDE} px per side and {MAX_PIXELS // (1024 * 1024)} megapixels"
+        return None, 0
+    if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+        return f"{name}: {width}x{height} is too large; {image_limit_text()}", 0
+    return None, width * height
 
 
 # ----------------------------------------------------------------------------------- bodies
@@ -118,11 +124,13 @@ def parse_job_body(body: Any, default_output: dict[str, Any] | None = None
     if fields.pop("loras", None):  # server file paths: never chosen by a remote client
         errors.append(item(("loras",), "loras: LoRA files are chosen on the server (SD.Next: <lora:name:weight> "
                                        "in the prompt; standalone: framepack_cli.py --lora), not through the API"))
+    if _too_many_keyframes(fields.get("keyframes"), errors):
+        fields.pop("keyframes")  # refused before a single one of them is decoded
     _decode_images(fields, errors)
 
     request = options = None
-    try:
-        request = GenerationRequest(**fields)
+    try:  # strict: "8" is not a number and "yes" is not a boolean here, as in the JSON schema
+        request = GenerationRequest.model_validate(fields, strict=True)
     except ValidationError as error:
         reported = {tuple(entry["loc"]) for entry in errors}  # a failed image is not also "required"
         errors.extend(entry for entry in _pydantic_items(error, (), _request_loc)
@@ -136,7 +144,7 @@ def parse_job_body(body: Any, default_output: dict[str, Any] | None = None
     else:
         merged = {**(default_output or {}), **(output or {})}
         try:
-            options = OutputOptions(**merged)
+            options = OutputOptions.model_validate(merged, strict=True)
         except ValidationError as error:
             errors.extend(_pydantic_items(error, (OUTPUT_KEY,), _output_loc))
     if errors:
@@ -157,11 +165,12 @@ def parse_plan_body(body: Any):
     errors: list[dict[str, Any]] = []
     fields = {key: value for key, value in body.items() if key != OUTPUT_KEY}
     _check_unknown(fields, GenerationRequest.model_fields, errors, hint_fields=OutputOptions.model_fields)
-    whens = _keyframe_whens(fields.get("keyframes"), errors)
+    whens = [] if _too_many_keyframes(fields.get("keyframes"), errors) else _keyframe_whens(fields.get("keyframes"),
+                                                                                              errors)
     model = _plan_model()
     values = None
     try:
-        values = model(**{key: fields[key] for key in PLAN_FIELDS if key in fields})
+        values = model.model_validate({key: fields[key] for key in PLAN_FIELDS if key in fields}, strict=True)
     except ValidationError as error:
         errors.extend(_pydantic_items(error, (), _request_loc))
     if errors:
@@ -182,9 +191,17 @@ def _plan_model():
         from pydantic import ConfigDict, create_model
 
         source = GenerationRequest.model_fields
-        _PLAN_MODEL = create_model("PlanSettings", __config__=ConfigDict(extra="forbid"),
+        _PLAN_MODEL = create_model("PlanSettings", __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
                                    **{name: (source[name].annotation, source[name]) for name in PLAN_FIELDS})
     return _PLAN_MODEL
+
+
+def _too_many_keyframes(keyframes: Any, errors: list) -> bool:
+    if isinstance(keyframes, list) and len(keyframes) > MAX_KEYFRAMES:
+        errors.append(item(("keyframes",), f"keyframes: {len(keyframes)} given, at most {MAX_KEYFRAMES}",
+                           "too_long"))
+        return True
+    return False
 
 
 def _keyframe_whens(keyframes: Any, errors: list) -> list[str]:
@@ -225,16 +242,17 @@ def _did_you_mean(key: str, known) -> str:
 
 
 def _decode_images(fields: dict, errors: list) -> None:
+    budget = [MAX_REQUEST_IMAGE_PIXELS]
     for name in IMAGE_FIELDS:
         if name in fields:
-            fields[name] = _decode_image_text(fields[name], name.replace("_", " "), (name,), errors)
+            fields[name] = _decode_image_text(fields[name], name.replace("_", " "), (name,), errors, budget)
     if isinstance(fields.get("keyframes"), list):
         keyframes = fields["keyframes"] = list(fields["keyframes"])  # never edit the caller's body
         for index, keyframe in enumerate(keyframes):
             if isinstance(keyframe, dict) and "image" in keyframe:
                 keyframe = dict(keyframe)
                 keyframe["image"] = _decode_image_text(keyframe["image"], f"keyframe {index + 1} image",
-                                                       ("keyframes", index, "image"), errors)
+                                                       ("keyframes", index, "image"), errors, budget)
                 if keyframe["image"] is None:
                     del keyframe["image"]  # null or undecodable: pydantic reports it as required
                 keyframes[index] = keyframe
@@ -281,8 +299,10 @@ def _with_field(message: str, loc: Loc) -> str:
 _REQUEST_LOCS: list[tuple[re.Pattern, Callable[[re.Match], Loc]]] = [
     (re.compile(r"^give a start image"), lambda m: ("image",)),
     (re.compile(r"^an end image needs"), lambda m: ("end_image",)),
-    (re.compile(r"^section prompt line"), lambda m: ("section_prompts",)),
+    (re.compile(r"^the images are too large together"), lambda m: ("image",)),
+    (re.compile(r"^section prompt"), lambda m: ("section_prompts",)),
     (re.compile(r"^keyframe (\d+)"), lambda m: ("keyframes", int(m[1]) - 1, "when")),
+    (re.compile(r"^keyframes\b"), lambda m: ("keyframes",)),
     (re.compile(r"^(duration|fps|interpolation|prompt)\b"), lambda m: (m[1],)),
     (re.compile(r"^latent window size"), lambda m: ("latent_window_size",)),
     (re.compile(r"^unknown variant"), lambda m: ("variant",)),

@@ -1,14 +1,20 @@
 """`framepack_cli.py generate`: one video from the terminal, on the standalone host.
 
 Flags map one to one onto `GenerationRequest` and `OutputOptions`, so the CLI validates
-exactly like the tab and the API. Ctrl-C stops the generation between steps; with
-keep-incomplete on (the default) the frames made so far are still written.
+exactly like the tab and the API.
+
+Ctrl-C: the first one stops the generation after the current step; with keep-incomplete on
+(the default) the frames made so far are written as a playable video and raw frames, and the
+exit code is 130. A second Ctrl-C quits at once: the job's work folder (its unfinished files)
+is deleted and nothing is written.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -178,42 +184,86 @@ def run_generate(args) -> int:
 
 
 def _run_with_progress(args, pipe, request, options, folder: Path, plan):
-    """Run on a worker thread so Ctrl-C can ask for a clean stop instead of killing the writers."""
+    """Run on a worker thread so Ctrl-C can ask for a clean stop instead of killing the writers.
+
+    The main thread only waits on an Event (an interrupted Thread.join can mark a live thread
+    as finished in Python 3.11) while our SIGINT handler turns Ctrl-C into a stop request.
+    """
     from tqdm import tqdm
 
     from framepack.engine.control import GenerationControl
-    from framepack.engine.events import Progress
+    from framepack.engine.events import Progress, SectionDone
+    from framepack.io.workdir import WorkFolder, remove_abandoned
     from framepack.jobs.output import run_job
 
     control = GenerationControl()
     total = plan.num_sections * request.steps
+    quiet = getattr(args, "quiet", False)
     bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True,
-               disable=True if getattr(args, "quiet", False) or args.json else None)
+               disable=True if quiet or args.json else None)
+    lines = not quiet and bar.disable  # no bar on a pipe or with --json: one stderr line per finished section
     outcome: dict = {}
+    finished = threading.Event()
 
     def on_event(event) -> None:
         if isinstance(event, Progress):
             bar.n = event.position * event.steps + event.step
             bar.set_description(f"section {event.position + 1}/{event.section_count}")
             bar.refresh()
+        elif isinstance(event, SectionDone) and lines:
+            print(f"section {event.position + 1}/{event.section_count} done", file=sys.stderr, flush=True)
 
-    def work() -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(folder)
+    work = WorkFolder(folder)
+
+    def work_thread() -> None:
         try:
-            outcome["result"] = run_job(pipe, request, options, folder, control=control, on_event=on_event)
+            outcome["result"] = run_job(pipe, request, options, folder, control=control, on_event=on_event,
+                                        work=work)
         except BaseException as error:  # re-raised on the main thread
             outcome["error"] = error
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=work, name="framepack-cli", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.2)
-    except KeyboardInterrupt:
-        print("\nstopping after the current step...", file=sys.stderr)
-        control.stop()
-        worker.join()
-    finally:
-        bar.close()
+    interrupts = _Interrupts(control, work)
+    worker = threading.Thread(target=work_thread, name="framepack-cli", daemon=True)
+    with interrupts:
+        worker.start()
+        while not finished.wait(0.2):
+            pass
+    bar.close()
+    work.close()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+class _Interrupts:
+    """SIGINT while generating: the first asks for a stop, the second deletes the work and quits."""
+
+    def __init__(self, control, work):
+        self.control, self.work = control, work
+        self.count = 0
+        self.previous = None
+
+    def __enter__(self) -> "_Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self.handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def handle(self, signum, frame) -> None:
+        self.count += 1
+        if self.count == 1:
+            print("\nstopping after the current step (Ctrl-C again to quit at once, saving nothing)...",
+                  file=sys.stderr, flush=True)
+            self.control.stop()
+            return
+        self.work.close()  # the spill and partial files; nothing was published yet
+        print("interrupted again: quit without saving", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)  # the worker is inside torch: only the process can end it, and at once

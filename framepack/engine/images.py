@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from framepack.errors import InputError
-
-MIN_SIDE = 16
-MAX_SIDE = 8192
-MAX_PIXELS = 64 * 1024 * 1024
+from framepack.limits import MAX_IMAGE_PIXELS as MAX_PIXELS
+from framepack.limits import MAX_IMAGE_SIDE as MAX_SIDE
+from framepack.limits import MIN_IMAGE_SIDE as MIN_SIDE
+from framepack.limits import image_limit_text
 _BASE64_MIN_LENGTH = 64
 
 
@@ -68,8 +68,7 @@ def _decode_bytes(data: bytes, name: str) -> Image.Image:
     except InputError:
         raise
     except Image.DecompressionBombError:  # Pillow refuses the declared size before we can look at it
-        raise InputError(f"{name}: too large; the limit is {MAX_SIDE} px per side and "
-                         f"{MAX_PIXELS // (1024 * 1024)} megapixels") from None
+        raise InputError(f"{name}: too large; {image_limit_text()}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise InputError(f"{name}: not a readable image file") from None
     return image
@@ -79,10 +78,7 @@ def _check_size(width: int, height: int, name: str) -> None:
     if min(width, height) < MIN_SIDE:
         raise InputError(f"{name}: {width}x{height} is too small; each side must be at least {MIN_SIDE} px")
     if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
-        raise InputError(
-            f"{name}: {width}x{height} is too large; the limit is {MAX_SIDE} px per side and "
-            f"{MAX_PIXELS // (1024 * 1024)} megapixels"
-        )
+        raise InputError(f"{name}: {width}x{height} is too large; {image_limit_text()}")
 
 
 def _pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:

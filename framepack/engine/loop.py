@@ -201,6 +201,7 @@ class SectionLoop:
         caches = {False: self.new_cache(), True: self.new_cache()}  # cond and uncond never share state
 
         def velocity(x: torch.Tensor, sigma: torch.Tensor, step: int, use_negative: bool) -> torch.Tensor:
+            self.check_control()  # before every model call, computed by TeaCache or not
             text = negative if use_negative else positive
             return run_transformer(
                 self.pipe.transformer, caches[use_negative], hidden_states=x.to(self.dtype),
@@ -209,6 +210,17 @@ class SectionLoop:
             ).float()
 
         return velocity
+
+    def check_control(self) -> None:
+        """Honour Pause and Stop at once, also in the middle of a step.
+
+        A step is one or two model calls (two with real CFG) and a TeaCache-skipped call is much
+        shorter than a computed one; checking here, not only between steps, makes a Stop take
+        effect before the next model call, however the cache decided.
+        """
+        self.control.wait_while_paused()
+        if self.control.should_stop():
+            raise _SectionEnded(None)
 
     def new_cache(self) -> TeaCacheState | None:
         if not self.request.teacache:
@@ -230,9 +242,7 @@ class SectionLoop:
                           remaining / rate if rate else 0.0))
             if self.request.preview:
                 emit(Preview(preview_image(x0), section.number, done))
-            self.control.wait_while_paused()
-            if self.control.should_stop():
-                raise _SectionEnded(None)
+            self.check_control()
             if done < steps and self.control.take_skip():
                 raise _SectionEnded(x0)
 

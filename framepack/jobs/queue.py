@@ -22,6 +22,7 @@ from framepack.engine.control import GenerationControl
 from framepack.engine.events import Done, Preview, Progress, SectionDone
 from framepack.engine.planner import VideoPlan
 from framepack.errors import FramePackError
+from framepack.limits import MAX_WAITING_JOBS
 from framepack.jobs.output import JobResult, OutputOptions, run_job
 from framepack.jobs.request import GenerationRequest
 
@@ -29,6 +30,10 @@ log = logging.getLogger("framepack")
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
+
+
+class QueueFull(FramePackError):
+    """Too many jobs are waiting; the face asks the user to try again later (HTTP 429)."""
 
 
 @dataclass
@@ -107,11 +112,16 @@ class Job:
 
 
 class JobQueue:
-    """Runs submitted jobs in order on one worker thread."""
+    """Runs submitted jobs in order on one worker thread.
 
-    def __init__(self, host, history: int = 200):
+    A finished job keeps what its status and results need (settings, plan, files, last
+    preview), never its decoded images; at most `max_waiting` jobs wait at a time.
+    """
+
+    def __init__(self, host, history: int = 200, max_waiting: int = MAX_WAITING_JOBS):
         self.host = host
         self.history = history
+        self.max_waiting = max_waiting
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._pending: deque[Job] = deque()
         self._lock = threading.Condition()
@@ -125,6 +135,9 @@ class JobQueue:
         with self._lock:
             if self._closed:
                 raise FramePackError("the job queue is shutting down")
+            if len(self._pending) >= self.max_waiting:
+                raise QueueFull(f"{len(self._pending)} jobs are already waiting, the most this server queues; "
+                                f"submit again when one has started")
             self._jobs[job.id] = job
             self._pending.append(job)
             self._forget_old_locked()
@@ -217,6 +230,7 @@ class JobQueue:
 
     def _finish(self, job: Job, status: str, error: str | None = None) -> None:
         job.status, job.error, job.finished = status, error, time.time()
+        job.request = job.request.without_images()  # 100s of MB each; history keeps many jobs
         job.updates += 1
         job._finished_event.set()
 

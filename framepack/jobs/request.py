@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import random
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
+from framepack import limits
 from framepack.engine.images import to_rgb_array
 from framepack.engine.planner import VideoPlan, plan_video
 from framepack.errors import FramePackError, InputError
@@ -31,13 +33,26 @@ MAX_SEED = 2**63 - 1
 Image = Any  # PIL image, numpy array, path, bytes or base64 string; stored as an RGB uint8 array
 
 
+def _unicode_text(value: str) -> str:
+    """Refuse lone surrogates: they are not text, and would break the file metadata after sampling."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"contains an invalid character (a lone surrogate) at position {error.start}") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode_text)]
+"""A string that is valid Unicode (JSON allows lone surrogates such as \\ud800; text files cannot)."""
+
+
 class Keyframe(BaseModel):
     """An extra image steering the section(s) its WHEN names (same syntax as section prompts)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     image: Image
-    when: str
+    when: Text = Field(max_length=200)
 
     @field_validator("image", mode="before")
     @classmethod
@@ -49,32 +64,34 @@ class Keyframe(BaseModel):
 class GenerationRequest(BaseModel):
     """Everything that decides the frames of one video."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", validate_assignment=False)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", validate_assignment=False,
+                              allow_inf_nan=False)
 
     image: Image | None = None
     blank_start: Literal["black", "white", "noise"] | None = Field(
         None, description="Text-to-video start when no image is given (weaker than a real image)"
     )
     end_image: Image | None = None
-    keyframes: list[Keyframe] = Field(default_factory=list)
+    keyframes: list[Keyframe] = Field(default_factory=list, max_length=limits.MAX_KEYFRAMES)
     start_strength: float = Field(1.0, ge=0.0, le=1.0)
     end_strength: float = Field(1.0, ge=0.0, le=1.0)
     vision_strength: float = Field(0.5, ge=0.0, le=1.0, description="Weight of end/keyframe image in the image embedding")
 
-    prompt: str = Field("", max_length=20000)
-    negative_prompt: str = Field("", max_length=20000)
-    section_prompts: str = Field("", max_length=100000)
-    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, max_length=20000)
+    prompt: Text = Field("", max_length=limits.MAX_PROMPT_CHARS)
+    negative_prompt: Text = Field("", max_length=limits.MAX_PROMPT_CHARS)
+    section_prompts: Text = Field("", max_length=limits.MAX_SCHEDULE_CHARS)
+    system_prompt: Text = Field(DEFAULT_SYSTEM_PROMPT, max_length=limits.MAX_PROMPT_CHARS)
 
     variant: Literal["original", "f1"] = "original"
-    duration: float = Field(5.0, gt=0.0, le=3600.0)
-    fps: float = Field(30.0, gt=0.0, le=240.0)
-    interpolation: int = Field(0, ge=0, le=8)
-    resolution: int = Field(640, ge=32, le=960, description="Bucket size in px (240-960 for real models)")
+    duration: float = Field(5.0, gt=0.0, le=limits.MAX_DURATION)
+    fps: float = Field(30.0, ge=limits.MIN_FPS, le=limits.MAX_FPS)
+    interpolation: int = Field(0, ge=0, le=limits.MAX_INTERPOLATION)
+    resolution: int = Field(640, ge=limits.RESOLUTION_RANGE[0], le=limits.RESOLUTION_RANGE[1],
+                            description="Bucket size in px (240-960 for real models)")
 
-    steps: int = Field(25, ge=1, le=200)
+    steps: int = Field(25, ge=limits.STEPS_RANGE[0], le=limits.STEPS_RANGE[1])
     seed: int = Field(-1, ge=-1, le=MAX_SEED)
-    latent_window_size: int = Field(9, ge=1, le=33)
+    latent_window_size: int = Field(9, ge=limits.LATENT_WINDOW_RANGE[0], le=limits.LATENT_WINDOW_RANGE[1])
     sampler: Literal["unipc", "euler"] = "unipc"
     shift: float | None = Field(None, gt=0.0, le=100.0, description="None: dynamic shift from the token count")
     distilled_cfg: float = Field(10.0, ge=0.0, le=100.0)
@@ -85,7 +102,7 @@ class GenerationRequest(BaseModel):
     teacache_threshold: float = Field(0.15, ge=0.0, le=10.0)
     preview: bool = True
     max_prompt_tokens: int = Field(256, ge=8, le=1024)
-    loras: list[str] = Field(default_factory=list, max_length=16,
+    loras: list[Text] = Field(default_factory=list, max_length=limits.MAX_LORAS,
                              description="LoRA files on this machine, 'FILE[:weight]' (standalone host)")
 
     @field_validator("loras")
@@ -122,6 +139,10 @@ class GenerationRequest(BaseModel):
                 "an end image needs the original (inverted anti-drifting) model; "
                 "the F1 model generates forward and cannot aim at a last frame"
             )
+        pixels = sum(image.shape[0] * image.shape[1] for image in self.images())
+        if pixels > limits.MAX_REQUEST_IMAGE_PIXELS:
+            raise ValueError(f"the images are too large together ({pixels / 1024 ** 2:.0f} megapixels); "
+                             f"{limits.request_pixels_text()}")
         if self.seed == -1:
             self.seed = random.randint(0, 2**32 - 1)
         with _as_value_error():
@@ -139,6 +160,16 @@ class GenerationRequest(BaseModel):
             section_prompts=self.section_prompts,
             keyframes=[keyframe.when for keyframe in self.keyframes],
         )
+
+    def images(self) -> list[np.ndarray]:
+        """Every decoded image the request holds (start, end, keyframes)."""
+        found = [self.image, self.end_image, *(keyframe.image for keyframe in self.keyframes)]
+        return [image for image in found if isinstance(image, np.ndarray)]
+
+    def without_images(self) -> "GenerationRequest":
+        """A copy holding the settings only: what a finished job keeps (its images can be 100s of MB)."""
+        keyframes = [keyframe.model_copy(update={"image": None}) for keyframe in self.keyframes]
+        return self.model_copy(update={"image": None, "end_image": None, "keyframes": keyframes})
 
     def settings(self) -> dict[str, Any]:
         """The JSON-safe settings that reproduce this video (images summarised, not embedded)."""
