@@ -175,6 +175,44 @@ def test_teacache_skips_steps_and_stays_close(pipes):
     assert np.abs(never_skips.astype(int) - exact).max() <= 1
 
 
+@pytest.mark.parametrize("teacache, cfg", [(False, 2.0), (True, 1.0)])
+def test_cfg_zero_star_skips_the_zero_init_model_calls_and_changes_nothing_else(pipes, monkeypatch, teacache, cfg):
+    """The zero-init step's velocity is zero whatever the model says: no call, same frames.
+
+    Compared with a run whose denoiser still calls the model there and drops the answer (what the
+    loop did before); TeaCache at threshold 0 computes every call, so its decisions cannot differ.
+    """
+    from framepack.engine import guidance, loop as loop_module
+
+    def denoiser_calling_every_step(velocity_fn, config):
+        def denoise(x, sigma, step_index):
+            v_cond = velocity_fn(x, sigma, step_index, False)
+            v_uncond = velocity_fn(x, sigma, step_index, True) if config.uses_negative else None
+            v = torch.zeros_like(v_cond) if config.zeroes(step_index) else guidance.combine(v_cond, v_uncond, config)
+            return x - sigma.to(x.dtype) * v.to(x.dtype)
+        return denoise
+
+    calls = []
+    real = loop_module.run_transformer
+
+    def counting(transformer, cache, **kwargs):
+        calls.append(kwargs["step"])
+        return real(transformer, cache, **kwargs)
+
+    monkeypatch.setattr(loop_module, "run_transformer", counting)
+    settings = dict(sections=1, steps=4, cfg=cfg, negative_prompt="blurry", cfg_zero_star=True, teacache=teacache,
+                    teacache_threshold=0.0)
+    skipping, *_ = generate(pipes, **settings)
+    skipped_calls = list(calls)
+    calls.clear()
+    monkeypatch.setattr(loop_module, "make_denoiser", denoiser_calling_every_step)
+    calling, *_ = generate(pipes, **settings)
+    np.testing.assert_array_equal(skipping, calling)
+    branches = 2 if cfg != 1.0 else 1
+    assert sorted(calls) == sorted([0, 1, 2, 3] * branches)
+    assert sorted(skipped_calls) == sorted([1, 2, 3] * branches)  # step 0 is the zero-init step
+
+
 def test_progress_and_preview_events(pipes):
     _, done, events, _ = generate(pipes, sections=2, preview=True, steps=3)
     progress = [e for e in events if isinstance(e, Progress)]

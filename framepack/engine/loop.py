@@ -196,7 +196,7 @@ class SectionLoop:
         positive = self.text_for(section.prompt)
         inputs = self.model_context(context, section, images).as_kwargs(self.dtype)
         inputs["image_embeds"] = images.image_embeds(section.keyframe, request.vision_strength).to(self.dtype)
-        inputs["guidance"] = torch.tensor([request.distilled_cfg * 1000.0], dtype=self.dtype, device=self.device)
+        inputs["guidance"] = torch.tensor([self.guidance.transformer_guidance], dtype=self.dtype, device=self.device)
         inputs = {key: value.to(self.device) for key, value in inputs.items()}
         caches = {False: self.new_cache(), True: self.new_cache()}  # cond and uncond never share state
 
@@ -204,7 +204,7 @@ class SectionLoop:
             self.check_control()  # before every model call, computed by TeaCache or not
             text = negative if use_negative else positive
             return run_transformer(
-                self.pipe.transformer, caches[use_negative], hidden_states=x.to(self.dtype),
+                self.pipe.transformer, caches[use_negative], step=step, hidden_states=x.to(self.dtype),
                 timestep=(sigma * 1000.0).expand(x.shape[0]).float(), encoder_hidden_states=text.embeds,
                 encoder_attention_mask=text.mask, pooled_projections=text.pooled, **inputs,
             ).float()
@@ -225,9 +225,7 @@ class SectionLoop:
     def new_cache(self) -> TeaCacheState | None:
         if not self.request.teacache:
             return None
-        cache = TeaCacheState(self.request.teacache_threshold)
-        cache.reset(self.request.steps)
-        return cache
+        return TeaCacheState(self.request.teacache_threshold, self.request.steps)
 
     def step_callback(self, section: SectionPlan, position: int, emit: Emit):
         started = time.perf_counter()
