@@ -225,6 +225,30 @@ def test_progress_and_preview_events(pipes):
     assert {"text", "vision", "vae_encode", "sample", "vae_decode"} <= set(done.timings)
 
 
+def test_stage_hooks_wrap_every_stage_and_the_control_times_them(pipes):
+    from contextlib import contextmanager
+
+    from framepack.engine.control import StageHooks
+
+    class Recording(StageHooks):
+        def __init__(self):
+            self.calls = []
+
+        @contextmanager
+        def stage(self, name):
+            self.calls.append(("enter", name))
+            yield
+            self.calls.append(("exit", name))
+
+    hooks = Recording()
+    request = build_request(**{**FAST, "image": image(), "prompt": "x", "duration": SECTION_SECONDS, "cfg": 2.0})
+    done = SectionLoop(pipes["original"], request, lambda f: None, hooks=hooks).run(lambda e: None)
+    entered = [name for kind, name in hooks.calls if kind == "enter"]
+    assert entered == ["vision", "vae_encode", "text", "text", "sample", "vae_decode"]  # negative prompt first
+    assert [name for kind, name in hooks.calls if kind == "exit"] == entered  # never nested
+    assert set(done.timings) == set(entered)
+
+
 def test_stop_mid_section_keeps_finished_frames(pipes):
     control = GenerationControl()
     frames = []

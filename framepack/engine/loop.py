@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 
 from framepack.engine import conditioning as cond
 from framepack.engine.context import ForwardContext, InvertedContext
-from framepack.engine.control import GenerationControl
+from framepack.engine.control import GenerationControl, StageHooks
 from framepack.engine.events import Done, Frames, Preview, Progress, SectionDone
 from framepack.engine.frames import FrameAssembler, FrameSink
 from framepack.engine.guidance import GuidanceConfig, make_denoiser
@@ -48,15 +49,20 @@ class _SectionEnded(Exception):
 
 
 class SectionLoop:
-    """One generation: owns the plan, the conditioning and the latent context."""
+    """One generation: owns the plan, the conditioning and the latent context.
+
+    `control` carries Stop / Skip / Pause; `hooks` is what the host does around each stage;
+    `spill_dir` is the folder for the inverted order's spill file (the job's work folder).
+    """
 
     def __init__(self, pipe, request: GenerationRequest, sink: FrameSink, control: GenerationControl | None = None,
-                 noise_fn: NoiseFn | None = None, spill_dir: str | None = None):
+                 noise_fn: NoiseFn | None = None, spill_dir: str | None = None, hooks: StageHooks | None = None):
         self.pipe = pipe
         self.request = request
         self.plan: VideoPlan = request.plan()
         self.sink = sink
         self.control = control or GenerationControl()
+        self.hooks = hooks or StageHooks()
         self.noise_fn = noise_fn or (lambda index, shape: section_noise(request.seed, index, shape))
         self.spill_dir = spill_dir
         self.device = pipe._execution_device
@@ -101,6 +107,12 @@ class SectionLoop:
                              time.perf_counter() - section_started, skipped))
         return "completed"
 
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """One stage (text, vision, vae_encode, sample, vae_decode): the host's hooks, then timed."""
+        with self.hooks.stage(name), self.control.timed(name):
+            yield
+
     # ---- conditioning ------------------------------------------------------------------
     def condition_images(self) -> cond.ImageConditioning:
         request = self.request
@@ -114,11 +126,11 @@ class SectionLoop:
         fit = lambda image: cond.resize_and_crop(image, height, width)  # noqa: E731
         end = None if request.end_image is None else fit(request.end_image)
         keys = [fit(keyframe.image) for keyframe in request.keyframes]
-        with self.control.stage("vision"):
+        with self.stage("vision"):
             start_embeds = cond.encode_vision(self.pipe, start, self.device)
             end_embeds = None if end is None else cond.encode_vision(self.pipe, end, self.device)
             key_embeds = [cond.encode_vision(self.pipe, image, self.device) for image in keys]
-        with self.control.stage("vae_encode"):
+        with self.stage("vae_encode"):
             start_latent = cond.encode_latent(self.pipe, start, self.device)
             end_latent = None if end is None else cond.encode_latent(self.pipe, end, self.device)
             key_latents = [cond.encode_latent(self.pipe, image, self.device) for image in keys]
@@ -129,7 +141,7 @@ class SectionLoop:
     def text_for(self, prompt: str) -> cond.TextEmbedding:
         """Encode a section's prompt only when it differs from the previous section's."""
         if self._text_cache is None or self._text_cache[0] != prompt:
-            with self.control.stage("text"):
+            with self.stage("text"):
                 embedding = cond.encode_text(self.pipe, prompt, self.request.system_prompt,
                                              self.request.max_prompt_tokens, self.device)
             self.text_encodes += 1
@@ -139,7 +151,7 @@ class SectionLoop:
     def encode_negative(self) -> cond.TextEmbedding | None:
         if not self.guidance.uses_negative:
             return None
-        with self.control.stage("text"):
+        with self.stage("text"):
             return cond.encode_text(self.pipe, self.request.negative_prompt, self.request.system_prompt,
                                     self.request.max_prompt_tokens, self.device)
 
@@ -182,7 +194,7 @@ class SectionLoop:
         denoise = make_denoiser(self.velocity_fn(section, context, images, negative), self.guidance)
         callback = self.step_callback(section, position, emit)
         try:
-            with self.control.stage("sample"):
+            with self.stage("sample"):
                 return SAMPLERS[request.sampler](denoise, noise, sigmas, callback=callback).float().cpu(), False
         except _SectionEnded as ended:
             return (None, False) if ended.latents is None else (ended.latents.float().cpu(), True)
@@ -249,7 +261,7 @@ class SectionLoop:
     # ---- decoding ----------------------------------------------------------------------
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae
-        with self.control.stage("vae_decode"):
+        with self.stage("vae_decode"):
             scaled = latents.to(device=self.device, dtype=vae.dtype) / vae.config.scaling_factor
             return vae.decode(scaled, return_dict=False)[0]
 

@@ -198,7 +198,7 @@ def _pipeline_class():
 
 
 def _control_class():
-    """`GenerationControl` reading SD.Next's Stop / Skip / Pause and offloading around stages."""
+    """`GenerationControl` reading SD.Next's Stop / Skip / Pause; its `stage_hooks` offload around stages."""
     global _CONTROL_CLASS
     if _CONTROL_CLASS is None:
         from framepack.engine.control import GenerationControl
@@ -235,14 +235,18 @@ def _control_class():
                 while state.paused and not self.should_stop():
                     time.sleep(poll)
 
+            @property
+            def stage_hooks(self) -> "SdnextControl":
+                """The loop's `StageHooks` (this `stage`); becomes its own object when this file is split."""
+                return self
+
             @contextmanager
             def stage(self, name: str) -> Iterator[None]:
                 self.host._start_task(self)
                 self.host._stage_enter(name)
                 started = time.perf_counter()
                 try:
-                    with super().stage(name):
-                        yield
+                    yield
                 finally:
                     self.host._stage_exit(name, time.perf_counter() - started)
 

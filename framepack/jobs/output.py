@@ -175,7 +175,9 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
     try:
         writers = OutputWriters(folder, request, options, stem, work=work)
         try:
-            done = run_generation(pipe, request, writers, on_event, control=control, spill_dir=str(work.path))
+            hooks = getattr(control, "stage_hooks", None)  # a host's control may bring its stage hooks
+            done = run_generation(pipe, request, writers, on_event, control=control, hooks=hooks,
+                                  spill_dir=str(work.path))
         except BaseException:
             writers.abort()
             raise
