@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from framepack.engine import conditioning as cond
-from framepack.engine.context import ForwardContext, InvertedContext
+from framepack.engine.context import LatentContext, new_context
 from framepack.engine.control import GenerationControl, StageHooks
 from framepack.engine.events import Done, Frames, Preview, Progress, SectionDone
 from framepack.engine.frames import FrameAssembler, FrameSink
@@ -80,10 +80,11 @@ class SectionLoop:
         with torch.no_grad():
             images = self.condition_images()
             negative = self.encode_negative()
+            context = self.new_context(images)
             assembler = FrameAssembler(4 * self.request.latent_window_size - 3, self._counting_sink(emit),
                                        reverse=self.plan.variant == "original", spill_dir=self.spill_dir)
             try:
-                status = self.sample_sections(images, negative, assembler, emit)
+                status = self.sample_sections(images, negative, context, assembler, emit)
                 frames = assembler.finish()
             finally:
                 assembler.close()
@@ -92,8 +93,8 @@ class SectionLoop:
         emit(done)
         return done
 
-    def sample_sections(self, images: cond.ImageConditioning, negative, assembler: FrameAssembler, emit: Emit) -> str:
-        context = self.new_context(images)
+    def sample_sections(self, images: cond.ImageConditioning, negative, context: LatentContext,
+                        assembler: FrameAssembler, emit: Emit) -> str:
         for position, index in enumerate(self.plan.generation_order):
             if self.control.should_stop():
                 return "interrupted"
@@ -102,7 +103,7 @@ class SectionLoop:
             latents, skipped = self.sample_section(section, position, context, images, negative, emit)
             if latents is None:
                 return "interrupted"
-            finished = assembler.add(self.decode(self.add_to_context(context, section, latents)))
+            finished = assembler.add(self.decode(context.add(section, latents)))
             emit(SectionDone(section.number, position, self.plan.num_sections, finished,
                              time.perf_counter() - section_started, skipped))
         return "completed"
@@ -156,32 +157,17 @@ class SectionLoop:
                                     self.request.max_prompt_tokens, self.device)
 
     # ---- context -----------------------------------------------------------------------
-    def new_context(self, images: cond.ImageConditioning):
-        window = self.request.latent_window_size
-        if self.plan.variant == "original":
-            return InvertedContext(images.start_latent, window)
-        return ForwardContext(images.start_latent, window)
+    def new_context(self, images: cond.ImageConditioning) -> LatentContext:
+        return new_context(self.plan.variant, images.start_latent, self.request.latent_window_size,
+                           self.request.end_strength)
 
-    def model_context(self, context, section: SectionPlan, images: cond.ImageConditioning):
-        if isinstance(context, ForwardContext):
-            return context.model_context()
-        return context.model_context(section.padding, self.post_anchor(context, section, images))
-
-    def post_anchor(self, context: InvertedContext, section: SectionPlan, images: cond.ImageConditioning):
-        """The clean frame after the window: the end image for the last section, else its keyframe."""
-        anchor = None
+    def anchor(self, section: SectionPlan, images: cond.ImageConditioning) -> torch.Tensor | None:
+        """The clean latent meant to follow the window: its keyframe, or the end image for the last section."""
         if section.keyframe is not None:
-            anchor = images.keyframe_latents[section.keyframe]
-        elif section.index == self.plan.num_sections - 1 and images.end_latent is not None:
-            anchor = images.end_latent
-        if anchor is None:
-            return context.post_latent
-        return cond.weighted(anchor.cpu(), context.post_latent, self.request.end_strength)
-
-    def add_to_context(self, context, section: SectionPlan, latents: torch.Tensor) -> torch.Tensor:
-        if isinstance(context, ForwardContext):
-            return context.add(latents)
-        return context.add(latents, reaches_start=section.index == 0)
+            return images.keyframe_latents[section.keyframe]
+        if section.index == self.plan.num_sections - 1:
+            return images.end_latent
+        return None
 
     # ---- sampling ----------------------------------------------------------------------
     def sample_section(self, section, position, context, images, negative, emit: Emit):
@@ -206,7 +192,7 @@ class SectionLoop:
     def velocity_fn(self, section, context, images, negative):
         request = self.request
         positive = self.text_for(section.prompt)
-        inputs = self.model_context(context, section, images).as_kwargs(self.dtype)
+        inputs = context.model_context(section, self.anchor(section, images)).as_kwargs(self.dtype)
         inputs["image_embeds"] = images.image_embeds(section.keyframe, request.vision_strength).to(self.dtype)
         inputs["guidance"] = torch.tensor([self.guidance.transformer_guidance], dtype=self.dtype, device=self.device)
         inputs = {key: value.to(self.device) for key, value in inputs.items()}
