@@ -1,4 +1,4 @@
-"""Saved and restored engine state: latent contexts.
+"""Saved and restored engine state: latent contexts, the frame assembler, its spill file, the loop.
 
 Every state goes through `torch.save` / `torch.load(weights_only=True)` and a file, as a
 checkpoint would, and a restored object must continue exactly like the one that was saved.
@@ -6,13 +6,22 @@ checkpoint would, and a restored object must continue exactly like the one that 
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+from tiny_runs import FAST, load_pipe, start_image
 
 from framepack.engine.context import LatentContext, new_context
+from framepack.engine.events import Frames, Progress, SectionDone
+from framepack.engine.frames import FrameAssembler, SpillFile
+from framepack.engine.loop import SectionLoop, SectionState
+from framepack.errors import OutputError
+from framepack.jobs.request import build_request
 
 
 def round_trip(state, path: Path):
@@ -119,3 +128,241 @@ def test_a_damaged_context_state_is_refused(change, message):
     change(state)
     with pytest.raises(ValueError, match=message):
         LatentContext.from_state(state)
+
+
+# ------------------------------------------------------------------------------------- spill file
+
+
+def frame_chunks(count: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (int(rng.integers(1, 40)), 4, 6, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def replayed(spill: SpillFile) -> np.ndarray:
+    received: list[np.ndarray] = []
+    spill.replay_reversed(received.append)
+    return np.concatenate(received)
+
+
+def test_a_reopened_spill_file_appends_and_replays_like_one_never_closed(tmp_path):
+    chunks = frame_chunks(6)
+    uninterrupted_dir, resumed_dir = tmp_path / "uninterrupted", tmp_path / "resumed"
+    uninterrupted_dir.mkdir()
+    resumed_dir.mkdir()
+    uninterrupted = SpillFile(uninterrupted_dir)
+    first = SpillFile(resumed_dir)
+    for chunk in chunks:
+        uninterrupted.append(chunk)
+    for chunk in chunks[:3]:
+        first.append(chunk)
+    state = round_trip(first.state_dict(), tmp_path / "spill.pt")
+    assert state["name"] == os.path.basename(first.path) and len(state["chunks"]) == 3
+    first.close(remove=False)  # the process ends; the work folder keeps the file
+    reopened = SpillFile.from_state(state, resumed_dir)
+    for chunk in chunks[3:]:
+        reopened.append(chunk)
+    assert reopened.frame_count == uninterrupted.frame_count == sum(len(c) for c in chunks)
+    np.testing.assert_array_equal(replayed(reopened), replayed(uninterrupted))
+    np.testing.assert_array_equal(replayed(reopened), np.concatenate(chunks[::-1]))
+    reopened.close()
+    uninterrupted.close()
+    assert list(resumed_dir.iterdir()) == list(uninterrupted_dir.iterdir()) == []
+
+
+def test_bytes_written_after_the_state_are_cut_off(tmp_path):
+    chunks = frame_chunks(4, seed=1)
+    spill = SpillFile(tmp_path)
+    for chunk in chunks[:2]:
+        spill.append(chunk)
+    state = spill.state_dict()
+    spill.append(chunks[2])  # a section written after the checkpoint, by a process that then died
+    spill.close(remove=False)
+    reopened = SpillFile.from_state(state, tmp_path)
+    assert os.path.getsize(reopened.path) == sum(c.nbytes for c in chunks[:2])
+    reopened.append(chunks[3])
+    np.testing.assert_array_equal(replayed(reopened), np.concatenate([chunks[3], chunks[1], chunks[0]]))
+    reopened.close()
+
+
+def test_a_spill_file_shorter_than_its_state_is_a_clear_error(tmp_path):
+    spill = SpillFile(tmp_path)
+    for chunk in frame_chunks(2, seed=2):
+        spill.append(chunk)
+    state = spill.state_dict()
+    spill.close(remove=False)
+    size = os.path.getsize(spill.path)
+    os.truncate(spill.path, size - 1)
+    with pytest.raises(OutputError, match=rf"holds {size - 1} bytes but its state records {size}"):
+        SpillFile.from_state(state, tmp_path)
+    assert os.path.getsize(spill.path) == size - 1  # nothing was changed
+    os.unlink(spill.path)
+    with pytest.raises(OutputError, match="cannot reopen the spill file"):
+        SpillFile.from_state(state, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["../framepack-spill-x.raw", "framepack-spill-x.raw/..", "/etc/passwd",
+                                  "notes.txt", "framepack-spill-a\\..\\b.raw", 7])
+def test_a_spill_state_cannot_name_another_file(tmp_path, name):
+    with pytest.raises(ValueError, match="not a spill file name"):
+        SpillFile.from_state({"name": name, "chunks": []}, tmp_path)
+
+
+def test_a_spill_state_cannot_follow_a_symlink(tmp_path):
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"x" * 100)
+    (tmp_path / "framepack-spill-link.raw").symlink_to(victim)
+    with pytest.raises(OutputError, match="cannot reopen"):
+        SpillFile.from_state({"name": "framepack-spill-link.raw", "chunks": [[1, 2, 2, 3]]}, tmp_path)
+    assert victim.read_bytes() == b"x" * 100
+
+
+@pytest.mark.parametrize("chunks", [[[0, 2, 2, 3]], [[1, 2, 3]], "abc", [[1.5, 2, 2, 3]]])
+def test_a_spill_state_needs_real_chunk_shapes(tmp_path, chunks):
+    with pytest.raises(ValueError, match="chunks"):
+        SpillFile.from_state({"name": "framepack-spill-x.raw", "chunks": chunks}, tmp_path)
+
+
+# -------------------------------------------------------------------------------- frame assembler
+
+
+def decoded_sections(count: int, first: int = 9, length: int = 13) -> list[torch.Tensor]:
+    rng = torch.Generator().manual_seed(3)
+    return [torch.rand(1, 3, first if i == 0 else length, 2, 2, generator=rng) * 2 - 1 for i in range(count)]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("saved_after", [1, 3, 5])
+def test_a_restored_assembler_finishes_the_same_video(tmp_path, reverse, saved_after):
+    sections = decoded_sections(5)
+    whole: list[np.ndarray] = []
+    uninterrupted = FrameAssembler(5, whole.append, reverse=reverse, spill_dir=tmp_path)
+    for pixels in sections:
+        uninterrupted.add(pixels)
+    assert uninterrupted.finish() == sum(len(f) for f in whole)
+
+    before: list[np.ndarray] = []
+    work = tmp_path / "work"
+    work.mkdir()
+    first = FrameAssembler(5, before.append, reverse=reverse, spill_dir=work)
+    for pixels in sections[:saved_after]:
+        first.add(pixels)
+    state = round_trip(first.state_dict(), tmp_path / "assembler.pt")
+    assert state["emitted"] == sum(len(f) for f in before) == (0 if reverse else state["emitted"])
+    first.close(remove_spill=False)
+    after: list[np.ndarray] = []
+    restored = FrameAssembler.from_state(state, after.append, spill_dir=work)
+    for pixels in sections[saved_after:]:
+        restored.add(pixels)
+    assert restored.finish() == sum(len(f) for f in whole)
+    np.testing.assert_array_equal(np.concatenate(before + after), np.concatenate(whole))
+    assert list(work.iterdir()) == []
+
+
+def test_a_damaged_assembler_state_is_refused(tmp_path):
+    state = FrameAssembler(5, lambda f: None, reverse=False).state_dict()
+    for change, message in [({"pending": torch.zeros(1, 3, 6, 2, 2)}, "pending"), ({"overlap": 0}, "overlap"),
+                            ({"reverse": True}, "spill"), ({"emitted": -2}, "emitted")]:
+        with pytest.raises(ValueError, match=message):
+            FrameAssembler.from_state({**state, **change}, lambda f: None)
+    inverted = FrameAssembler(5, lambda f: None, reverse=True, spill_dir=tmp_path)
+    with pytest.raises(ValueError, match="folder holding the spill file"):
+        FrameAssembler.from_state(inverted.state_dict(), lambda f: None)
+    inverted.close()
+
+
+# ----------------------------------------------------------------------------------- section loop
+
+SECTIONS = 3
+RESUME_SETTINGS = dict(FAST, duration=0.4 * SECTIONS, steps=3, teacache=True, cfg_zero_star=True)
+
+
+@pytest.fixture(scope="module")
+def resume_pipes(tiny_model_dir):
+    return {variant: load_pipe(tiny_model_dir, variant) for variant in ("original", "f1")}
+
+
+def resume_request(variant: str):
+    extra = {"end_image": start_image(5), "keyframes": [{"image": start_image(6), "when": "2"}]} \
+        if variant == "original" else {"keyframes": [{"image": start_image(6), "when": "2"}]}
+    return build_request(**{**RESUME_SETTINGS, "variant": variant, "image": start_image(), **extra})
+
+
+@pytest.mark.parametrize("variant", ["original", "f1"])
+def test_a_run_continued_from_saved_state_gives_the_same_frames(resume_pipes, tmp_path, variant):
+    """Sections [0..k) in one loop, the rest in a fresh loop from the saved state: the frames of one run."""
+    request = resume_request(variant)
+    work = tmp_path / "work"
+    work.mkdir()
+    frames: list[np.ndarray] = []
+    saved: dict[int, tuple[Path, Path]] = {}
+
+    def checkpoint(state: SectionState) -> None:
+        # What a checkpoint keeps: the state in a file and the work folder as it is now (the spill file).
+        folder = tmp_path / f"after-{state.position}"
+        shutil.copytree(work, folder)
+        path = folder / "state.pt"
+        torch.save({"position": state.position, "context": state.context_state,
+                    "assembler": state.assembler_state}, path)
+        assert state.assembler_state["emitted"] == sum(len(f) for f in frames)
+        saved[state.position] = (path, folder)
+
+    loop = SectionLoop(resume_pipes[variant], request, frames.append, spill_dir=str(work),
+                       on_section_state=checkpoint)
+    done = loop.run(lambda event: None)
+    uninterrupted = np.concatenate(frames)
+    assert done.status == "completed" and len(uninterrupted) == done.frames == 4 * 3 * SECTIONS + 1
+    assert sorted(saved) == list(range(1, SECTIONS + 1))
+
+    for position in range(1, SECTIONS + 1):
+        path, folder = saved[position]
+        if position < SECTIONS and variant == "original":
+            # A crash after the checkpoint: the spill file already holds part of the next section.
+            later = next(folder.parent.glob(f"after-{position + 1}/framepack-spill-*.raw"))
+            shutil.copy(later, next(folder.glob("framepack-spill-*.raw")))
+        state = torch.load(path, weights_only=True)
+        already = uninterrupted[: state["assembler"]["emitted"]]
+        resumed: list[np.ndarray] = []
+        events: list[object] = []
+        done = SectionLoop(resume_pipes[variant], request, resumed.append, spill_dir=str(folder)).run(
+            events.append, start_position=state["position"], context_state=state["context"],
+            assembler_state=state["assembler"])
+        video = np.concatenate([already, *resumed])
+        np.testing.assert_array_equal(video, uninterrupted, err_msg=f"resumed after {position} sections")
+        assert done.status == "completed" and done.frames == len(uninterrupted)
+        assert [e.position for e in events if isinstance(e, SectionDone)] == list(range(position, SECTIONS))
+        assert {e.position for e in events if isinstance(e, Progress)} == set(range(position, SECTIONS))
+        assert [e.total for e in events if isinstance(e, Frames)][-1] == len(uninterrupted)
+        assert list(folder.glob("framepack-spill-*")) == []  # a finished run removes its spill file
+
+
+def test_a_state_that_belongs_to_another_request_is_refused_and_its_files_kept(resume_pipes, tmp_path):
+    states: list[SectionState] = []
+    request = resume_request("original")
+    loop = SectionLoop(resume_pipes["original"], request, lambda f: None, spill_dir=str(tmp_path),
+                       on_section_state=states.append)
+    loop.run(lambda event: None, start_position=0)
+    state = states[0]
+    spill_state = state.assembler_state["spill"]
+    (tmp_path / spill_state["name"]).write_bytes(b"\0" * 10**6)  # stands in for the (removed) spill file
+
+    f1 = SectionLoop(resume_pipes["f1"], resume_request("f1"), lambda f: None, spill_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="does not belong to this request"):
+        f1.run(lambda event: None, state.position, state.context_state, state.assembler_state)
+    other_window = build_request(**{**RESUME_SETTINGS, "variant": "original", "image": start_image(),
+                                    "latent_window_size": 4})
+    with pytest.raises(ValueError, match="does not belong to this request"):
+        SectionLoop(resume_pipes["original"], other_window, lambda f: None, spill_dir=str(tmp_path)).run(
+            lambda event: None, state.position, state.context_state, state.assembler_state)
+    assert (tmp_path / spill_state["name"]).stat().st_size == 10**6  # untouched
+
+
+@pytest.mark.parametrize("start, with_state, message", [
+    (1, False, "needs the state"), (-1, False, "not between"), (SECTIONS + 1, True, "not between"),
+])
+def test_a_start_position_is_checked_before_any_work(resume_pipes, start, with_state, message):
+    loop = SectionLoop(resume_pipes["f1"], resume_request("f1"), lambda f: None)
+    states = {"context_state": {}, "assembler_state": {}} if with_state else {}
+    with pytest.raises(ValueError, match=message):
+        loop.run(lambda event: None, start_position=start, **states)
+    with pytest.raises(ValueError, match="both"):
+        loop.run(lambda event: None, start_position=1, context_state={})

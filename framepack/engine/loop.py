@@ -1,9 +1,10 @@
 """The section loop: plan, condition, then for each section sample, decode and emit frames.
 
-`run_generation` does the work and reports through an `emit` callback (it is what hosts and
-tests call when they want to stay on one thread); `generate` wraps it as a generator of events
-for faces that prefer to iterate. Frames leave through the sink in time order as soon as no
-later blend can touch them.
+`run_generation` does the work on the calling thread and reports through an `emit` callback;
+`generate` wraps it as a generator of events. Frames leave through the sink in time order as
+soon as no later blend can touch them. After every finished section the loop can hand out its
+`SectionState` (latent context, frame assembler, position), and a new loop started from that
+state produces the same frames as if the run had never stopped.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import queue
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -31,6 +33,23 @@ from framepack.jobs.request import GenerationRequest
 
 Emit = Callable[[object], None]
 NoiseFn = Callable[[int, tuple[int, ...]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SectionState:
+    """Where a generation stands after `position` finished sections (in generation order).
+
+    Plain data: `context_state` and `assembler_state` are dicts of tensors, numbers and strings
+    that `torch.save` / `torch.load(weights_only=True)` round-trip exactly. Give the three to
+    `SectionLoop.run` to continue from here.
+    """
+
+    position: int
+    context_state: dict[str, Any]
+    assembler_state: dict[str, Any]
+
+
+SectionStateFn = Callable[[SectionState], None]
 
 
 def section_noise(seed: int, section_index: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -52,11 +71,13 @@ class SectionLoop:
     """One generation: owns the plan, the conditioning and the latent context.
 
     `control` carries Stop / Skip / Pause; `hooks` is what the host does around each stage;
-    `spill_dir` is the folder for the inverted order's spill file (the job's work folder).
+    `spill_dir` is the folder for the inverted order's spill file (the job's work folder);
+    `on_section_state`, when given, receives the state a checkpoint needs after every section.
     """
 
     def __init__(self, pipe, request: GenerationRequest, sink: FrameSink, control: GenerationControl | None = None,
-                 noise_fn: NoiseFn | None = None, spill_dir: str | None = None, hooks: StageHooks | None = None):
+                 noise_fn: NoiseFn | None = None, spill_dir: str | None = None, hooks: StageHooks | None = None,
+                 on_section_state: SectionStateFn | None = None):
         self.pipe = pipe
         self.request = request
         self.plan: VideoPlan = request.plan()
@@ -65,6 +86,7 @@ class SectionLoop:
         self.hooks = hooks or StageHooks()
         self.noise_fn = noise_fn or (lambda index, shape: section_noise(request.seed, index, shape))
         self.spill_dir = spill_dir
+        self.on_section_state = on_section_state
         self.device = pipe._execution_device
         self.dtype = pipe.transformer.dtype
         self.guidance = GuidanceConfig(
@@ -75,35 +97,45 @@ class SectionLoop:
         self._text_cache: tuple[str, cond.TextEmbedding] | None = None
 
     # ---- table of contents -------------------------------------------------------------
-    def run(self, emit: Emit) -> Done:
+    def run(self, emit: Emit, start_position: int = 0, context_state: dict | None = None,
+            assembler_state: dict | None = None) -> Done:
+        """Generate the sections from `start_position` on (in generation order).
+
+        A run that starts past 0 continues from a `SectionState` of an earlier run of the same
+        request: its context and assembler states (the assembler's spill file in `spill_dir`).
+        """
+        self.check_start(start_position, context_state, assembler_state)
         started = time.perf_counter()
         with torch.no_grad():
             images = self.condition_images()
             negative = self.encode_negative()
-            context = self.new_context(images)
-            assembler = FrameAssembler(4 * self.request.latent_window_size - 3, self._counting_sink(emit),
-                                       reverse=self.plan.variant == "original", spill_dir=self.spill_dir)
+            context = self.new_context(images, context_state)
+            assembler = self.new_assembler(emit, assembler_state)
             try:
-                status = self.sample_sections(images, negative, context, assembler, emit)
+                status = self.sample_sections(images, negative, context, assembler, emit, start_position)
                 frames = assembler.finish()
-            finally:
-                assembler.close()
+            except BaseException:
+                # In the caller's folder the spill file outlives a failure: the last SectionState names it.
+                assembler.close(remove_spill=self.spill_dir is None)
+                raise
         done = Done(status=status, frames=frames, seed=self.request.seed, seconds=time.perf_counter() - started,
                     timings=dict(self.control.timings), plan=self.plan.to_dict())
         emit(done)
         return done
 
     def sample_sections(self, images: cond.ImageConditioning, negative, context: LatentContext,
-                        assembler: FrameAssembler, emit: Emit) -> str:
-        for position, index in enumerate(self.plan.generation_order):
+                        assembler: FrameAssembler, emit: Emit, start_position: int = 0) -> str:
+        for position in range(start_position, self.plan.num_sections):
             if self.control.should_stop():
                 return "interrupted"
-            section = self.plan.sections[index]
+            section = self.plan.sections[self.plan.generation_order[position]]
             section_started = time.perf_counter()
             latents, skipped = self.sample_section(section, position, context, images, negative, emit)
             if latents is None:
                 return "interrupted"
             finished = assembler.add(self.decode(context.add(section, latents)))
+            if self.on_section_state is not None:
+                self.on_section_state(SectionState(position + 1, context.state_dict(), assembler.state_dict()))
             emit(SectionDone(section.number, position, self.plan.num_sections, finished,
                              time.perf_counter() - section_started, skipped))
         return "completed"
@@ -156,10 +188,38 @@ class SectionLoop:
             return cond.encode_text(self.pipe, self.request.negative_prompt, self.request.system_prompt,
                                     self.request.max_prompt_tokens, self.device)
 
-    # ---- context -----------------------------------------------------------------------
-    def new_context(self, images: cond.ImageConditioning) -> LatentContext:
-        return new_context(self.plan.variant, images.start_latent, self.request.latent_window_size,
-                           self.request.end_strength)
+    # ---- context and assembler -----------------------------------------------------------
+    def check_start(self, start_position: int, context_state: dict | None, assembler_state: dict | None) -> None:
+        if type(start_position) is not int or not 0 <= start_position <= self.plan.num_sections:
+            raise ValueError(f"start position {start_position!r} is not between 0 and {self.plan.num_sections}")
+        if (context_state is None) != (assembler_state is None):
+            raise ValueError("continuing needs both the latent context state and the frame assembler state")
+        if start_position > 0 and context_state is None:
+            raise ValueError(f"starting at section position {start_position} needs the state saved there")
+
+    def new_context(self, images: cond.ImageConditioning, state: dict | None = None) -> LatentContext:
+        window = self.request.latent_window_size
+        if state is None:
+            return new_context(self.plan.variant, images.start_latent, window, self.request.end_strength)
+        context = LatentContext.from_state(state)
+        restored = (context.variant, context.window, context.anchor_strength, tuple(context.start_latent.shape))
+        expected = (self.plan.variant, window, float(self.request.end_strength), tuple(images.start_latent.shape))
+        if restored != expected:
+            raise ValueError(f"the latent context state (variant, window, end strength, latent shape) {restored} "
+                             f"does not belong to this request {expected}")
+        return context
+
+    def new_assembler(self, emit: Emit, state: dict | None = None) -> FrameAssembler:
+        overlap, reverse = 4 * self.request.latent_window_size - 3, self.plan.variant == "original"
+        if state is None:
+            return FrameAssembler(overlap, self._counting_sink(emit, 0), reverse=reverse, spill_dir=self.spill_dir)
+        restored = (state.get("overlap"), state.get("reverse")) if isinstance(state, dict) else None
+        if restored != (overlap, reverse):
+            raise ValueError(f"the frame assembler state (overlap, reverse) {restored} "
+                             f"does not belong to this request {(overlap, reverse)}")
+        assembler = FrameAssembler.from_state(state, self.sink, self.spill_dir)
+        assembler.sink = self._counting_sink(emit, assembler.emitted)
+        return assembler
 
     def anchor(self, section: SectionPlan, images: cond.ImageConditioning) -> torch.Tensor | None:
         """The clean latent meant to follow the window: its keyframe, or the end image for the last section."""
@@ -251,8 +311,8 @@ class SectionLoop:
             scaled = latents.to(device=self.device, dtype=vae.dtype) / vae.config.scaling_factor
             return vae.decode(scaled, return_dict=False)[0]
 
-    def _counting_sink(self, emit: Emit) -> FrameSink:
-        total = 0
+    def _counting_sink(self, emit: Emit, total: int) -> FrameSink:
+        """The sink, reporting each batch and the running total (from `total` frames sent before)."""
 
         def sink(frames: np.ndarray) -> None:
             nonlocal total
@@ -263,9 +323,12 @@ class SectionLoop:
         return sink
 
 
-def run_generation(pipe, request: GenerationRequest, sink: FrameSink, emit: Emit | None = None, **options) -> Done:
-    """Generate on the calling thread, reporting events through `emit`."""
-    return SectionLoop(pipe, request, sink, **options).run(emit or (lambda event: None))
+def run_generation(pipe, request: GenerationRequest, sink: FrameSink, emit: Emit | None = None, *,
+                   start_position: int = 0, context_state: dict | None = None, assembler_state: dict | None = None,
+                   **options) -> Done:
+    """Generate on the calling thread, reporting events through `emit`; `options` go to `SectionLoop`."""
+    loop = SectionLoop(pipe, request, sink, **options)
+    return loop.run(emit or (lambda event: None), start_position, context_state, assembler_state)
 
 
 def generate(pipe, request: GenerationRequest, sink: FrameSink, control: GenerationControl | None = None,
