@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from framepack.engine.control import GenerationControl
-from framepack.engine.events import Done, Frames, Preview, Progress, SectionDone
+from framepack.engine.events import Done, Preview, Progress, SectionDone
 from framepack.engine.frames import FrameAssembler
 from framepack.engine.loop import SectionLoop, section_noise
 from framepack.engine.pipeline import FramePackPipeline
@@ -378,19 +378,6 @@ def test_pause_holds_the_next_model_call_in_the_middle_of_a_step(pipes, monkeypa
         control.resume()
         worker.join(60)
     assert not worker.is_alive() and len(calls) == 12
-
-
-def test_generator_yields_events_and_stops_when_closed(pipes):
-    request = build_request(**{**FAST, "image": image(), "prompt": "x", "duration": SECTION_SECONDS * 3})
-    frames = []
-    events = list(pipes["original"].generate(request, frames.append))
-    assert isinstance(events[-1], Done) and events[-1].frames == expected_frames(3)
-    assert sum(e.count for e in events if isinstance(e, Frames)) == expected_frames(3)
-    control = GenerationControl()
-    iterator = pipes["original"].generate(request, lambda f: None, control=control)
-    next(iterator)
-    iterator.close()
-    assert control.should_stop()
 
 
 def test_f1_streams_frames_before_the_last_section(pipes):

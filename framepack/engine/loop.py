@@ -1,16 +1,14 @@
 """The section loop: plan, condition, then for each section sample, decode and emit frames.
 
-`run_generation` does the work on the calling thread and reports through an `emit` callback;
-`generate` wraps it as a generator of events. Frames leave through the sink in time order as
-soon as no later blend can touch them. After every finished section the loop can hand out its
-`SectionState` (latent context, frame assembler, position), and a new loop started from that
-state produces the same frames as if the run had never stopped.
+`run_generation` does the work on the calling thread and reports through an `emit` callback.
+Frames leave through the sink in time order as soon as no later blend can touch them. After
+every finished section the loop can hand out its `SectionState` (latent context, frame
+assembler, position), and a new loop started from that state produces the same frames as if
+the run had never stopped.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -329,36 +327,3 @@ def run_generation(pipe, request: GenerationRequest, sink: FrameSink, emit: Emit
     """Generate on the calling thread, reporting events through `emit`; `options` go to `SectionLoop`."""
     loop = SectionLoop(pipe, request, sink, **options)
     return loop.run(emit or (lambda event: None), start_position, context_state, assembler_state)
-
-
-def generate(pipe, request: GenerationRequest, sink: FrameSink, control: GenerationControl | None = None,
-             **options) -> Iterator[object]:
-    """Generator of events. The work runs on a worker thread; closing the generator stops it."""
-    control = control or GenerationControl()
-    events: queue.Queue = queue.Queue(maxsize=64)
-    finished = object()
-    failure: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            run_generation(pipe, request, sink, events.put, control=control, **options)
-        except BaseException as error:  # handed to the consumer, which re-raises it
-            failure.append(error)
-        finally:
-            events.put(finished)
-
-    worker = threading.Thread(target=work, name="framepack-generate", daemon=True)
-    worker.start()
-    try:
-        while (event := events.get()) is not finished:
-            yield event
-    finally:
-        control.stop()
-        while worker.is_alive():  # drain so a blocked put() can finish
-            try:
-                events.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        worker.join()
-    if failure:
-        raise failure[0]

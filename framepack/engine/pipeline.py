@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoFramepackPipeline
 
-from framepack.engine.control import GenerationControl
 from framepack.engine.events import Done
 from framepack.engine.frames import FrameSink
 from framepack.jobs.request import GenerationRequest
@@ -32,7 +31,7 @@ SCHEDULER_CONFIG = {"shift": 1.0, "use_dynamic_shifting": True, "base_image_seq_
 
 
 class FramePackPipeline(HunyuanVideoFramepackPipeline):
-    """`HunyuanVideoFramepackPipeline` plus `generate()`, the streaming section loop."""
+    """`HunyuanVideoFramepackPipeline` plus `run()`, the streaming section loop."""
 
     @classmethod
     def from_components(cls, components: Mapping[str, Any]) -> "FramePackPipeline":
@@ -41,12 +40,6 @@ class FramePackPipeline(HunyuanVideoFramepackPipeline):
             raise ValueError(f"pipeline needs every component; missing: {', '.join(missing)}")
         scheduler = components.get("scheduler") or FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG)
         return cls(scheduler=scheduler, **{name: components[name] for name in COMPONENT_NAMES})
-
-    def generate(self, request: GenerationRequest, sink: FrameSink, control: GenerationControl | None = None,
-                 **options) -> Iterator[object]:
-        from framepack.engine.loop import generate
-
-        return generate(self, request, sink, control=control, **options)
 
     def run(self, request: GenerationRequest, sink: FrameSink, emit=None, **options) -> Done:
         from framepack.engine.loop import run_generation
