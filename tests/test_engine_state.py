@@ -192,7 +192,7 @@ def test_a_spill_file_shorter_than_its_state_is_a_clear_error(tmp_path):
     spill.close(remove=False)
     size = os.path.getsize(spill.path)
     os.truncate(spill.path, size - 1)
-    with pytest.raises(OutputError, match=rf"holds {size - 1} bytes but its state records {size}"):
+    with pytest.raises(OutputError, match=rf"holds {size - 1} bytes but its state records {size} bytes"):
         SpillFile.from_state(state, tmp_path)
     assert os.path.getsize(spill.path) == size - 1  # nothing was changed
     os.unlink(spill.path)
@@ -207,13 +207,16 @@ def test_a_spill_state_cannot_name_another_file(tmp_path, name):
         SpillFile.from_state({"name": name, "chunks": []}, tmp_path)
 
 
-def test_a_spill_state_cannot_follow_a_symlink(tmp_path):
+def test_a_spill_state_cannot_follow_a_symlink_or_open_a_fifo(tmp_path):
     victim = tmp_path / "victim.bin"
     victim.write_bytes(b"x" * 100)
     (tmp_path / "framepack-spill-link.raw").symlink_to(victim)
     with pytest.raises(OutputError, match="cannot reopen"):
         SpillFile.from_state({"name": "framepack-spill-link.raw", "chunks": [[1, 2, 2, 3]]}, tmp_path)
     assert victim.read_bytes() == b"x" * 100
+    os.mkfifo(tmp_path / "framepack-spill-fifo.raw")
+    with pytest.raises(OutputError, match="not a regular file"):
+        SpillFile.from_state({"name": "framepack-spill-fifo.raw", "chunks": [[1, 2, 2, 3]]}, tmp_path)
 
 
 @pytest.mark.parametrize("chunks", [[[0, 2, 2, 3]], [[1, 2, 3]], "abc", [[1.5, 2, 2, 3]]])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import tempfile
 from typing import Any, Callable
 
@@ -93,13 +94,18 @@ class SpillFile:
             handle = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
         except OSError as error:
             raise OutputError(f"cannot reopen the spill file {path}: {error.strerror or error}") from None
+        info, expected = os.fstat(handle), sum(_chunk_bytes(shape) for shape in chunks)
+        problem = None
+        if not stat.S_ISREG(info.st_mode):
+            problem = f"the spill file {path} is not a regular file"
+        elif info.st_size < expected:
+            problem = (f"the spill file {path} holds {info.st_size} bytes but its state records {expected} bytes: "
+                       "it was cut short, the frames it held are lost")
+        if problem is not None:
+            os.close(handle)
+            raise OutputError(problem)
         spill = cls.__new__(cls)
         spill.path, spill._file, spill._chunks = path, os.fdopen(handle, "r+b"), chunks
-        expected, actual = spill._size(), os.fstat(handle).st_size
-        if actual < expected:
-            spill._file.close()
-            raise OutputError(f"the spill file {path} holds {actual} bytes but its state records {expected}: "
-                              "it was cut short, the frames it held are lost")
         spill._file.truncate(expected)
         return spill
 
