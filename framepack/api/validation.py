@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from framepack.limits import (MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_KEYFRAMES, MAX_REQUEST_IMAGE_PIXELS,
+from framepack.request.limits import (MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_KEYFRAMES, MAX_REQUEST_IMAGE_PIXELS,
                               image_limit_text, request_pixels_text)
 from framepack.errors import FramePackError
 from framepack.jobs.output import OutputOptions

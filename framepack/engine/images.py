@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from framepack.errors import InputError
-from framepack.limits import MAX_IMAGE_PIXELS as MAX_PIXELS
-from framepack.limits import MAX_IMAGE_SIDE as MAX_SIDE
-from framepack.limits import MIN_IMAGE_SIDE as MIN_SIDE
-from framepack.limits import image_limit_text
+from framepack.request.limits import MAX_IMAGE_PIXELS as MAX_PIXELS
+from framepack.request.limits import MAX_IMAGE_SIDE as MAX_SIDE
+from framepack.request.limits import MIN_IMAGE_SIDE as MIN_SIDE
+from framepack.request.limits import image_limit_text
 _BASE64_MIN_LENGTH = 64
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from typing import Any, NamedTuple, Sequence
 
 from framepack.errors import InputError, ScheduleError
-from framepack.limits import (LATENT_WINDOW_RANGE, MAX_DURATION, MAX_FPS, MAX_INTERPOLATION, MAX_KEYFRAMES,
+from framepack.request.limits import (LATENT_WINDOW_RANGE, MAX_DURATION, MAX_FPS, MAX_INTERPOLATION, MAX_KEYFRAMES,
                               MAX_PROMPT_CHARS, MAX_SCHEDULE_CHARS, MAX_SCHEDULE_LINE_CHARS, MAX_SECTIONS,
                               MAX_WHEN_DIGITS, MIN_FPS)
 

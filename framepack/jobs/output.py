@@ -15,7 +15,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from framepack import limits
+from framepack.request import limits
 from framepack.engine.control import GenerationControl
 from framepack.engine.events import Done
 from framepack.errors import FramePackError

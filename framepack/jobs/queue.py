@@ -22,7 +22,7 @@ from framepack.engine.control import GenerationControl
 from framepack.engine.events import Done, Preview, Progress, SectionDone
 from framepack.engine.planner import VideoPlan
 from framepack.errors import FramePackError
-from framepack.limits import MAX_WAITING_JOBS
+from framepack.request.limits import MAX_WAITING_JOBS
 from framepack.jobs.output import JobResult, OutputOptions, run_job
 from framepack.jobs.request import GenerationRequest
 

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
-from framepack import limits
+from framepack.request import limits
 from framepack.engine.images import to_rgb_array
 from framepack.engine.planner import VideoPlan, plan_video
 from framepack.errors import FramePackError, InputError
