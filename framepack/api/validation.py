@@ -158,7 +158,7 @@ def parse_plan_body(body: Any):
     Only the planner's fields are read (images are neither needed nor decoded); unknown names
     are still refused so a typo does not silently plan the defaults.
     """
-    from framepack.engine.planner import plan_video
+    from framepack.request.planner import plan_video
 
     if not isinstance(body, dict):
         raise BodyError([item((), f"the body must be a JSON object, got {_json_type(body)}", "type_error")])

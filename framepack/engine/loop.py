@@ -22,7 +22,7 @@ from framepack.engine.control import GenerationControl
 from framepack.engine.events import Done, Frames, Preview, Progress, SectionDone
 from framepack.engine.frames import FrameAssembler, FrameSink
 from framepack.engine.guidance import GuidanceConfig, make_denoiser
-from framepack.engine.planner import SectionPlan, VideoPlan
+from framepack.request.planner import SectionPlan, VideoPlan
 from framepack.engine.preview import preview_image
 from framepack.engine.sampler import SAMPLERS, dynamic_shift, flow_sigmas
 from framepack.engine.teacache import TeaCacheState, run_transformer

@@ -20,7 +20,7 @@ import numpy as np
 
 from framepack.engine.control import GenerationControl
 from framepack.engine.events import Done, Preview, Progress, SectionDone
-from framepack.engine.planner import VideoPlan
+from framepack.request.planner import VideoPlan
 from framepack.errors import FramePackError
 from framepack.request.limits import MAX_WAITING_JOBS
 from framepack.jobs.output import JobResult, OutputOptions, run_job

@@ -17,7 +17,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from framepack.request import limits
 from framepack.engine.images import to_rgb_array
-from framepack.engine.planner import VideoPlan, plan_video
+from framepack.request.planner import VideoPlan, plan_video
 from framepack.errors import FramePackError, InputError
 
 DEFAULT_SYSTEM_PROMPT = (

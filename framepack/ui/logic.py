@@ -280,7 +280,7 @@ def keyframe_whens(keyframes: Sequence[Mapping[str, Any]] | None) -> list[str]:
 def plan_view(duration: Any, fps: Any, interpolation: Any, latent_window_size: Any, variant: Any, prompt: Any,
               section_prompts: Any, keyframes: Sequence[Mapping[str, Any]] | None = None) -> PlanView:
     """The planner's answer for these settings; errors (bad numbers, schedule syntax) as text."""
-    from framepack.engine.planner import plan_video
+    from framepack.request.planner import plan_video
 
     try:
         plan = plan_video(duration=_number(duration), fps=_number(fps), interpolation=_whole(interpolation),
@@ -355,7 +355,7 @@ def add_keyframe(keyframes: Sequence[Mapping[str, Any]] | None, image: Any, when
     Whether the WHEN exists in the video (section 7 of 3) is the plan's business: it depends on
     the duration, which may still change.
     """
-    from framepack.engine.planner import parse_when
+    from framepack.request.planner import parse_when
 
     items = list(keyframes or [])
     if image is None:
