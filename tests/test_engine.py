@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from framepack.engine.control import GenerationControl
-from framepack.engine.events import Done, Frames, Preview, Progress, SectionDone
+from framepack.request.events import Done, Frames, Preview, Progress, SectionDone
 from framepack.engine.frames import FrameAssembler
 from framepack.engine.loop import SectionLoop, section_noise
 from framepack.engine.pipeline import FramePackPipeline

@@ -19,6 +19,7 @@ from PIL import Image
 
 from fake_sdnext.harness import FakeSdnext
 from framepack.errors import ModelError
+from framepack.request.events import Progress, SectionDone
 from framepack.jobs.queue import CANCELLED, DONE, JobQueue
 from framepack.jobs.request import build_request
 
@@ -169,7 +170,7 @@ def test_stop_keeps_a_partial_video_only_with_keep_incomplete(sd, keep):
     sd.shared.opts.keep_incomplete = keep
 
     def stop_after_first_section(event, state):
-        if event.kind == "section_done":
+        if isinstance(event, SectionDone):
             state.interrupt()  # what the host's Stop button and POST /sdapi/v1/interrupt do
 
     host = reacting_host(stop_after_first_section)
@@ -185,22 +186,22 @@ def test_stop_keeps_a_partial_video_only_with_keep_incomplete(sd, keep):
 
 def test_skip_ends_the_current_section_early(sd):
     def skip_first_step(event, state):
-        if event.kind == "progress" and event.position == 0 and event.step == 1:
+        if isinstance(event, Progress) and event.position == 0 and event.step == 1:
             state.skip()
 
     host = reacting_host(skip_first_step)
     job = run(host, request(sections=2, steps=3))
     assert job.status == DONE, job.error
-    done = [e for e in host.events if e.kind == "section_done"]
+    done = [e for e in host.events if isinstance(e, SectionDone)]
     assert [e.skipped for e in done] == [True, False]
-    first_section_steps = [e.step for e in host.events if e.kind == "progress" and e.position == 0]
+    first_section_steps = [e.step for e in host.events if isinstance(e, Progress) and e.position == 0]
     assert first_section_steps == [1]
     assert sd.shared.state.skipped is False  # one skip per click
 
 
 def test_pause_waits_until_resumed(sd):
     def pause_once(event, state):
-        if event.kind == "progress" and event.position == 0 and event.step == 1 and not host.paused_once:
+        if isinstance(event, Progress) and event.position == 0 and event.step == 1 and not host.paused_once:
             host.paused_once = True
             state.pause()
             threading.Timer(0.4, state.pause).start()  # the button toggles
@@ -238,7 +239,7 @@ def test_lifecycle_load_on_use_switch_back_and_unload(sd):
 
 def test_unload_during_a_job_waits_for_the_job(sd):
     def unload_mid_job(event, state):
-        if event.kind == "section_done" and event.position == 0:
+        if isinstance(event, SectionDone) and event.position == 0:
             host.unload()
             host.unload_requested_while_running = host.loaded_variant()
 

@@ -7,7 +7,7 @@ import logging
 import torch
 
 from fake_sdnext.harness import FakeSdnext
-from framepack.host.base import Host
+from framepack.request.host import Host
 from framepack.host.standalone import StandaloneHost
 
 

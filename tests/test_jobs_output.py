@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from framepack.engine.control import GenerationControl
-from framepack.engine.events import Progress
+from framepack.request.events import Progress
 from framepack.engine.pipeline import FramePackPipeline
 from framepack.errors import InputError
 from framepack.io.raw import RawFrames

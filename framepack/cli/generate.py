@@ -192,7 +192,7 @@ def _run_with_progress(args, pipe, request, options, folder: Path, plan):
     from tqdm import tqdm
 
     from framepack.engine.control import GenerationControl
-    from framepack.engine.events import Progress, SectionDone
+    from framepack.request.events import Progress, SectionDone
     from framepack.io.workdir import WorkFolder, remove_abandoned
     from framepack.jobs.output import run_job
 

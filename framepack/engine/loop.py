@@ -19,7 +19,7 @@ import torch
 from framepack.engine import conditioning as cond
 from framepack.engine.context import ForwardContext, InvertedContext
 from framepack.engine.control import GenerationControl
-from framepack.engine.events import Done, Frames, Preview, Progress, SectionDone
+from framepack.request.events import Done, Frames, Preview, Progress, SectionDone
 from framepack.engine.frames import FrameAssembler, FrameSink
 from framepack.engine.guidance import GuidanceConfig, make_denoiser
 from framepack.request.planner import SectionPlan, VideoPlan

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Mapping
 from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoFramepackPipeline
 
 from framepack.engine.control import GenerationControl
-from framepack.engine.events import Done
+from framepack.request.events import Done
 from framepack.engine.frames import FrameSink
 from framepack.jobs.request import GenerationRequest
 from framepack.models.loader import LazyModel, load_components

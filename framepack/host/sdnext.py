@@ -6,7 +6,7 @@ docs/HOST.md; the names used are exactly those.
 
 What lives here:
 - `SETTINGS`: the "FramePack" settings section (keys `framepack_*`) and `register_settings()`;
-- `SdnextHost`: the `framepack.host.base.Host` services on top of `shared.opts`, `shared.state`,
+- `SdnextHost`: the `framepack.request.host.Host` services on top of `shared.opts`, `shared.state`,
   `call_queue`, `progress`, `devices`, `errors`, `timer`, `paths`, and the model lifecycle
   (load on first use as `shared.sd_model`, SDNQ quantization args, the host's offload around
   each stage, unload on request or when the user switches back to an image model) and
@@ -290,7 +290,7 @@ class SettingsDefaults:
 
 
 class SdnextHost(SettingsDefaults):
-    """`framepack.host.base.Host` inside SD.Next.
+    """`framepack.request.host.Host` inside SD.Next.
 
     `recipe_for` (optional) replaces the `framepack_model_recipe` setting: a function
     `variant -> Recipe` for programmatic use and tests.
@@ -437,23 +437,24 @@ class SdnextHost(SettingsDefaults):
             self._shared().state.end(token)
 
     def report(self, event: object) -> None:
+        from framepack.request.events import Done, Preview, Progress, SectionDone
+
         state = self._shared().state
-        kind = getattr(event, "kind", None)
-        if kind == "progress":
+        if isinstance(event, Progress):
             state.sampling_steps = event.section_count * event.steps
             state.sampling_step = event.position * event.steps + event.step
             state.job_count = 1
             state.textinfo = f"FramePack: {event.describe()}"
-        elif kind == "preview":
+        elif isinstance(event, Preview):
             if not getattr(state, "disable_preview", False):
                 from PIL import Image
 
                 state.current_image = Image.fromarray(event.image)
                 state.id_live_preview += 1
-        elif kind == "section_done":
+        elif isinstance(event, SectionDone):
             note = " (skipped)" if event.skipped else ""
             state.textinfo = f"FramePack: section {event.position + 1}/{event.section_count} done{note}"
-        elif kind == "done":
+        elif isinstance(event, Done):
             state.textinfo = f"FramePack: {event.status}, {event.frames} frames in {event.seconds:.1f} s"
 
     def record_output(self, path: Path) -> None:

@@ -62,7 +62,7 @@ DEFAULT_SETTINGS = _default_settings()
 
 
 class StandaloneHost(SettingsDefaults):
-    """Plain-Python implementation of the host services (framepack.host.base.Host)."""
+    """Plain-Python implementation of the host services (framepack.request.host.Host)."""
 
     name = "standalone"
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from framepack.request import limits
 from framepack.engine.control import GenerationControl
-from framepack.engine.events import Done
+from framepack.request.events import Done
 from framepack.errors import FramePackError
 from framepack.jobs.request import GenerationRequest, Text
 from framepack.io import codecs

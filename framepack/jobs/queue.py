@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from framepack.engine.control import GenerationControl
-from framepack.engine.events import Done, Preview, Progress, SectionDone
+from framepack.request.events import Done, Preview, Progress, SectionDone
 from framepack.request.planner import VideoPlan
 from framepack.errors import FramePackError
 from framepack.request.limits import MAX_WAITING_JOBS
