@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from framepack.engine.images import to_rgb_array
+from framepack.request.images import to_rgb_array
 from framepack.engine.pipeline import FramePackPipeline, PipelineManager
 from framepack.errors import InputError, ModelError
 from framepack.jobs.request import build_request
@@ -67,10 +67,8 @@ def test_huge_images_are_refused_before_decoding():
 @pytest.mark.parametrize(
     "value, message",
     [
-        ("data:image/png;base64,!!!notbase64!!!", "not valid base64"),
-        (base64.b64encode(b"plain text, not an image at all" * 4).decode(), "not a readable image"),
+        (b"plain text, not an image at all" * 4, "not a readable image"),
         (b"\x89PNG\r\n\x1a\n garbage", "not a readable image"),
-        ("/no/such/file.png", "file not found"),
         (12345, "expected an image, got int"),
         (np.zeros((4, 4, 4, 4), np.uint8), "expected an H x W"),
         (np.full((20, 20, 3), 2.0, np.float32), "float pixel values"),
@@ -81,10 +79,29 @@ def test_undecodable_images_name_the_problem(value, message):
         request_with(image=value)
 
 
-def test_base64_and_data_urls_decode():
-    encoded = base64.b64encode(png_bytes(Image.new("RGB", (20, 20), (1, 2, 3)))).decode()
-    for value in (encoded, "data:image/png;base64," + encoded):
+def test_file_bytes_decode():
+    data = png_bytes(Image.new("RGB", (20, 20), (1, 2, 3)))
+    for value in (data, bytearray(data), memoryview(data)):
         assert tuple(request_with(image=value).image[0, 0]) == (1, 2, 3)
+
+
+@pytest.mark.parametrize("text", ["/etc/hostname", __file__, "data:image/png;base64,iVBORw0KGgo=",
+                                  base64.b64encode(png_bytes(Image.new("RGB", (20, 20)))).decode()])
+def test_text_is_never_read_as_a_path_or_guessed_as_base64(text):
+    """Paths are read by the CLI and base64 decoded by the API; the request takes only image data."""
+    with pytest.raises(InputError, match="not text"):
+        request_with(image=text)
+    with pytest.raises(InputError, match="not text"):
+        request_with(keyframes=[{"image": text, "when": "1"}])
+
+
+def test_declared_size_is_checked_from_the_header():
+    from framepack.request.images import declared_pixels
+
+    assert declared_pixels(png_bytes(Image.new("RGB", (30, 20)))) == 600
+    assert declared_pixels(b"not an image") == 0
+    with pytest.raises(InputError, match=r"end image: 9000x20 is too large"):
+        declared_pixels(png_bytes(Image.new("L", (9000, 20))), "end image")
 
 
 @pytest.mark.parametrize("duration", [0, -1.0])

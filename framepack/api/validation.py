@@ -6,8 +6,8 @@ syntax, codec/container fit) report no field. Here a decoded JSON object is turn
 `GenerationRequest` and an `OutputOptions`, and every pydantic or FramePack error becomes one
 FastAPI-style item ``{"loc": ["body", field, ...], "msg": "...", "type": "..."}``.
 
-Images arrive as base64 text or ``data:`` URLs and are decoded HERE to bytes: the shared model
-also accepts file paths, which a remote client must never be able to name.
+Images arrive as base64 text or ``data:`` URLs and are decoded HERE to bytes; the request model
+takes only image data (bytes, arrays), never a path, so a client can never name a server file.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from framepack.request.limits import (MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_KEYFRAMES, MAX_REQUEST_IMAGE_PIXELS,
-                              image_limit_text, request_pixels_text)
+from framepack.request.images import declared_pixels
+from framepack.request.limits import MAX_KEYFRAMES, MAX_REQUEST_IMAGE_PIXELS, request_pixels_text
 from framepack.errors import FramePackError
 from framepack.jobs.output import OutputOptions
 from framepack.jobs.request import GenerationRequest
@@ -75,9 +75,10 @@ def _decode_image_text(value: Any, name: str, loc: Loc, errors: list, budget: li
     if not data:
         errors.append(item(loc, f"{name}: the image data is empty"))
         return None
-    problem, pixels = _declared_size_problem(data, name)
-    if problem:
-        errors.append(item(loc, problem))
+    try:
+        pixels = declared_pixels(data, name)
+    except FramePackError as error:
+        errors.append(item(loc, str(error)))
         return None
     budget[0] -= pixels
     if budget[0] < 0:
@@ -85,29 +86,6 @@ def _decode_image_text(value: Any, name: str, loc: Loc, errors: list, budget: li
                                 f"{request_pixels_text()}"))
         return None
     return data
-
-
-def _declared_size_problem(data: bytes, name: str) -> tuple[str | None, int]:
-    """Refuse a header that declares absurd dimensions before anything is decoded.
-
-    Pillow refuses such files itself (DecompressionBombError), which the shared decoder reports
-    as "not a readable image file"; here the user learns the real reason. Only the header is
-    read (Pillow opens lazily). Returns (problem or None, pixels the header declares).
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except Image.DecompressionBombError as error:
-        found = re.search(r"\((\d+) pixels\)", str(error))
-        size = f"{int(found[1]) / 1e6:.0f} megapixels" if found else "far too many pixels"
-        return f"{name}: the image declares {size}, too large; {image_limit_text()}", 0
-    except Exception:  # not an image: the shared decoder words that message
-        return None, 0
-    if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
-        return f"{name}: {width}x{height} is too large; {image_limit_text()}", 0
-    return None, width * height
 
 
 # ----------------------------------------------------------------------------------- bodies

@@ -110,8 +110,9 @@ def build_job(args):
     from pydantic import ValidationError
 
     fields = {field: getattr(args, flag) for flag, field in ENGINE_FLAGS.items() if hasattr(args, flag)}
-    fields.update(image=args.image, end_image=args.end_image, teacache=not args.no_teacache,
-                  keyframes=[_keyframe(text) for text in args.keyframe], loras=args.lora)
+    fields.update(image=_read_image(args.image, "--image"), end_image=_read_image(args.end_image, "--end-image"),
+                  teacache=not args.no_teacache, keyframes=[_keyframe(text) for text in args.keyframe],
+                  loras=args.lora)
     if args.section_prompts:
         fields["section_prompts"] = _read_text(args.section_prompts, "--section-prompts")
     request = build_request(**fields)
@@ -144,7 +145,7 @@ def _keyframe(text: str) -> dict:
     when, separator, image = text.partition("=")
     if not separator or not when.strip() or not image.strip():
         raise InputError(f"--keyframe {text!r}: use WHEN=IMAGE, e.g. 3=key.png or 2.5s=key.png")
-    return {"when": when.strip(), "image": image.strip()}
+    return {"when": when.strip(), "image": _read_image(image.strip(), "--keyframe")}
 
 
 def _read_text(path: str, flag: str) -> str:
@@ -154,6 +155,21 @@ def _read_text(path: str, flag: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{flag}: cannot read {path}: {error.strerror or error}") from None
+
+
+def _read_image(path: str | None, flag: str) -> bytes | None:
+    """The CLI is the one face that reads image files: its user names files on their own machine."""
+    from framepack.errors import InputError
+
+    if path is None:
+        return None
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InputError(f"{flag}: file not found: {file}")
+    try:
+        return file.read_bytes()
+    except OSError as error:
+        raise InputError(f"{flag}: cannot read {file}: {error.strerror or error}") from None
 
 
 def run_generate(args) -> int:

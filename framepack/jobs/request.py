@@ -16,7 +16,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       model_validator)
 
 from framepack.request import limits
-from framepack.engine.images import to_rgb_array
+from framepack.request.images import to_rgb_array
 from framepack.request.planner import VideoPlan, plan_video
 from framepack.errors import FramePackError, InputError
 
