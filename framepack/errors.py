@@ -20,6 +20,9 @@ Field = tuple[Union[str, int], ...]
 class FramePackError(Exception):
     """Base for every error whose message is meant for the user."""
 
+    kind = "value_error"
+    """What kind of problem, for machines (the API's `type`); pydantic's error type when it found it."""
+
     def __init__(self, message: str = "", field: Sequence[str | int] | None = None):
         super().__init__(message)
         self.message = str(message)

@@ -21,7 +21,7 @@ from fake_sdnext.harness import FakeSdnext
 from framepack.errors import ModelError
 from framepack.request.events import Progress, SectionDone
 from framepack.jobs.queue import CANCELLED, DONE, JobQueue
-from framepack.jobs.request import build_request
+from framepack.request.model import build_request
 
 FAST = dict(resolution=32, steps=2, latent_window_size=3, fps=30, teacache=False, preview=True)
 STAGES = ("text", "vision", "vae_encode", "sample", "vae_decode")

@@ -19,9 +19,9 @@ from safetensors.torch import save_file
 
 from fake_sdnext.harness import FakeSdnext
 from framepack.errors import InputError
-from framepack.jobs.output import OutputOptions
+from framepack.request.output import OutputOptions
 from framepack.jobs.queue import DONE, FAILED, JobQueue
-from framepack.jobs.request import build_request
+from framepack.request.model import build_request
 from framepack.models import lora as lora_module
 from framepack.models.lora import loaded_adapters
 
@@ -108,7 +108,7 @@ def test_tags_leave_the_text_and_resolve_through_the_host_lora_list(sd, caplog):
         original.prompt, original.negative_prompt, original.section_prompts]
     # one lookup through SD.Next for every LoRA with a nonzero weight, each name once
     assert calls("modules.lora.lora_load", "gather_networks") == [{"names": ["fox", "rain_v2", "motion/rain.v2"]}]
-    assert prepared.loras == [f"{fox}:0.7", f"{rain}:0.6"]  # default strength from SD.Next; one file once
+    assert [str(spec) for spec in prepared.loras] == [f"{fox}:0.7", f"{rain}:0.6"]  # default strength from SD.Next; one file once
     assert "<style:cinematic> is not supported by FramePack" in caplog.text
     # everything else is the same request, seed included
     assert prepared.seed == original.seed and prepared.variant == original.variant
@@ -129,7 +129,7 @@ def test_request_loras_and_tags_add_up(sd):
 
     fox, rain = placeholder_loras(sd.lora_dir)
     prepared = SdnextHost().prepare_request(request(prompt="<lora:fox:1.5> a fox", loras=[f"{rain}:0.2"]))
-    assert prepared.loras == [f"{rain}:0.2", f"{fox}:1.5"]
+    assert [str(spec) for spec in prepared.loras] == [f"{rain}:0.2", f"{fox}:1.5"]
 
 
 @pytest.mark.parametrize("prompt, message", [

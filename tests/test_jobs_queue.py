@@ -7,9 +7,9 @@ import pytest
 
 from framepack.errors import ModelError
 from framepack.host.standalone import StandaloneHost
-from framepack.jobs.output import OutputOptions
+from framepack.request.output import OutputOptions
 from framepack.jobs.queue import CANCELLED, DONE, FAILED, JobQueue
-from framepack.jobs.request import build_request
+from framepack.request.model import build_request
 
 FAST = dict(resolution=32, steps=2, latent_window_size=3, fps=30, teacache=False, preview=True, variant="f1")
 

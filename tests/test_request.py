@@ -14,7 +14,7 @@ from PIL import Image
 from framepack.request.images import to_rgb_array
 from framepack.engine.pipeline import FramePackPipeline, PipelineManager
 from framepack.errors import InputError, ModelError
-from framepack.jobs.request import build_request
+from framepack.request.model import build_request
 from framepack.models.recipe import local_recipe
 
 
@@ -132,11 +132,59 @@ def test_field_errors_are_joined_into_one_message():
     assert "steps:" in text and "sampler:" in text
 
 
-def test_seed_minus_one_is_resolved_and_settings_are_json_safe():
+def test_every_problem_is_located_at_its_field():
+    with pytest.raises(InputError) as raised:
+        build_request(image=None, resolution=100, steps=0, sampler="ddim", keyframes=[{"image": b"junk", "when": "1"}])
+    assert [problem.field for problem in raised.value.problems()] == [
+        ("keyframes", 0, "image"), ("resolution",), ("steps",), ("sampler",)]
+    with pytest.raises(InputError) as raised:  # the combinations and the plan, once the fields are valid
+        build_request(variant="f1", end_image=np.zeros((64, 64, 3), np.uint8), duration=1, section_prompts="7: x")
+    assert [problem.field for problem in raised.value.problems()] == [
+        ("image",), ("end_image",), ("section_prompts",)]
+
+
+def test_the_request_is_frozen_and_planned_once():
+    request = request_with(duration=2.0)
+    with pytest.raises(ValueError):
+        request.duration = 3.0
+    assert request.plan() is request.plan() and request.plan().num_sections == 2
+    assert isinstance(request.keyframes, tuple) and isinstance(request.loras, tuple)
+
+
+def test_the_seed_is_resolved_into_a_new_request():
     request = request_with(seed=-1)
-    assert 0 <= request.seed < 2**32
-    settings = request.settings()
-    assert settings["image"] == "64x64 RGB" and settings["seed"] == request.seed
+    assert request.seed == -1  # validation never changes a value
+    resolved = request.resolve_seed()
+    assert resolved is not request and request.seed == -1 and 0 <= resolved.seed < 2**32
+    assert resolved.plan() is request.plan() and resolved.image is request.image
+    assert resolved.resolve_seed() is resolved and request_with(seed=5).resolve_seed().seed == 5
+    settings = resolved.settings()
+    assert settings["image"] == "64x64 RGB" and settings["seed"] == resolved.seed
+
+
+def test_replace_validates_the_changes():
+    request = request_with(duration=2.0, seed=3)
+    longer = request.replace(duration=5.0)
+    assert longer.plan().num_sections == 4 and longer.seed == 3 and request.plan().num_sections == 2
+    with pytest.raises(InputError) as raised:
+        request.replace(section_prompts="9: x")
+    assert raised.value.problems()[0].field == ("section_prompts",)
+
+
+def test_a_request_round_trips_through_json_losslessly():
+    rng = np.random.default_rng(4)
+    request = build_request(
+        image=rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), end_image=rng.integers(0, 256, (32, 32, 3), np.uint8),
+        keyframes=[{"image": rng.integers(0, 256, (20, 24, 3), dtype=np.uint8), "when": "2"}],
+        prompt="a fox \u00e9", section_prompts="1: runs\n2: stops", duration=2.0, seed=12, shift=3.0,
+        loras=["style.safetensors:0.5"])
+    text = request.to_json()
+    assert isinstance(text, str) and "iVBOR" in text  # PNG, base64
+    again = type(request).from_json(text)
+    for before, after in zip(request.images(), again.images()):
+        np.testing.assert_array_equal(before, after)
+    assert again.settings() == request.settings() and again.plan() == request.plan()
+    assert again.loras[0].path == "style.safetensors" and again.loras[0].weight == 0.5
 
 
 def test_missing_model_folder_is_a_model_error(tmp_path):

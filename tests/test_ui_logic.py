@@ -14,7 +14,7 @@ import pytest
 
 from framepack.host.standalone import StandaloneHost
 from framepack.jobs.queue import JobQueue
-from framepack.jobs.request import DEFAULT_SYSTEM_PROMPT
+from framepack.request.model import DEFAULT_SYSTEM_PROMPT
 from framepack.ui import logic
 
 FAST = {"resolution": 32, "steps": 2, "latent_window_size": 3, "duration": 0.4, "fps": 30, "teacache": False,
@@ -137,10 +137,12 @@ def test_validation_messages_use_the_tab_labels(host):
         return str(error.value)
 
     assert message(resolution=250) == "Resolution: resolution must be a multiple of 16 (got 250); try 256"
-    assert message(end_image=image(1), variant="f1").startswith("an end image needs the original")
+    assert message(end_image=image(1), variant="f1").startswith("End image: an end image needs the original")
     assert message(section_prompts="1-: runs") == (
-        "section prompt line 1: '1-' is not a section or time; write a section (3), a section range (2-4), "
-        "a time (1.5s) or a time range (1s-2.5s)")
+        "Section prompts: section prompt line 1: '1-' is not a section or time; write a section (3), "
+        "a section range (2-4), a time (1.5s) or a time range (1s-2.5s)")
+    assert message(keyframes=[{"image": image(2), "when": "9"}]).startswith(
+        "Keyframes: keyframe 1: section 9 does not exist")
     assert message(latent_window_size=40) == "Latent window: Input should be less than or equal to 33"
     assert message(codec="no-such-codec").startswith("Codec: ")
     assert "nothing to save" in message(save_video=False)
@@ -151,9 +153,15 @@ def test_validation_messages_use_the_tab_labels(host):
     assert request.blank_start == "black" and request.seed == 7 and options.keep_incomplete is True
 
 
-def test_relabel_only_touches_known_fields():
-    assert logic.relabel("latent_window_size: too big; keyframes.0.when: bad; a: b") == \
-        "Latent window: too big; Keyframes.0.when: bad; a: b"
+def test_labels_come_from_the_error_field_not_its_message():
+    from framepack.errors import InputError
+
+    assert logic.labelled(InputError("latent_window_size: too big", ("latent_window_size",))) == \
+        "Latent window: latent_window_size: too big"
+    assert logic.labelled(InputError("bad", ("output", "codec_options"))) == "Codec options: bad"
+    assert logic.labelled(InputError("bad", ("keyframes", 0, "when"))) == "Keyframes: bad"
+    assert logic.labelled(InputError("nothing to save", ("output",))) == "nothing to save"
+    assert logic.labelled(InputError("resolution: looks like a field", None)) == "resolution: looks like a field"
 
 
 # ----------------------------------------------------------------------------- keyframes

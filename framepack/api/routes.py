@@ -223,12 +223,13 @@ class FramePackApi:
     # ---- settings ----------------------------------------------------------------------
     def list_codecs(self, refresh: bool = False) -> Response:
         from framepack.io.codecs import available_encoders, is_hardware
-        from framepack.jobs.output import CONTAINER_EXTENSIONS, OutputOptions
+        from framepack.request.limits import CONTAINERS
+        from framepack.request.output import OutputOptions
 
         codecs = available_encoders(refresh=refresh)
         return AsciiJSONResponse({"codecs": codecs, "hardware": [c for c in codecs if is_hardware(c)],
-                             "default": OutputOptions.model_fields["codec"].default,
-                             "containers": list(CONTAINER_EXTENSIONS)})
+                                  "default": OutputOptions.model_fields["codec"].default,
+                                  "containers": list(CONTAINERS)})
 
     async def plan(self, request: Request) -> Response:
         body = await self._read_json(request)

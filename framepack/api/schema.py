@@ -71,8 +71,8 @@ class Problem(BaseModel):
 
 def job_body_schema() -> dict[str, Any]:
     """JSON schema of the POST /jobs body: GenerationRequest fields + "output": OutputOptions."""
-    from framepack.jobs.output import OutputOptions
-    from framepack.jobs.request import GenerationRequest
+    from framepack.request.model import GenerationRequest
+    from framepack.request.output import OutputOptions
 
     schema = _inline(GenerationRequest.model_json_schema())
     properties = schema["properties"]
@@ -101,7 +101,7 @@ def plan_body_schema() -> dict[str, Any]:
         "type": "array", "description": "WHEN strings, or keyframe objects (their images are ignored)",
         "items": {"anyOf": [{"type": "string"}, {"type": "object", "properties": {"when": {"type": "string"}}}]},
     }
-    return {"title": "PlanSettings", "type": "object", "properties": properties,
+    return {"title": "PlanBody", "type": "object", "properties": properties,
             "description": "The planner's settings; the same body as POST /jobs is accepted (other fields are "
                            "checked for unknown names, then ignored).",
             "examples": [{"duration": 5, "fps": 30, "section_prompts": "1: she smiles\n2-3: she waves"}]}

@@ -104,10 +104,9 @@ def add_generate(subparsers) -> None:
 
 def build_job(args):
     """argparse namespace -> (GenerationRequest, OutputOptions); all validation happens here."""
-    from framepack.errors import InputError
-    from framepack.jobs.output import OutputOptions
-    from framepack.jobs.request import build_request, format_validation_error
-    from pydantic import ValidationError
+    from framepack.errors import FramePackError, InputErrors
+    from framepack.request.model import build_request
+    from framepack.request.output import build_output
 
     fields = {field: getattr(args, flag) for flag, field in ENGINE_FLAGS.items() if hasattr(args, flag)}
     fields.update(image=_read_image(args.image, "--image"), end_image=_read_image(args.end_image, "--end-image"),
@@ -115,12 +114,18 @@ def build_job(args):
                   loras=args.lora)
     if args.section_prompts:
         fields["section_prompts"] = _read_text(args.section_prompts, "--section-prompts")
-    request = build_request(**fields)
+    problems, request, options = [], None, None
     try:
-        options = OutputOptions(save_video=args.codec != "none", keep_incomplete=not args.no_keep_incomplete,
-                                **{field: getattr(args, flag) for flag, field in OUTPUT_FLAGS.items()})
-    except ValidationError as error:
-        raise InputError(format_validation_error(error)) from None
+        request = build_request(**fields)
+    except FramePackError as error:
+        problems.append(error)
+    try:
+        options = build_output(save_video=args.codec != "none", keep_incomplete=not args.no_keep_incomplete,
+                               **{field: getattr(args, flag) for flag, field in OUTPUT_FLAGS.items()})
+    except FramePackError as error:
+        problems.append(error)
+    if problems:
+        raise InputErrors(problems)
     return request, options
 
 
@@ -174,8 +179,11 @@ def _read_image(path: str | None, flag: str) -> bytes | None:
 
 def run_generate(args) -> int:
     from framepack.host.standalone import StandaloneHost
+    from framepack.jobs.checks import check_job
 
     request, options = build_job(args)
+    check_job(request, options)
+    request = request.resolve_seed()
     host = StandaloneHost(output_dir=args.out, model=args.model, cache_dir=args.cache_dir,
                           offline=True if args.offline else None, device=args.device,
                           settings=runtime_settings(args))

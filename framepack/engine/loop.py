@@ -26,7 +26,7 @@ from framepack.request.planner import SectionPlan, VideoPlan
 from framepack.engine.preview import preview_image
 from framepack.engine.sampler import SAMPLERS, dynamic_shift, flow_sigmas
 from framepack.engine.teacache import TeaCacheState, run_transformer
-from framepack.jobs.request import GenerationRequest
+from framepack.request.model import GenerationRequest
 
 Emit = Callable[[object], None]
 NoiseFn = Callable[[int, tuple[int, ...]], torch.Tensor]

@@ -18,7 +18,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoFramepackPipe
 from framepack.engine.control import GenerationControl
 from framepack.request.events import Done
 from framepack.engine.frames import FrameSink
-from framepack.jobs.request import GenerationRequest
+from framepack.request.model import GenerationRequest
 from framepack.models.loader import LazyModel, load_components
 from framepack.models.recipe import Recipe
 

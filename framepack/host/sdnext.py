@@ -484,7 +484,7 @@ class SdnextHost(SettingsDefaults):
         stripped, loras, ignored = _lora_tags_from_prompts(texts)
         if not loras and not ignored:
             return request
-        from framepack.jobs.request import build_request
+        from framepack.request.model import LoraSpec
 
         for tag in ignored:
             log.warning("FramePack: %s is not supported by FramePack; removed from the prompt", tag)
@@ -492,10 +492,8 @@ class SdnextHost(SettingsDefaults):
         if files:
             log.info("FramePack LoRA from the prompt: %s",
                      ", ".join(f"{name}:{weight:g} ({Path(path).name})" for name, weight, path in files))
-        fields = request.model_dump()
-        fields.update(stripped)
-        fields["loras"] = [*request.loras, *(f"{path}:{weight!r}" for _, weight, path in files)]
-        return build_request(**fields)
+        added = (LoraSpec(path=path, weight=weight) for _, weight, path in files)
+        return request.replace(**stripped, loras=(*request.loras, *added))
 
     def _resolve_loras(self, loras: dict[str, float]) -> list[tuple[str, float, str]]:
         """(name, weight, file) for every wanted LoRA, through SD.Next's LoRA list."""

@@ -23,8 +23,10 @@ from framepack.request.events import Done, Preview, Progress, SectionDone
 from framepack.request.planner import VideoPlan
 from framepack.errors import FramePackError
 from framepack.request.limits import MAX_WAITING_JOBS
-from framepack.jobs.output import JobResult, OutputOptions, run_job
-from framepack.jobs.request import GenerationRequest
+from framepack.jobs.checks import check_job
+from framepack.jobs.output import JobResult, run_job
+from framepack.request.model import GenerationRequest
+from framepack.request.output import OutputOptions
 
 log = logging.getLogger("framepack")
 
@@ -130,8 +132,9 @@ class JobQueue:
 
     # ---- faces ---------------------------------------------------------------------
     def submit(self, request: GenerationRequest, options: OutputOptions | None = None) -> Job:
-        job = Job(request, options or OutputOptions(keep_incomplete=self.host.keep_incomplete()),
-                  self.host.new_control())
+        options = options or OutputOptions(keep_incomplete=self.host.keep_incomplete())
+        check_job(request, options)
+        job = Job(request.resolve_seed(), options, self.host.new_control())
         with self._lock:
             if self._closed:
                 raise FramePackError("the job queue is shutting down")

@@ -37,6 +37,9 @@ SAMPLERS = ("unipc", "euler")
 BLANK_STARTS = ("black", "white", "noise")
 """Start frames for text-to-video when no start image is given."""
 CONTAINERS = ("mp4", "mkv", "mov", "webm", "avi")
+NO_VIDEO_CODEC = "none"
+"""The codec name that writes no video (raw frames or images only)."""
+DEFAULT_CODEC = "libx264"
 IMAGE_FORMATS = ("png", "jpg", "webp")
 INTERPOLATION_METHODS = ("flow", "blend")
 

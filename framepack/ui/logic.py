@@ -6,7 +6,7 @@ The tab (`framepack.ui.tab`) only lays out components and wires events to these 
   ``ui_defaults`` option: a dict of control name -> value, e.g. small sizes for browser tests);
 - `plan_html(...)`: the live plan line and section table, or the schedule error in red;
 - `validate(values, host)`: the shared request model (`build_request`) plus `OutputOptions`,
-  messages labelled with the names the user sees;
+  each problem labelled with the name of its control (from the error's field);
 - `generate_stream(host, queue, values, task_id)`: submit to the `JobQueue`, then poll the job
   and yield `Update`s (progress text, preview, finally the video) until it ends. Closing the
   page only stops the polling: the job itself runs on in the queue;
@@ -19,7 +19,6 @@ import html
 import json
 import logging
 import queue as queue_module
-import re
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
 from framepack.errors import FramePackError, InputError
-from framepack.jobs.request import DEFAULT_SYSTEM_PROMPT
+from framepack.request.model import DEFAULT_SYSTEM_PROMPT
 
 log = logging.getLogger("framepack")
 
@@ -377,18 +376,11 @@ def keyframe_gallery(keyframes: Sequence[Mapping[str, Any]] | None) -> list[tupl
 
 # ----------------------------------------------------------------------------- validation
 
-_FIELD_PREFIX = re.compile(r"^(?P<field>[a-z_]+)(?P<rest>(?:\.\d+(?:\.[a-z_]+)?)?): ")
-
-
-def relabel(message: str) -> str:
-    """'latent_window_size: ...' -> 'Latent window: ...' in each part of a validation message."""
-    parts = []
-    for part in message.split("; "):
-        match = _FIELD_PREFIX.match(part)
-        if match and match["field"] in LABELS:
-            part = f"{LABELS[match['field']]}{match['rest']}: {part[match.end():]}"
-        parts.append(part)
-    return "; ".join(parts)
+def labelled(problem: FramePackError) -> str:
+    """A problem as the tab shows it: the label of its control (from `problem.field`), then the message."""
+    field = [part for part in (problem.field or ()) if part != "output" and not isinstance(part, int)]
+    label = LABELS.get(field[0]) if field else None
+    return f"{label}: {problem.message}" if label else problem.message
 
 
 def request_fields(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -428,22 +420,22 @@ def output_fields(values: Mapping[str, Any], host) -> dict[str, Any]:
 
 def validate(values: Mapping[str, Any], host):
     """(GenerationRequest, OutputOptions) or InputError naming every problem with the tab's labels."""
-    from pydantic import ValidationError
-
-    from framepack.jobs.output import OutputOptions
-    from framepack.jobs.request import build_request, format_validation_error
+    from framepack.jobs.checks import check_output
+    from framepack.request.model import build_request
+    from framepack.request.output import build_output
 
     problems, request, options = [], None, None
     try:
         request = build_request(**request_fields(values))
-    except InputError as error:
-        problems.append(relabel(str(error)))
+    except FramePackError as error:
+        problems.extend(error.problems())
     try:
-        options = OutputOptions(**output_fields(values, host))
-    except ValidationError as error:
-        problems.append(relabel(format_validation_error(error)))
+        options = build_output(**output_fields(values, host))
+        check_output(options)
+    except FramePackError as error:
+        problems.extend(error.problems())
     if problems:
-        raise InputError("; ".join(problems))
+        raise InputError("; ".join(labelled(problem) for problem in problems))
     return request, options
 
 
