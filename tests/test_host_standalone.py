@@ -21,8 +21,8 @@ def test_standalone_services(tmp_path):
     assert host.output_defaults() == {"codec": "libx264", "container": "mp4", "crf": 20, "save_frames": False,
                                       "save_images": False, "image_format": "png", "keep_incomplete": False}
     assert host.request_defaults() == {"variant": "original", "teacache_threshold": 0.15}
-    with host.task("task(x)"):  # no progress-bar tasks outside SD.Next
-        pass
+    host.task_queued("task(x)")  # no progress-bar tasks outside SD.Next
+    host.task_finished("task(x)")
     assert host.torch_device() == torch.device("cpu") and host.torch_dtype() == torch.float32
     assert host.hf_cache_dir() == str(tmp_path / "hf") and host.offline_mode() is True
     assert isinstance(host.logger(), logging.Logger)

@@ -18,15 +18,17 @@ IMAGE_DOC = "base64 image data or a data URL (data:image/png;base64,...); null f
 
 
 class JobState(BaseModel):
-    """A job as `GET /jobs/{id}` reports it (`Job.to_dict()` plus links)."""
+    """A job as `GET /jobs/{id}` reports it (its record, plus links and queue position)."""
 
     model_config = ConfigDict(extra="allow")
 
     id: str
-    status: str = Field(description="queued, running, done, failed or cancelled")
+    status: str = Field(description="queued, running, completed, interrupted (stopped while running), failed or "
+                                    "cancelled (removed before it started)")
     created: float
     started: float | None = None
     finished: float | None = None
+    stage: str | None = Field(None, description="what the running job does now: loading (the model), sample, ...")
     section: int | None = Field(None, description="section being sampled (number in time order)")
     sections_done: int = 0
     sections: int = 0

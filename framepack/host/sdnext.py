@@ -308,7 +308,6 @@ class SdnextHost(SettingsDefaults):
         self._offload: str | None = None
         self._unload_pending = False
         self._job_running = False
-        self._tasks = threading.local()
         self.queue = None  # the JobQueue (set by get_queue) to find a starting job's progress task
         self._bridge_logging()
 
@@ -390,29 +389,20 @@ class SdnextHost(SettingsDefaults):
 
         return call_queue.get_lock()
 
-    @contextmanager
-    def task(self, task_id: str | None) -> Iterator[None]:
-        """Follow `task_id` (the web UI's `randomId()`) in the host's progress bar.
-
-        Queued on enter; the task becomes active when its job starts, finished on exit. Jobs
-        submitted on this thread inside the block belong to the task.
-        """
-        if not task_id:
-            yield
-            return
+    def task_queued(self, task_id: str) -> None:
+        """Show `task_id` (the web UI's `randomId()`) as queued in the host's progress bar."""
         from modules import progress
 
         progress.add_task_to_queue(task_id)
-        previous = getattr(self._tasks, "current", None)
-        self._tasks.current = task_id
-        try:
-            yield
-        finally:
-            self._tasks.current = previous
-            progress.finish_task(task_id)
 
-    def new_control(self):
-        return _control_class()(self, getattr(self._tasks, "current", None))
+    def task_finished(self, task_id: str) -> None:
+        from modules import progress
+
+        progress.finish_task(task_id)
+
+    def new_control(self, task_id: str | None = None):
+        """Follows SD.Next's Stop / Skip / Pause; with a task id, `begin_job` makes that task active."""
+        return _control_class()(self, task_id)
 
     def begin_job(self, title: str, control=None) -> Any:
         state = self._shared().state

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import uuid
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,9 @@ class StandaloneHost(SettingsDefaults):
 
     def __init__(self, output_dir: str | os.PathLike = "outputs", model: str | None = None,
                  cache_dir: str | None = None, offline: bool | None = None, device: str | None = None,
-                 settings: dict[str, Any] | None = None):
+                 settings: dict[str, Any] | None = None, videos: str | os.PathLike | None = None):
         self.output_dir = Path(output_dir).expanduser().resolve()
+        self.videos = None if videos is None else Path(videos).expanduser().resolve()  # default: <output>/video
         self.model = model
         self.cache_dir = cache_dir or os.environ.get("HF_HOME") or None
         self.offline = bool(os.environ.get("HF_HUB_OFFLINE")) if offline is None else offline
@@ -84,9 +85,11 @@ class StandaloneHost(SettingsDefaults):
     def option(self, key: str, default: Any = None) -> Any:
         return self.settings.get(key, default)
 
-    def task(self, task_id: str | None) -> AbstractContextManager:
+    def task_queued(self, task_id: str) -> None:
         """No progress-bar tasks outside SD.Next."""
-        return nullcontext()
+
+    def task_finished(self, task_id: str) -> None:
+        """No progress-bar tasks outside SD.Next."""
 
     def torch_device(self) -> Any:
         import torch
@@ -146,7 +149,7 @@ class StandaloneHost(SettingsDefaults):
         return None if self._manager is None else self._manager.loaded_variant
 
     def video_dir(self) -> Path:
-        folder = self.output_dir / "video"
+        folder = self.videos or self.output_dir / "video"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
@@ -180,5 +183,5 @@ class StandaloneHost(SettingsDefaults):
         if self._manager is not None:
             self._manager.unload()
 
-    def new_control(self) -> GenerationControl:
+    def new_control(self, task_id: str | None = None) -> GenerationControl:
         return GenerationControl()
