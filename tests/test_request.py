@@ -209,6 +209,57 @@ def test_manager_loads_lazily_switches_and_unloads(tiny_model_dir):
     assert manager.loaded_variant is None
 
 
+def test_two_variants_requested_at_once_never_build_two_pipelines(monkeypatch):
+    """The manager loads under its lock: while one variant is being built, a request for the other
+    waits for it (then unloads it) instead of building a second pipeline next to it."""
+    import threading
+    from types import SimpleNamespace
+
+    from framepack.engine import pipeline as pipeline_module
+
+    class WatchedLock:
+        """The manager's lock, telling the test when a caller finds it taken."""
+
+        def __init__(self):
+            self.lock, self.found_taken = threading.Lock(), threading.Event()
+
+        def __enter__(self):
+            if not self.lock.acquire(blocking=False):
+                self.found_taken.set()
+                self.lock.acquire()
+
+        def __exit__(self, *exc):
+            self.lock.release()
+
+    building, log = [], []
+    original_started, f1_started = threading.Event(), threading.Event()
+
+    def slow_build(recipe, runtime, device="cpu", **options):
+        building.append(recipe.variant)
+        original_started.set()
+        log.append((recipe.variant, list(building), manager.loaded_variant))
+        if recipe.variant == "original":  # slow: the other caller arrives meanwhile
+            assert manager._lock.found_taken.wait(10) or f1_started.is_set(), "the second caller never came"
+        else:
+            f1_started.set()
+        building.remove(recipe.variant)
+        return SimpleNamespace(variant=recipe.variant)
+
+    monkeypatch.setattr(pipeline_module, "build_pipeline", slow_build)
+    manager = PipelineManager(lambda variant: SimpleNamespace(variant=variant))
+    manager._lock = WatchedLock()
+    got = {}
+    first = threading.Thread(target=lambda: got.setdefault("original", manager.get("original")))
+    first.start()
+    assert original_started.wait(30)
+    second = threading.Thread(target=lambda: got.setdefault("f1", manager.get("f1")))
+    second.start()
+    first.join(30), second.join(30)
+    assert log == [("original", ["original"], None), ("f1", ["f1"], None)]  # one at a time, the old one gone
+    assert got["original"].variant == "original" and got["f1"].variant == "f1"
+    assert manager.loaded_variant == "f1"
+
+
 def test_decompression_bomb_headers_are_refused_as_too_large():
     import struct
     import zlib
