@@ -181,7 +181,8 @@ def test_a_request_round_trips_through_json_losslessly():
     text = request.to_json()
     assert isinstance(text, str) and "iVBOR" in text  # PNG, base64
     again = type(request).from_json(text)
-    for before, after in zip(request.images(), again.images()):
+    for (field, before), (same, after) in zip(request.located_images(), again.located_images(), strict=True):
+        assert field == same
         np.testing.assert_array_equal(before, after)
     assert again.settings() == request.settings() and again.plan() == request.plan()
     assert again.loras[0].path == "style.safetensors" and again.loras[0].weight == 0.5

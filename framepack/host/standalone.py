@@ -78,7 +78,6 @@ class StandaloneHost(SettingsDefaults):
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.outputs: list[Path] = []
         self.last_event: object | None = None
-        self.timers: dict[str, float] = {}
         self._manager = None
         self._gpu_lock = threading.Lock()
 
@@ -90,37 +89,6 @@ class StandaloneHost(SettingsDefaults):
 
     def task_finished(self, task_id: str) -> None:
         """No progress-bar tasks outside SD.Next."""
-
-    def torch_device(self) -> Any:
-        import torch
-
-        return torch.device(self.device)
-
-    def torch_dtype(self) -> Any:
-        """The transformer's dtype on this device (bf16 on CUDA with bf16, fp16 without, fp32 on CPU)."""
-        from framepack.models.loader import default_dtypes
-
-        return default_dtypes(self.device)["transformer"]
-
-    def gc(self) -> None:
-        from framepack.models.loader import free_memory
-
-        free_memory()
-
-    def hf_cache_dir(self) -> str | None:
-        return self.cache_dir
-
-    def offline_mode(self) -> bool:
-        return bool(self.offline)
-
-    def logger(self) -> logging.Logger:
-        return log
-
-    def display_error(self, error: BaseException, title: str) -> None:
-        log.error("%s: %s: %s", title, type(error).__name__, error, exc_info=error)
-
-    def add_timer(self, name: str, seconds: float) -> None:
-        self.timers[name] = self.timers.get(name, 0.0) + seconds
 
     def keep_incomplete(self) -> bool:
         return bool(self.settings["keep_incomplete"])

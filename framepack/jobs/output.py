@@ -16,11 +16,9 @@ import numpy as np
 
 from framepack.engine.control import GenerationControl
 from framepack.request.events import Done, Status
-from framepack.request.limits import CONTAINERS, RANDOM_SEED
+from framepack.request.limits import RANDOM_SEED
 from framepack.request.model import GenerationRequest
 from framepack.request.output import OutputOptions
-
-CONTAINER_EXTENSIONS = CONTAINERS
 
 
 @dataclass

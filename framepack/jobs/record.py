@@ -15,8 +15,6 @@ from typing import Any
 
 from framepack.request.events import Done, Frames, Preview, Progress, SectionDone, Stage, Status
 
-OUTPUT_KINDS = ("video", "frames", "images")
-
 
 def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
@@ -71,12 +69,6 @@ class JobRecord:
     @property
     def images(self) -> str | None:
         return self.outputs.get("images")
-
-    def describe(self) -> str:
-        if self.status == Status.RUNNING and self.steps:
-            return (f"section {min(self.sections_done + 1, self.sections)}/{self.sections}, step {self.step}/"
-                    f"{self.steps}, {self.it_per_s:.2f} it/s, ETA {self.eta or 0:.0f} s")
-        return self.error or str(self.status)
 
     # ---- updating ------------------------------------------------------------------------
     def apply(self, event: object) -> None:

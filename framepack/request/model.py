@@ -303,10 +303,6 @@ class GenerationRequest(BaseModel):
                  *((("keyframes", i, "image"), keyframe.image) for i, keyframe in enumerate(self.keyframes))]
         return [(field, image) for field, image in found if image is not None]
 
-    def images(self) -> list[Any]:
-        """Every decoded image the request holds (start, end, keyframes)."""
-        return [image for _, image in self.located_images()]
-
     def settings(self) -> dict[str, Any]:
         """The JSON-safe settings that reproduce this video (images summarised, not embedded)."""
         data = self.model_dump(mode="json", exclude={"image", "end_image", "keyframes"})
@@ -321,11 +317,6 @@ class GenerationRequest(BaseModel):
         if self.seed != RANDOM_SEED:
             return self
         return self.model_copy(update={"seed": (rng or random).randrange(RESOLVED_SEEDS)})  # the plan is kept
-
-    def without_images(self) -> "GenerationRequest":
-        """A copy holding the settings only: what a finished job keeps (its images can be 100s of MB)."""
-        keyframes = tuple(keyframe.model_copy(update={"image": None}) for keyframe in self.keyframes)
-        return self.model_copy(update={"image": None, "end_image": None, "keyframes": keyframes})
 
     def replace(self, **changes: Any) -> "GenerationRequest":
         """A new, validated request with `changes` (raises `InputErrors` naming each bad field)."""
