@@ -22,8 +22,8 @@ from safetensors.numpy import load as load_safetensors
 from framepack.api import API_PREFIX, register_routes
 from framepack.app import create_app
 from framepack.host.standalone import StandaloneHost
-from test_api_helpers import (API, LiveServer, b64, data_url, job_body, png_bytes, png_header, wait_finished,
-                              wait_until)
+from test_api_helpers import (API, FINISHED, LiveServer, b64, data_url, job_body, png_bytes, png_header,
+                              wait_finished, wait_until)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_job_lifecycle_submit_poll_download(api, tmp_path):
     assert response.headers["location"] == f"{API}/jobs/{job_id}"
 
     state = wait_finished(api.url, job_id)
-    assert state["status"] == "done", state
+    assert state["status"] == "completed", state
     assert state["error"] is None and state["progress"] == 1.0 and state["sections_done"] == 2
     assert state["step"] == state["steps"] == 2 and state["frame_count"] == 25
     assert state["video"] and state["frames"] and state["video_url"] == f"{API}/jobs/{job_id}/video"
@@ -82,7 +82,7 @@ def test_job_lifecycle_submit_poll_download(api, tmp_path):
 
     listed = requests.get(f"{api.base}/jobs", timeout=10).json()["jobs"]
     assert job_id in [job["id"] for job in listed]
-    assert [j["id"] for j in requests.get(f"{api.base}/jobs?status=done", timeout=10).json()["jobs"]].count(job_id) == 1
+    assert [j["id"] for j in requests.get(f"{api.base}/jobs?status=completed", timeout=10).json()["jobs"]].count(job_id) == 1
     assert requests.get(f"{api.base}/jobs?status=bogus", timeout=10).status_code == 422
 
     late_cancel = requests.delete(f"{api.base}/jobs/{job_id}", timeout=10)
@@ -106,7 +106,7 @@ def test_cancel_queued_and_in_flight(api):
     assert stopping.status_code == 202 and stopping.json()["cancel_requested"] is True
 
     final = wait_finished(api.url, long["id"])
-    assert final["status"] == "cancelled" and final["sections_done"] < 8
+    assert final["status"] == "interrupted" and final["sections_done"] < 8
     never = requests.get(f"{api.base}/jobs/{waiting['id']}", timeout=10).json()
     assert never["status"] == "cancelled" and never["started"] is None
     nothing = requests.get(f"{api.base}/jobs/{waiting['id']}/video", timeout=10)
@@ -133,10 +133,10 @@ def test_twenty_concurrent_submissions_run_in_order_and_none_is_lost(api):
 
     def all_finished():
         jobs = [j for j in requests.get(f"{api.base}/jobs", timeout=10).json()["jobs"] if j["id"] in ids]
-        return jobs if all(j["status"] in ("done", "failed", "cancelled") for j in jobs) else None
+        return jobs if all(j["status"] in FINISHED for j in jobs) else None
 
     jobs = wait_until(all_finished, timeout=240, what="20 jobs")  # listed in submission (= run) order
-    assert len(jobs) == count and [j["status"] for j in jobs] == ["done"] * count
+    assert len(jobs) == count and [j["status"] for j in jobs] == ["completed"] * count
     assert [j["created"] for j in jobs] == sorted(j["created"] for j in jobs)
     assert all(a["started"] < b["started"] for a, b in zip(jobs, jobs[1:]))
     assert all(a["finished"] <= b["started"] for a, b in zip(jobs, jobs[1:]))  # one at a time, in order

@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 import framepack_cli
 from framepack.errors import InputError
 from framepack.io import codec_options, codecs
 from framepack.io.writer import VideoWriter
-from framepack.jobs.output import OutputOptions
+from framepack.jobs.checks import check_output
+from framepack.request.output import OutputOptions
 
 
 def hostile(target: Path) -> list[tuple[str, str]]:
@@ -45,8 +45,9 @@ def test_every_file_writing_option_is_refused_naming_it_and_nothing_is_written(i
     for codec, text in hostile(target):
         if codec not in codecs.available_encoders():
             continue
-        with pytest.raises(ValidationError) as refused:
-            OutputOptions(codec=codec, container="mkv", codec_options=text, crf=None)
+        with pytest.raises(InputError) as refused:
+            check_output(OutputOptions(codec=codec, container="mkv", codec_options=text, crf=None))
+        assert [problem.field for problem in refused.value.problems()] == [("output", "codec_options")]
         message = str(refused.value)
         named = text.split("=", 1)[0]
         assert named in message, message
@@ -73,7 +74,8 @@ def test_validation_never_opens_an_encoder_with_the_users_options(monkeypatch):
         return real(codec, pix_fmt, options)
 
     monkeypatch.setattr(codecs, "_test_encode", recording)
-    OutputOptions(codec="libx264", codec_options="preset=veryslow,tune=film,g=48,bf=2,b=4M,maxrate=6M,bufsize=8M")
+    check_output(OutputOptions(codec="libx264",
+                               codec_options="preset=veryslow,tune=film,g=48,bf=2,b=4M,maxrate=6M,bufsize=8M"))
     assert all("preset" not in options and "g" not in options for options in opened), opened
 
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from framepack.engine.control import GenerationControl
-from framepack.engine.events import Done, Preview, Progress, SectionDone
+from framepack.request.events import Done, Frames, Preview, Progress, SectionDone
 from framepack.engine.frames import FrameAssembler
 from framepack.engine.loop import SectionLoop, section_noise
 from framepack.engine.pipeline import FramePackPipeline
 from framepack.errors import InputError
-from framepack.jobs.request import build_request
+from framepack.request.model import build_request
 from framepack.models.loader import load_components
 from framepack.models.recipe import local_recipe
 

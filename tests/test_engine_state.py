@@ -17,11 +17,11 @@ import torch
 from tiny_runs import FAST, load_pipe, start_image
 
 from framepack.engine.context import LatentContext, new_context
-from framepack.engine.events import Frames, Progress, SectionDone
+from framepack.request.events import Frames, Progress, SectionDone
 from framepack.engine.frames import FrameAssembler, SpillFile
 from framepack.engine.loop import SectionLoop, SectionState
 from framepack.errors import OutputError
-from framepack.jobs.request import build_request
+from framepack.request.model import build_request
 
 
 def round_trip(state, path: Path):

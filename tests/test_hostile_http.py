@@ -298,11 +298,11 @@ def test_finished_jobs_keep_no_images(server):
         assert response.status_code == 202, response.text
         ids.append(response.json()["id"])
     for job_id in ids:
-        assert wait_finished(server.url, job_id, timeout=300)["status"] == "done"
+        assert wait_finished(server.url, job_id, timeout=300)["status"] == "completed"
     grown = resident_mb() - before
     for job_id in ids:
         job = server.queue.get(job_id)
-        assert job.request.image is None and job.request.end_image is None and job.request.seed
+        assert job.request is None and job.record.seed and job.record.settings["image"] == "8192x8192 RGB"
     assert grown < 150, f"{grown:.0f} MB still held after the jobs finished (was +654 MB)"
 
 

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from framepack.errors import InputError, ScheduleError
-from framepack.engine.planner import (
+from framepack.request.planner import (
     DISPLAY_PROMPT_CHARS,
     MAX_DURATION,
     VARIANTS,
@@ -272,6 +272,34 @@ def test_errors_are_input_errors_not_schedule_errors_for_settings():
     with pytest.raises(InputError) as info:
         plan(duration=0)
     assert not isinstance(info.value, ScheduleError)
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"duration": 0}, ("duration",)),
+    ({"duration": 3601}, ("duration",)),
+    ({"duration": 3600, "fps": 240, "latent_window_size": 1}, ("duration",)),
+    ({"fps": 1000}, ("fps",)),
+    ({"interpolation": 9}, ("interpolation",)),
+    ({"latent_window_size": 0}, ("latent_window_size",)),
+    ({"variant": "F2"}, ("variant",)),
+    ({"prompt": "p" * 8001}, ("prompt",)),
+    ({"section_prompts": 3}, ("section_prompts",)),
+    ({"section_prompts": "0: x"}, ("section_prompts",)),
+    ({"section_prompts": "9: late"}, ("section_prompts",)),
+    ({"section_prompts": "1: a\n1: b"}, ("section_prompts",)),
+    ({"section_prompts": "x" * 1001}, ("section_prompts",)),
+    ({"keyframes": "12"}, ("keyframes",)),
+    ({"keyframes": ["1"] * 33}, ("keyframes",)),
+    ({"keyframes": ["1", "9"]}, ("keyframes", 1, "when")),
+    ({"keyframes": ["2", "1-x"]}, ("keyframes", 1, "when")),
+    ({"keyframes": ["2", "2"]}, ("keyframes", 1, "when")),
+    ({"keyframes": ["3: text"]}, ("keyframes", 0, "when")),
+])
+def test_every_error_names_its_request_field(changes, field):
+    """Faces place errors by `error.field` (API loc, tab label, CLI flag), never by the message text."""
+    with pytest.raises(InputError) as info:
+        plan(**changes)
+    assert info.value.field == field
 
 
 def test_prompt_must_be_text():
@@ -687,9 +715,9 @@ def test_planner_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, framepack.engine.planner; print('torch' in sys.modules)"
+    code = "import sys, framepack.request.planner; print(sorted(m for m in ('torch', 'numpy', 'pydantic') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]"
 
 
 # ---------------------------------------------------------------------------------------------

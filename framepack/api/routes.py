@@ -7,7 +7,7 @@ word their own errors, so the host's exception handlers and response-model filte
 change what a client sees.
 
     POST   {prefix}/jobs              submit -> 202 job state (its "id" at once)
-    GET    {prefix}/jobs              list (?status=queued|running|done|failed|cancelled)
+    GET    {prefix}/jobs              list (?status=queued|running|completed|interrupted|failed|cancelled)
     GET    {prefix}/jobs/{id}         state: status, section, step, progress, error, ...
     DELETE {prefix}/jobs/{id}         cancel (queued: at once; running: stops between steps)
     GET    {prefix}/jobs/{id}/video   the video file          (409 until finished)
@@ -31,9 +31,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from framepack.api import schema
-from framepack.api.validation import BodyError, item, parse_job_body, parse_plan_body
-from framepack.errors import FramePackError
-from framepack.jobs.queue import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, QueueFull
+from framepack.api.validation import BodyError, error_items, item, parse_job_body, parse_plan_body
+from framepack.errors import FramePackError, InputError
+from framepack.jobs.queue import QueueFull
+from framepack.request.events import STATUSES, Status
 
 log = logging.getLogger("framepack")
 
@@ -41,7 +42,6 @@ API_PREFIX = "/framepack/v1"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 """Largest accepted JSON body (images are base64 inside it); larger ones get 413."""
 
-STATUSES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
 VIDEO_MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mkv": "video/x-matroska",
                      ".mov": "video/quicktime", ".webm": "video/webm", ".avi": "video/x-msvideo"}
 FRAMES_MEDIA_TYPE = "application/octet-stream"
@@ -133,7 +133,9 @@ class FramePackApi:
         except BodyError as error:
             return _problem(422, error.items)
         try:
-            job = self.queue.submit(generation, options)
+            job = await run_in_threadpool(self.queue.submit, generation, options)
+        except InputError as error:  # what the submission checks refuse (LoRA files, encoder settings)
+            return _problem(422, error_items(error))
         except QueueFull as error:
             return _problem(429, str(error))
         except FramePackError as error:  # the queue is shutting down
@@ -161,11 +163,11 @@ class FramePackApi:
         job = self.queue.get(job_id)
         if job is None:
             return self._unknown(job_id)
-        if job.status in (DONE, FAILED):
+        if job.status in (Status.COMPLETED, Status.FAILED):
             return _problem(409, f"job {job_id} has already finished ({job.status}); there is nothing to cancel")
         self.queue.cancel(job_id)
         # a queued job is cancelled at once; a running one stops after its current step (202)
-        return AsciiJSONResponse(self._state(job), status_code=202 if job.status == RUNNING else 200)
+        return AsciiJSONResponse(self._state(job), status_code=202 if job.status == Status.RUNNING else 200)
 
     # ---- results -----------------------------------------------------------------------
     def get_video(self, job_id: str) -> Response:
@@ -193,10 +195,10 @@ class FramePackApi:
         if job is None:
             return self._unknown(job_id)
         what = "video" if kind == "video" else "raw frames file"
-        if job.status not in FINISHED:
+        if not job.status.finished:
             return _problem(409, f"job {job_id} is {job.status}; its {what} can be downloaded when it has "
                                  f"finished (poll GET {self.prefix}/jobs/{job_id})")
-        path = job.video if kind == "video" else job.frames_file
+        path = job.record.outputs.get(kind)
         if path is None:
             return _problem(404, self._why_nothing(job, kind))
         path = Path(path)
@@ -209,12 +211,12 @@ class FramePackApi:
 
     def _why_nothing(self, job, kind: str) -> str:
         what = "video" if kind == "video" else "raw frames"
-        if job.status == FAILED:
-            return f"job {job.id} failed, so no {what} was saved: {job.error}"
-        if job.status == CANCELLED:
-            if job.started is None:
-                return f"job {job.id} was cancelled before it started; nothing was saved"
-            return (f"job {job.id} was cancelled and saved no {what} (stopped before the first frames, or "
+        if job.status == Status.FAILED:
+            return f"job {job.id} failed, so no {what} was saved: {job.record.error}"
+        if job.status == Status.CANCELLED:
+            return f"job {job.id} was cancelled before it started; nothing was saved"
+        if job.status == Status.INTERRUPTED:
+            return (f"job {job.id} was interrupted and saved no {what} (stopped before the first frames, or "
                     f"output.keep_incomplete is off)")
         if kind == "video":
             return f"job {job.id} did not save a video (output.save_video is off or output.codec is 'none')"
@@ -223,12 +225,13 @@ class FramePackApi:
     # ---- settings ----------------------------------------------------------------------
     def list_codecs(self, refresh: bool = False) -> Response:
         from framepack.io.codecs import available_encoders, is_hardware
-        from framepack.jobs.output import CONTAINER_EXTENSIONS, OutputOptions
+        from framepack.request.limits import CONTAINERS
+        from framepack.request.output import OutputOptions
 
         codecs = available_encoders(refresh=refresh)
         return AsciiJSONResponse({"codecs": codecs, "hardware": [c for c in codecs if is_hardware(c)],
-                             "default": OutputOptions.model_fields["codec"].default,
-                             "containers": list(CONTAINER_EXTENSIONS)})
+                                  "default": OutputOptions.model_fields["codec"].default,
+                                  "containers": list(CONTAINERS)})
 
     async def plan(self, request: Request) -> Response:
         body = await self._read_json(request)
@@ -291,24 +294,30 @@ class FramePackApi:
         """For each queued job, how many jobs run before it."""
         ahead, count = {}, 0
         for job in jobs:  # the queue lists in submission order, which is run order
-            if job.status == QUEUED:
+            if job.status == Status.QUEUED:
                 ahead[job.id] = count
-            if job.status in (QUEUED, RUNNING):
+            if not job.status.finished:
                 count += 1
         return ahead
 
     def _state(self, job, ahead: Optional[int] = None) -> dict[str, Any]:
-        data = job.to_dict()
-        if not data.get("sections"):  # known from the plan before the first progress event
-            data["sections"] = job.plan.num_sections
-        if ahead is None:
-            ahead = self._ahead(self.queue.list()).get(job.id, 0) if job.status == QUEUED else 0
-        data["ahead"] = ahead
-        data["cancel_requested"] = job.status in (QUEUED, RUNNING) and job.control.should_stop()
+        """What a client sees of a job: its record, with links and queue position."""
+        record = job.record
         base = f"{self.prefix}/jobs/{job.id}"
-        data["video_url"] = f"{base}/video" if data.get("video") else None
-        data["frames_url"] = f"{base}/frames" if data.get("frames") else None
-        return data
+        if ahead is None:
+            ahead = self._ahead(self.queue.list()).get(job.id, 0) if job.status == Status.QUEUED else 0
+        return {
+            "id": record.id, "status": record.status.value, "created": record.created, "started": record.started,
+            "finished": record.finished, "stage": record.stage, "section": record.section,
+            "sections_done": record.sections_done, "sections": record.sections, "step": record.step,
+            "steps": record.steps, "progress": round(record.progress, 4), "it_per_s": round(record.it_per_s, 3),
+            "eta": None if record.eta is None else round(record.eta, 1), "error": record.error, "seed": record.seed,
+            "plan": record.plan, "video": record.video is not None, "frames": record.frames is not None,
+            "frame_count": record.frame_count, "timings": {k: round(v, 3) for k, v in record.timings.items()},
+            "ahead": ahead, "cancel_requested": not job.status.finished and job.control.should_stop(),
+            "video_url": f"{base}/video" if record.video else None,
+            "frames_url": f"{base}/frames" if record.frames else None,
+        }
 
 
 def plan_response(body: Any) -> dict[str, Any]:

@@ -20,14 +20,14 @@ import torch
 from framepack.engine import conditioning as cond
 from framepack.engine.context import LatentContext, new_context
 from framepack.engine.control import GenerationControl, StageHooks
-from framepack.engine.events import Done, Frames, Preview, Progress, SectionDone
+from framepack.request.events import Done, Frames, Preview, Progress, SectionDone, Stage, Status
 from framepack.engine.frames import FrameAssembler, FrameSink
 from framepack.engine.guidance import GuidanceConfig, make_denoiser
-from framepack.engine.planner import SectionPlan, VideoPlan
+from framepack.request.planner import SectionPlan, VideoPlan
 from framepack.engine.preview import preview_image
 from framepack.engine.sampler import SAMPLERS, dynamic_shift, flow_sigmas
 from framepack.engine.teacache import TeaCacheState, run_transformer
-from framepack.jobs.request import GenerationRequest
+from framepack.request.model import GenerationRequest
 
 Emit = Callable[[object], None]
 NoiseFn = Callable[[int, tuple[int, ...]], torch.Tensor]
@@ -93,6 +93,7 @@ class SectionLoop:
         )
         self.text_encodes = 0
         self._text_cache: tuple[str, cond.TextEmbedding] | None = None
+        self._emit: Emit = lambda event: None
 
     # ---- table of contents -------------------------------------------------------------
     def run(self, emit: Emit, start_position: int = 0, context_state: dict | None = None,
@@ -103,6 +104,7 @@ class SectionLoop:
         request: its context and assembler states (the assembler's spill file in `spill_dir`).
         """
         self.check_start(start_position, context_state, assembler_state)
+        self._emit = emit
         started = time.perf_counter()
         with torch.no_grad():
             images = self.condition_images()
@@ -122,25 +124,26 @@ class SectionLoop:
         return done
 
     def sample_sections(self, images: cond.ImageConditioning, negative, context: LatentContext,
-                        assembler: FrameAssembler, emit: Emit, start_position: int = 0) -> str:
+                        assembler: FrameAssembler, emit: Emit, start_position: int = 0) -> Status:
         for position in range(start_position, self.plan.num_sections):
             if self.control.should_stop():
-                return "interrupted"
+                return Status.INTERRUPTED
             section = self.plan.sections[self.plan.generation_order[position]]
             section_started = time.perf_counter()
             latents, skipped = self.sample_section(section, position, context, images, negative, emit)
             if latents is None:
-                return "interrupted"
+                return Status.INTERRUPTED
             finished = assembler.add(self.decode(context.add(section, latents)))
             if self.on_section_state is not None:
                 self.on_section_state(SectionState(position + 1, context.state_dict(), assembler.state_dict()))
             emit(SectionDone(section.number, position, self.plan.num_sections, finished,
                              time.perf_counter() - section_started, skipped))
-        return "completed"
+        return Status.COMPLETED
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """One stage (text, vision, vae_encode, sample, vae_decode): the host's hooks, then timed."""
+        self._emit(Stage(name))
         with self.hooks.stage(name), self.control.timed(name):
             yield
 

@@ -15,9 +15,9 @@ from typing import Any, Callable, Mapping
 
 from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoFramepackPipeline
 
-from framepack.engine.events import Done
+from framepack.request.events import Done
 from framepack.engine.frames import FrameSink
-from framepack.jobs.request import GenerationRequest
+from framepack.request.model import GenerationRequest
 from framepack.models.loader import LazyModel, load_components
 from framepack.models.recipe import Recipe
 
@@ -101,6 +101,11 @@ class PipelineManager:
         self._lock = threading.Lock()
 
     def get(self, variant: str, runtime: RuntimeOptions | None = None) -> FramePackPipeline:
+        """The pipeline for `variant`, loaded here if needed.
+
+        Loads while holding the lock: a second caller asking for another variant waits for this
+        load, then unloads it before loading its own, so two pipelines are never built at once.
+        """
         key = (self._recipe_for(variant), runtime or RuntimeOptions())
         with self._lock:
             if self._pipe is None or key != self._key:
@@ -108,8 +113,7 @@ class PipelineManager:
                 self._key = key
                 self._pipe = LazyModel(lambda: build_pipeline(*key, device=self._device, **self._load_options),
                                        name=f"FramePack {variant}")
-            pipe = self._pipe
-        return pipe.get()
+            return self._pipe.get()
 
     @property
     def loaded_variant(self) -> str | None:

@@ -16,10 +16,11 @@ from fractions import Fraction
 from pathlib import Path
 
 from framepack.errors import InputError
+from framepack.request.limits import NO_VIDEO_CODEC
 from framepack.io.codec_options import (FF_QP2LAMBDA, QUALITY_OPTION, allowed_options, check_options,  # noqa: F401
                                         expand_aliases, format_options, parse_options, with_quality)
 
-NONE = "none"
+NONE = NO_VIDEO_CODEC
 """Pseudo-codec: skip writing a video (raw frames or images only)."""
 
 HARDWARE_ENCODERS = (

@@ -1,4 +1,4 @@
-"""Output options and the job runner: engine frames -> raw file, interpolation, video, images.
+"""Output writers for one job: engine frames -> raw file, interpolation, video, images.
 
 Frames flow through once, in time order: the raw `.safetensors` keeps the generated frames
 (what the model made), the interpolator adds in-between frames, and the video and image
@@ -10,68 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from framepack import limits
 from framepack.engine.control import GenerationControl
-from framepack.engine.events import Done
-from framepack.errors import FramePackError
-from framepack.jobs.request import GenerationRequest, Text
-from framepack.io import codecs
-
-CONTAINER_EXTENSIONS = ("mp4", "mkv", "mov", "webm", "avi")
-
-
-class OutputOptions(BaseModel):
-    """What to write for a finished (or stopped) generation, validated before sampling starts."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    save_video: bool = True
-    codec: Text = Field("libx264", max_length=64)
-    container: Literal["mp4", "mkv", "mov", "webm", "avi"] = "mp4"
-    codec_options: Text = Field("", max_length=limits.MAX_CODEC_OPTIONS_CHARS,
-                                description="key=value,... (key:value also accepted); only options on the "
-                                            "encoder's allowlist (see README, Security)")
-    crf: int | None = Field(16, ge=0, le=63)
-    pix_fmt: Text | None = Field(None, max_length=64)
-    save_frames: bool = Field(False, description="raw frames as .safetensors")
-    save_images: bool = False
-    image_format: Literal["png", "jpg", "webp"] = "png"
-    interpolation_method: Literal["flow", "blend"] = "flow"
-    filename: Text = Field("framepack", max_length=limits.MAX_FILENAME_CHARS)
-    keep_incomplete: bool = True
-
-    @field_validator("codec")
-    @classmethod
-    def _codec_works(cls, codec: str) -> str:
-        if codec != codecs.NONE:
-            try:
-                codecs.check_codec(codec)
-            except FramePackError as error:
-                raise ValueError(str(error)) from None
-        return codec
-
-    @model_validator(mode="after")
-    def _settings_fit(self) -> "OutputOptions":
-        if self.writes_video:
-            try:
-                options = codecs.with_quality(self.codec, codecs.parse_options(self.codec_options), self.crf)
-                pix_fmt = codecs.pick_pix_fmt(self.codec, self.pix_fmt)
-                codecs.check_encoder_settings(self.codec, codecs.container_for(f"x.{self.container}"),
-                                              codecs.expand_aliases(options), pix_fmt)
-            except FramePackError as error:
-                raise ValueError(str(error)) from None
-        if not (self.writes_video or self.save_frames or self.save_images):
-            raise ValueError("nothing to save: enable the video (with a codec), raw frames or frame images")
-        return self
-
-    @property
-    def writes_video(self) -> bool:
-        return self.save_video and self.codec != codecs.NONE
+from framepack.request.events import Done, Status
+from framepack.request.limits import RANDOM_SEED
+from framepack.request.model import GenerationRequest
+from framepack.request.output import OutputOptions
 
 
 @dataclass
@@ -164,6 +111,8 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
     from framepack.io.workdir import WorkFolder, remove_abandoned
     from framepack.models.lora import apply_loras, loaded_adapters
 
+    if request.seed == RANDOM_SEED:
+        raise ValueError("the request's seed is still -1: resolve it when the job is submitted (resolve_seed)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     remove_abandoned(folder)
@@ -181,7 +130,7 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
         except BaseException:
             writers.abort()
             raise
-        if (done.status != "completed" and not options.keep_incomplete) or done.frames == 0:
+        if (done.status != Status.COMPLETED and not options.keep_incomplete) or done.frames == 0:
             writers.abort()
             return JobResult(done)
         published = writers.close()

@@ -2,7 +2,7 @@
 
 Inside SD.Next, LoRAs come from the prompt (`<lora:name:w>`) through the host's networks and
 reach this module as files in the request; standalone they come from `--lora FILE[:weight]`
-(several allowed). `lora_formats` reads each file and converts whatever layout it was saved in
+(several allowed), parsed once into the request's `LoraSpec`s. `lora_formats` reads each file and converts whatever layout it was saved in
 (kohya/musubi, ComfyUI, diffusers, PEFT, original HunyuanVideo names) to diffusers' layout,
 checked against the transformer; diffusers/PEFT then inject the layers (`load_lora_weights`),
 weight them (`set_adapters`) and remove them (`unload_lora_weights`). What is ours here:
@@ -28,22 +28,15 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from framepack.errors import InputError, ModelError
 from framepack.models.lora_formats import ConvertedLora, read_lora
+from framepack.request.model import LoraSpec
 
 log = logging.getLogger(__name__)
 
 LORA_SUFFIXES = (".safetensors",)  # pickled .bin/.pt files can run code when loaded: not accepted
-
-
-@dataclass(frozen=True)
-class LoraSpec:
-    """One LoRA file and its weight (1.0 = as trained, 0 = no effect, negative allowed)."""
-
-    path: Path
-    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -53,56 +46,15 @@ class AppliedLora:
     weight: float
 
 
-# ----------------------------------------------------------------------------- parsing
+# ----------------------------------------------------------------------------- specs
 
 
-def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value
-
-
-def parse_lora_spec(text: str) -> tuple[str, float]:
-    """`"file.safetensors:0.8"` -> `("file.safetensors", 0.8)`; no `:weight` means 1.0.
-
-    Only a number after the last colon is a weight, so `C:\\loras\\x.safetensors` stays a path.
-    """
-    spec = str(text or "").strip()
-    if not spec:
-        raise InputError("empty LoRA entry; write FILE or FILE:WEIGHT")
-    head, sep, tail = spec.rpartition(":")
-    weight = _number(tail.strip()) if sep and head.strip() else None
-    path, weight = (head.strip(), weight) if weight is not None else (spec, 1.0)
-    if not math.isfinite(weight):
-        raise InputError(f"LoRA weight in {spec!r} must be a finite number")
-    return path, weight
-
-
-def parse_lora_specs(values: str | Iterable[str] | None) -> list[LoraSpec]:
-    """Several entries: a list (repeated `--lora`) and/or text with one entry per line."""
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    specs = []
-    for value in values:
-        for line in str(value).splitlines():
-            if line.strip():
-                path, weight = parse_lora_spec(line)
-                specs.append(LoraSpec(Path(os.path.expanduser(path)), weight))
-    return specs
-
-
-def _as_spec(item: Any) -> LoraSpec:
+def _as_spec(item: LoraSpec | tuple[Any, float]) -> LoraSpec:
+    """A `LoraSpec`, or a `(path, weight)` pair made into one (typed data; text is parsed by `LoraSpec.parse`)."""
     if isinstance(item, LoraSpec):
         return item
-    if isinstance(item, str):
-        path, weight = parse_lora_spec(item)
-        return LoraSpec(Path(os.path.expanduser(path)), weight)
     path, weight = item
-    return LoraSpec(Path(os.path.expanduser(os.fspath(path))), float(weight))
+    return LoraSpec(path=os.fspath(path), weight=float(weight))
 
 
 # ----------------------------------------------------------------------------- checks
@@ -196,11 +148,11 @@ def _inject(pipe: Any, path: Path, name: str, lora: ConvertedLora) -> None:
              lora.targets)
 
 
-def apply_loras(pipe: Any, specs: Sequence[Any]) -> list[AppliedLora]:
+def apply_loras(pipe: Any, specs: Sequence[LoraSpec | tuple[Any, float]]) -> list[AppliedLora]:
     """Make exactly `specs` active on the transformer, with their weights; return what is active.
 
-    `specs`: `LoraSpec`s, `(path, weight)` pairs or `"FILE[:weight]"` strings. Files already
-    loaded are only re-weighted; adapters not listed are deleted; an empty list unloads all.
+    `specs`: `LoraSpec`s (a request's `loras`) or `(path, weight)` pairs. Files already loaded are
+    only re-weighted; adapters not listed are deleted; an empty list unloads all.
     """
     wanted: dict[str, AppliedLora] = {}
     for item in specs:

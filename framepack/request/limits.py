@@ -1,10 +1,11 @@
-"""Every limit on what a user may ask for, defined once.
+"""Every limit and choice of what a user may ask for, defined once.
 
-The request model (field ranges), the planner (its own checks, for callers that skip the
-model), the writers (fps) and the API (image headers) all read these names, so a value that
-one layer accepts is never refused later by another: a request that validates can be planned,
-sampled and written. Each limit is generous for real use and small enough that no single
-request can exhaust the machine (memory, CPU time of the planner, disk).
+The request model (field ranges and `Literal` choices), the planner (its own checks, for callers
+that skip the model), the writers (fps), the API (schema, image headers) and the CLI (flag
+choices) all read these names, so a value that one layer accepts is never refused later by
+another: a request that validates can be planned, sampled and written. Each limit is generous for
+real use and small enough that no single request can exhaust the machine (memory, CPU time of
+the planner, disk).
 """
 
 from __future__ import annotations
@@ -26,11 +27,38 @@ MAX_INTERPOLATION = 8
 LATENT_WINDOW_RANGE = (1, 33)
 STEPS_RANGE = (1, 200)
 RESOLUTION_RANGE = (32, 960)
+"""Bucket size in px; multiples of 16 (240-960 for the real models, smaller for the tiny one)."""
+RESOLUTION_STEP = 16
+
+# ---- choices ------------------------------------------------------------------------------
+VARIANTS = ("original", "f1")
+"""``original``: inverted anti-drifting, END generated first. ``f1``: vanilla forward."""
+SAMPLERS = ("unipc", "euler")
+BLANK_STARTS = ("black", "white", "noise")
+"""Start frames for text-to-video when no start image is given."""
+CONTAINERS = ("mp4", "mkv", "mov", "webm", "avi")
+NO_VIDEO_CODEC = "none"
+"""The codec name that writes no video (raw frames or images only)."""
+DEFAULT_CODEC = "libx264"
+IMAGE_FORMATS = ("png", "jpg", "webp")
+INTERPOLATION_METHODS = ("flow", "blend")
+
+# ---- sampling -----------------------------------------------------------------------------
+MAX_SEED = 2**63 - 1
+RANDOM_SEED = -1
+"""The seed a user gives for "pick one"; resolved when the job is submitted, never sampled with."""
+MAX_SHIFT = 100.0
+MAX_CFG = 100.0
+MAX_TEACACHE_THRESHOLD = 10.0
+PROMPT_TOKENS_RANGE = (8, 1024)
+CRF_RANGE = (0, 63)
 
 # ---- text ---------------------------------------------------------------------------------
 MAX_PROMPT_CHARS = 8000
 """Main, negative and system prompt; the text encoder reads at most 1024 tokens of it anyway."""
 MAX_SCHEDULE_CHARS = 100000
+MAX_WHEN_CHARS = 200
+"""A keyframe's WHEN text."""
 MAX_SCHEDULE_LINE_CHARS = 1000
 """One section prompt line; longer text is cut by the text encoder's token limit anyway."""
 MAX_WHEN_DIGITS = 12
@@ -50,8 +78,11 @@ MAX_WAITING_JOBS = 32
 
 # ---- outputs ------------------------------------------------------------------------------
 MAX_CODEC_OPTIONS_CHARS = 2000
+MAX_CODEC_NAME_CHARS = 64
+"""A codec or pixel format name."""
 MAX_FILENAME_CHARS = 120
 MAX_LORAS = 16
+MAX_LORA_PATH_CHARS = 4096
 
 
 def image_limit_text() -> str:

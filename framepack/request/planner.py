@@ -12,6 +12,9 @@ Facts it encodes (see docs/ALGORITHM.md, "Sections and frames" and "Inverted ant
 - the original ("inverted anti-drifting") model samples the END of the video first.
 
 Prompt schedule lines read ``[WHEN:] text``; WHEN is ``3``, ``2-4``, ``1.5s`` or ``1.5s-3s``.
+
+Every error names the request field it belongs to (``error.field``): ``("section_prompts",)`` for
+the schedule, ``("keyframes", i, "when")`` for keyframe i, ``("duration",)`` and so on.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from __future__ import annotations
 import bisect
 import math
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
-from framepack.errors import InputError, ScheduleError
-from framepack.limits import (LATENT_WINDOW_RANGE, MAX_DURATION, MAX_FPS, MAX_INTERPOLATION, MAX_KEYFRAMES,
-                              MAX_PROMPT_CHARS, MAX_SCHEDULE_CHARS, MAX_SCHEDULE_LINE_CHARS, MAX_SECTIONS,
-                              MAX_WHEN_DIGITS, MIN_FPS)
+from framepack.errors import FramePackError, InputError, ScheduleError
+from framepack.request.limits import (LATENT_WINDOW_RANGE, MAX_DURATION, MAX_FPS, MAX_INTERPOLATION, MAX_KEYFRAMES,
+                                      MAX_PROMPT_CHARS, MAX_SCHEDULE_CHARS, MAX_SCHEDULE_LINE_CHARS, MAX_SECTIONS,
+                                      MAX_WHEN_DIGITS, MIN_FPS, VARIANTS)
 
 __all__ = [
     "VARIANTS",
@@ -46,9 +50,6 @@ __all__ = [
     "resolve_when",
     "plan_video",
 ]
-
-VARIANTS = ("original", "f1")
-"""``original``: inverted anti-drifting, END generated first. ``f1``: vanilla forward."""
 
 DISPLAY_PROMPT_CHARS = 100
 """Characters of the main prompt and of a section's text shown per row of ``VideoPlan.table``.
@@ -504,13 +505,14 @@ def _assign_keyframes(keyframes: Sequence[str], spans: _Spans, fps: float) -> li
     chosen: list[int | None] = [None] * len(spans)
     for number, raw in enumerate(keyframes, start=1):
         where = f"keyframe {number}"
-        for index in _resolve(_keyframe_when(raw, where), spans, fps, where):
-            if chosen[index] is not None:
-                raise ScheduleError(
-                    f"keyframes {chosen[index] + 1} and {number} both fall on section {index + 1}; "
-                    "a section takes one keyframe"
-                )
-            chosen[index] = number - 1
+        with _field("keyframes", number - 1, "when"):
+            for index in _resolve(_keyframe_when(raw, where), spans, fps, where):
+                if chosen[index] is not None:
+                    raise ScheduleError(
+                        f"keyframes {chosen[index] + 1} and {number} both fall on section {index + 1}; "
+                        "a section takes one keyframe"
+                    )
+                chosen[index] = number - 1
     return chosen
 
 
@@ -534,33 +536,45 @@ def _join_prompt(main: str, section_text: str) -> str:
 # Settings validation
 
 
-def _check_number(name: str, value: Any, unit: str = "") -> float:
+@contextmanager
+def _field(*field: str | int) -> Iterator[None]:
+    """Errors raised inside belong to `field` (the caller knows which field it is checking)."""
+    try:
+        yield
+    except FramePackError as error:
+        if error.field is None:
+            error.field = field
+        raise
+
+
+def _check_number(name: str, value: Any, field: str, unit: str = "") -> float:
     """A real, finite number; booleans and strings are refused rather than coerced."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{name} must be a number, not {_shorten(repr(value), 40)}")
+        raise InputError(f"{name} must be a number, not {_shorten(repr(value), 40)}", (field,))
     if not math.isfinite(value):
-        raise InputError(f"{name} must be a finite number, not {value!r}")
+        raise InputError(f"{name} must be a finite number, not {value!r}", (field,))
     if value <= 0:
-        raise InputError(f"{name} must be greater than 0{unit}")
+        raise InputError(f"{name} must be greater than 0{unit}", (field,))
     return float(value)
 
 
 def _check_fps(value: Any) -> float:
     """Frames per second within the limits every writer can store exactly."""
-    fps = _check_number("fps", value)
+    fps = _check_number("fps", value, "fps")
     if not MIN_FPS <= fps <= MAX_FPS:
-        raise InputError(f"fps must be between {_fmt_num(MIN_FPS)} and {_fmt_num(MAX_FPS)}, not {_fmt_num(fps)}")
+        raise InputError(f"fps must be between {_fmt_num(MIN_FPS)} and {_fmt_num(MAX_FPS)}, not {_fmt_num(fps)}",
+                         ("fps",))
     return fps
 
 
-def _check_whole(name: str, value: Any, low: int, high: int) -> int:
+def _check_whole(name: str, value: Any, field: str, low: int, high: int) -> int:
     """A whole number in ``[low, high]``; 2.0 from a UI slider is fine, 2.5 is not."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{name} must be a whole number, not {value!r}")
+        raise InputError(f"{name} must be a whole number, not {value!r}", (field,))
     if isinstance(value, float) and not value.is_integer():
-        raise InputError(f"{name} must be a whole number, not {value!r}")
+        raise InputError(f"{name} must be a whole number, not {value!r}", (field,))
     if not low <= value <= high:
-        raise InputError(f"{name} must be between {low} and {high}, not {_fmt_num(value)}")
+        raise InputError(f"{name} must be between {low} and {high}, not {_fmt_num(value)}", (field,))
     return int(value)
 
 
@@ -568,18 +582,18 @@ def _check_variant(variant: Any) -> str:
     """One of VARIANTS, with the choices in the message."""
     if variant not in VARIANTS:
         choices = ", ".join(f"'{v}'" for v in VARIANTS)
-        raise InputError(f"unknown variant {variant!r}; choose one of {choices}")
+        raise InputError(f"unknown variant {variant!r}; choose one of {choices}", ("variant",))
     return variant
 
 
-def _check_text(name: str, value: Any, limit: int) -> str:
+def _check_text(name: str, value: Any, field: str, limit: int) -> str:
     """Prompt text up to ``limit`` characters; None means empty."""
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise InputError(f"{name} must be text, not {type(value).__name__}")
+        raise InputError(f"{name} must be text, not {type(value).__name__}", (field,))
     if len(value) > limit:
-        raise InputError(f"{name} is too long: {len(value)} characters, at most {limit}")
+        raise InputError(f"{name} is too long: {len(value)} characters, at most {limit}", (field,))
     return value
 
 
@@ -588,22 +602,23 @@ def _check_keyframes(keyframes: Any) -> list:
     if keyframes is None:
         return []
     if isinstance(keyframes, str):
-        raise InputError("keyframes must be a list with one section or time per keyframe image")
+        raise InputError("keyframes must be a list with one section or time per keyframe image", ("keyframes",))
     keyframes = list(keyframes)
     if len(keyframes) > MAX_KEYFRAMES:
-        raise InputError(f"keyframes: {len(keyframes)} given, at most {MAX_KEYFRAMES}")
+        raise InputError(f"keyframes: {len(keyframes)} given, at most {MAX_KEYFRAMES}", ("keyframes",))
     return keyframes
 
 
 def _checked_count(duration: float, generated_fps: float, lws: int) -> int:
-    """Section count, refusing plans too large to be meant."""
+    """Section count, refusing plans too large to be meant (the duration is what to change)."""
     if duration > MAX_DURATION:
-        raise InputError(f"duration {_fmt_num(duration)} s is longer than the {_fmt_num(MAX_DURATION)} s limit")
+        raise InputError(f"duration {_fmt_num(duration)} s is longer than the {_fmt_num(MAX_DURATION)} s limit",
+                         ("duration",))
     count = section_count(duration, generated_fps, lws)
     if count > MAX_SECTIONS:
         raise InputError(
             f"this video would need {count} sections, more than the {MAX_SECTIONS} limit; "
-            "lower fps, raise interpolation or latent window size, or shorten it"
+            "lower fps, raise interpolation or latent window size, or shorten it", ("duration",)
         )
     return count
 
@@ -626,21 +641,25 @@ def plan_video(
     """Decide sections, frames, times, prompts and keyframes for one video.
 
     ``keyframes`` holds one WHEN string per keyframe image; the images are not the planner's
-    business. Raises InputError for bad settings and ScheduleError for schedule problems.
+    business. Raises InputError for bad settings and ScheduleError for schedule problems, each
+    naming its request field (``error.field``).
     """
-    duration = _check_number("duration", duration, " s")
+    duration = _check_number("duration", duration, "duration", " s")
     fps = _check_fps(fps)
-    k = _check_whole("interpolation", interpolation, 0, MAX_INTERPOLATION)
-    lws = _check_whole("latent window size", latent_window_size, *LATENT_WINDOW_RANGE)
+    k = _check_whole("interpolation", interpolation, "interpolation", 0, MAX_INTERPOLATION)
+    lws = _check_whole("latent window size", latent_window_size, "latent_window_size", *LATENT_WINDOW_RANGE)
     variant = _check_variant(variant)
-    prompt = _check_text("prompt", prompt, MAX_PROMPT_CHARS)
-    schedule = parse_schedule(_check_text("section prompts", section_prompts, MAX_SCHEDULE_CHARS))
+    prompt = _check_text("prompt", prompt, "prompt", MAX_PROMPT_CHARS)
+    with _field("section_prompts"):
+        schedule = parse_schedule(_check_text("section prompts", section_prompts, "section_prompts",
+                                              MAX_SCHEDULE_CHARS))
     keyframes = _check_keyframes(keyframes)
 
     generated_fps = fps / (k + 1)
     count = _checked_count(duration, generated_fps, lws)
     spans = _Spans(frame_spans(count, lws, k))
-    texts = _assign_schedule(schedule, spans, fps)
+    with _field("section_prompts"):
+        texts = _assign_schedule(schedule, spans, fps)
     chosen = _assign_keyframes(keyframes, spans, fps)
     order, paddings = _generation(variant, count)
 
