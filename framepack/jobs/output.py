@@ -109,7 +109,7 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
     from framepack.engine.loop import run_generation
     from framepack.io.paths import sanitize_filename
     from framepack.io.workdir import WorkFolder, remove_abandoned
-    from framepack.models.lora import apply_loras, loaded_adapters
+    from framepack.models.lora import apply_loras, loaded_adapters, section_schedule
 
     if request.seed == RANDOM_SEED:
         raise ValueError("the request's seed is still -1: resolve it when the job is submitted (resolve_seed)")
@@ -117,8 +117,9 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
     folder.mkdir(parents=True, exist_ok=True)
     remove_abandoned(folder)
     stem = f"{sanitize_filename(options.filename)}-{request.seed}"
+    schedule = None
     if request.loras or loaded_adapters(pipe):  # also unloads the previous job's LoRAs
-        apply_loras(pipe, request.loras)
+        schedule = section_schedule(pipe, apply_loras(pipe, request.loras), request.plan())
     own_work = work is None
     work = WorkFolder(folder) if own_work else work
     try:
@@ -126,7 +127,7 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
         try:
             hooks = getattr(control, "stage_hooks", None)  # a host's control may bring its stage hooks
             done = run_generation(pipe, request, writers, on_event, control=control, hooks=hooks,
-                                  spill_dir=str(work.path))
+                                  spill_dir=str(work.path), on_section_start=schedule)
         except BaseException:
             writers.abort()
             raise
