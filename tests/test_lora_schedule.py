@@ -55,7 +55,7 @@ def test_schedule_text(text, weight, schedule):
     ("style.safetensors:0.8@", "at least 1 character"),
     ("style.safetensors:0.8@1,abc", "not WEIGHT or WEIGHT@WHEN"),
     ("style.safetensors:0.5,0.6", "one weight without @WHEN"),
-    ("style.safetensors:nan@1", "not WEIGHT or WEIGHT@WHEN"),
+    ("style.safetensors:nan@1", "must be a finite number"),
     ("style.safetensors:" + ",".join(["1@1"] * 70), "more than 64 schedule entries"),
 ])
 def test_schedule_text_errors(text, message):

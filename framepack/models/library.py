@@ -47,8 +47,8 @@ class ModelFolder:
 
     def resolve(self, name: object, field: tuple = ()) -> Path:
         """The file `name` stands for (`.safetensors` may be left off); `InputError` at `field` if none."""
+        text = _checked_name(name, self.kind, field)  # a path is refused whether a folder is set or not
         root = self._root(field, required=True)
-        text = _checked_name(name, self.kind, field)
         candidates = [text] if text.lower().endswith(self.suffixes) else [text + suffix for suffix in self.suffixes]
         for candidate in candidates:
             path = (root / candidate).resolve()

@@ -190,9 +190,11 @@ class LoraSpec(BaseModel):
         for entry in tail.split(","):
             weight_text, at, when = entry.partition("@")
             weight = _number(weight_text)
-            if weight is None or not math.isfinite(weight):
+            if weight is None:
                 raise ValueError(f"LoRA {head.strip()!r}: {entry.strip()!r} is not WEIGHT or WEIGHT@WHEN "
                                  "(e.g. 0.8 or 0.8@1-3)")
+            if not math.isfinite(weight):
+                raise ValueError(f"LoRA weight in {spec!r} must be a finite number")
             if not at:
                 if base is not None:
                     raise ValueError(f"LoRA {head.strip()!r}: give one weight without @WHEN (the weight elsewhere)")
