@@ -72,18 +72,10 @@ def _whole_number(minimum: int):
 _positive_int, _count = _whole_number(1), _whole_number(0)
 
 
-def _output_file(out: str, source: Path, ext: str, overwrite: bool) -> Path:
-    """Resolve --out: a folder gets a fresh unique name; an existing file needs --overwrite."""
-    from framepack.errors import InputError
-    from framepack.io.paths import unique_output_path
-    path = Path(out)
-    if path.is_dir() or out.endswith(("/", "\\")):
-        return unique_output_path(path, source.stem, ext)
-    if path.exists() and not overwrite:
-        raise InputError(f"{out!r} already exists; pass --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise InputError(f"output folder {str(path.parent)!r} does not exist")
-    return path
+def _output_file(out: str, source: Path, suffixes, overwrite: bool) -> Path:
+    """Resolve --out by the shared rule (framepack.cli.args): a file, or a fresh name in a folder."""
+    from framepack.cli.args import output_target
+    return output_target(out, suffixes, overwrite).path(source.stem, suffixes[0])
 
 
 def _work_folder(out_folder: Path):
@@ -201,8 +193,8 @@ def add_encode(subparsers) -> None:
     parser.add_argument("--out", required=True, metavar="VIDEO",
                         help="output video file, or a folder to get a fresh name in it")
     parser.add_argument("--codec", default=None,
-                        help="video encoder (default libx264; `--codec help` lists the ones "
-                             "that work on this machine)")
+                        help="video encoder, or a format name h264 / hevc / av1 / vp9 (the first of its "
+                             "encoders that works here); default libx264; `--codec help` lists them")
     parser.add_argument("--options", default=None, metavar="K=V,...",
                         help="encoder options, e.g. 'preset=slow,tune=film' (also 'crf:16')")
     parser.add_argument("--fps", default=None, help="output frame rate, e.g. 30 or 30000/1001")
@@ -224,9 +216,10 @@ def add_encode(subparsers) -> None:
 
 
 def _list_codecs() -> int:
-    from framepack.io.codecs import available_encoders, is_hardware
-    for name in available_encoders():
+    from framepack.io.codecs import CODEC_FAMILIES, encoder_names, is_hardware
+    for name in encoder_names():
         print(f"{name}{'  (hardware)' if is_hardware(name) else ''}")
+    print(f"(or a format name, mapped to the first of its encoders that works: {', '.join(CODEC_FAMILIES)})")
     return EXIT_OK
 
 
@@ -241,7 +234,8 @@ def _make_video_writer(args, out: Path, fps, settings: dict, work=None):
             raise InputError(f"the cv2 backend always writes mp4v and does not take "
                              f"{', '.join(extra)}; use --backend av for those")
         return Cv2VideoWriter(out, fps, overwrite=args.overwrite, work=work)
-    return VideoWriter(out, fps, codec=args.codec or "libx264", options=args.options,
+    from framepack.io.codecs import resolve_codec
+    return VideoWriter(out, fps, codec=resolve_codec(args.codec or "libx264"), options=args.options,
                        pix_fmt=args.pix_fmt, metadata=settings, crf=args.crf,
                        overwrite=args.overwrite, work=work)
 
@@ -256,7 +250,8 @@ def run_encode(args) -> int:
     with open_frames(args.file) as source:
         _require_frames(source, args.file, "encode")
         fps = parse_fps(args.fps, "--fps") if args.fps else (source.fps or 30) * (k + 1)
-        out = _output_file(args.out, Path(args.file), ".mp4", args.overwrite)
+        from framepack.io.codecs import CONTAINERS
+        out = _output_file(args.out, Path(args.file), tuple(CONTAINERS), args.overwrite)
         interpolation = (source.interpolation + 1) * (k + 1) - 1
         settings = {**(source.settings or {}), "fps": format_fps(fps),
                     "interpolation": interpolation}
@@ -299,12 +294,9 @@ def run_interpolate(args) -> int:
     from framepack.io.raw import RawFramesWriter
     from framepack.io.reader import open_frames
     k = check_factor(args.factor, args.method)
-    if not (Path(args.out).is_dir() or args.out.endswith(("/", "\\"))) \
-            and Path(args.out).suffix.lower() != ".safetensors":
-        raise InputError(f"--out must be a .safetensors file (or a folder), got {args.out!r}")
     with open_frames(args.file) as source:
         _require_frames(source, args.file, "interpolate")
-        out = _output_file(args.out, Path(args.file), ".safetensors", args.overwrite)
+        out = _output_file(args.out, Path(args.file), (".safetensors",), args.overwrite)
         metadata = {"fps": source.fps * (k + 1), "generated_fps": source.generated_fps,
                     "interpolation": (source.interpolation + 1) * (k + 1) - 1,
                     "settings": source.settings or {}}
@@ -335,7 +327,8 @@ its parser and sets `func`. `generate` and `serve` are added here by appending t
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from framepack.cli.args import CliParser
+    parser = CliParser(
         prog="framepack_cli.py",
         description="FramePack CLI: generate videos, serve the standalone app, and inspect, encode, "
                     "export and interpolate saved frames.",

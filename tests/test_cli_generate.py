@@ -41,7 +41,7 @@ def test_generate_with_section_prompts_file_and_keyframe(tiny_model_dir, tmp_pat
     schedule = tmp_path / "sections.txt"
     schedule.write_text("1: rises\n2: falls\n")
     result = run_cli("generate", "--model", tiny_model_dir, "--image", ROOT / "assets" / "demo.png", *FAST,
-                     "--section-prompts", schedule, "--keyframe", f"2={ROOT / 'assets' / 'demo.png'}",
+                     "--section-prompts", f"@{schedule}", "--keyframe", f"2={ROOT / 'assets' / 'demo.png'}",
                      "--codec", "none", "--save-frames", "--out", tmp_path, "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["video"] is None
