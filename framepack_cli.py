@@ -121,6 +121,8 @@ def run_info(args) -> int:
     from framepack.io.reader import open_frames
     with open_frames(args.file) as source:
         info = source.describe()
+    if _is_still_image(info):
+        return _info_image(args, info)
     lines = [f"file:      {info['path']}"]
     if info["kind"] == "raw":
         lines.append("kind:      raw frames (safetensors)")
@@ -139,11 +141,40 @@ def run_info(args) -> int:
     if info["frames"] == 0:
         info["problem"] = "the file holds no frames"
         lines.insert(3, "           (the file holds no frames: nothing to encode, export or interpolate)")
-    _emit(args, info, lines)
+    _emit(args, _numbers(info), lines)
     if info["frames"] == 0:
         print(f"error: {args.file!r} holds no frames", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
+
+
+def _is_still_image(info: dict) -> bool:
+    """FFmpeg opens a PNG/JPEG/WebP as a one-frame "video" (image2 or an *_pipe demuxer)."""
+    container = str(info.get("container") or "")
+    return info["kind"] == "video" and info["frames"] <= 1 and (container == "image2" or container.endswith("_pipe"))
+
+
+def _info_image(args, info: dict) -> int:
+    image = {"path": info["path"], "kind": "image", "format": info["codec"], "pix_fmt": info["pix_fmt"],
+             "width": info["width"], "height": info["height"], "settings": info.get("settings") or {}}
+    _emit(args, image, [f"file:      {image['path']}",
+                        f"kind:      image ({image['format']}, {image['pix_fmt']})",
+                        f"size:      {image['width']}x{image['height']}"])
+    return EXIT_OK
+
+
+def _numbers(info: dict) -> dict:
+    """Frame rates as JSON numbers (30, 29.97); a rate that is not whole keeps its exact fraction too."""
+    from fractions import Fraction
+    result = dict(info)
+    for key in ("fps", "generated_fps"):
+        if result.get(key) in (None, ""):
+            continue
+        rate = Fraction(str(result[key]))
+        result[key] = int(rate) if rate.denominator == 1 else round(float(rate), 6)
+        if rate.denominator != 1:
+            result[f"{key}_fraction"] = f"{rate.numerator}/{rate.denominator}"
+    return result
 
 
 # ------------------------------------------------------------------------------ export

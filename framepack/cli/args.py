@@ -34,11 +34,13 @@ def closest(word: str, candidates) -> str | None:
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
-    """Help that ends every option's text with its default (flags that only switch something are left as they are)."""
+    """Help that ends every option's text with its default (an on/off flag: off; a --no-X flag says what it turns off)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
+        if isinstance(action, argparse._StoreTrueAction) and "default" not in text.lower():
+            return f"{text} (default: off)"
         if (not action.option_strings or action.nargs == 0 or "default" in text.lower()
                 or default in (None, "", [], argparse.SUPPRESS)):
             return text
@@ -98,14 +100,17 @@ class CliParser(argparse.ArgumentParser):
     def unrecognized(self, extras: list[str]) -> None:
         """Usage, then each unknown flag with the closest real one; exits 2."""
         flags = [flag for action in self._actions for flag in action.option_strings]
-        problems = []
+        problems, after_unknown = [], False
         for token in extras:
             name = token.split("=", 1)[0]
-            if not name.startswith("-"):
-                problems.append(f"unexpected value {token!r}")
+            if not name.startswith("-") or name == "-":
+                if not after_unknown:  # else it is most likely the unknown flag's value
+                    problems.append(f"unexpected value {token!r}")
+                after_unknown = False
                 continue
             guess = closest(name, flags)
             problems.append(f"unknown option {name}" + (f" (did you mean {guess}?)" if guess else ""))
+            after_unknown = "=" not in token
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {'; '.join(problems)}\n")
 
