@@ -273,7 +273,7 @@ def test_encode_bad_settings(raw_file, tmp_path, args, match):
 
 def test_encode_incompatible_container(raw_file, tmp_path):
     refused("encode", raw_file, "--out", tmp_path / "a.webm", match="cannot be stored in a .webm")
-    refused("encode", raw_file, "--out", tmp_path / "a.gif", match="unsupported video file type")
+    refused("encode", raw_file, "--out", tmp_path / "a.gif", match="is not a .mp4 / .m4v / .mkv")
 
 
 def test_encode_refuses_to_overwrite(raw_file, tmp_path):

@@ -56,7 +56,7 @@ def test_generate_with_section_prompts_file_and_keyframe(tiny_model_dir, tmp_pat
          "--end-image: an end image needs"),
         (["--image", "assets/demo.png", "--codec", "nope264"], "--codec: unknown video codec"),
         (["--image", "assets/demo.png", "--crf", "99"], "--crf: Input should be less than or equal to 63"),
-        (["--image", "assets/demo.png", "--section-prompts", "nowhere.txt"], "cannot read"),
+        (["--image", "assets/demo.png", "--section-prompts", "@nowhere.txt"], "cannot read"),
         (["--image", "assets/demo.png", "--keyframe", "oops"], "WHEN=IMAGE"),
         (["--image", "assets/demo.png", "--keyframe", "9=assets/demo.png"], "--keyframe #1: keyframe 1: section 9"),
         ([], "--image: give a start image, or choose a blank start"),
