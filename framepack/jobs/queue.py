@@ -96,7 +96,7 @@ class JobQueue:
         from framepack.jobs.checkpoint import JobCheckpoints
 
         old = self._finished_with_checkpoint(job_id, "resumed")
-        if not old.record.resumable:
+        if old.status == Status.COMPLETED:
             raise JobConflict(f"job {job_id} completed; there is nothing to resume (re-roll it from a section instead)")
         folder = Path(old.record.checkpoint)
         checkpoints = JobCheckpoints(folder)
@@ -127,10 +127,13 @@ class JobQueue:
         spec = checkpoints.read_spec()
         plan = spec.request.plan()
         position = reroll_position(plan, from_section)
+        if not checkpoints.positions():
+            checkpoints.latest()  # says that the job holds no checkpoint
         if position not in checkpoints.positions():
             done = checkpoints.positions()[-1] if checkpoints.positions() else 0
             raise InputError(f"job {job_id} stopped after {done} of {plan.num_sections} sections; it can be re-rolled "
                              f"from the sections it reached ({self._reachable(plan, done)})", ("from_section",))
+        checkpoints.at(position)  # a damaged checkpoint is refused now, not when the job runs
         changes: dict[str, Any] = {}
         if section_prompts is not None:
             changes["section_prompts"] = section_prompts
@@ -147,24 +150,27 @@ class JobQueue:
         return self._enqueue(handle, task_id)
 
     def extend(self, clip: str | os.PathLike | bytes, fields: dict[str, Any], options: OutputOptions | None = None, *,
-               task_id: str | None = None, listener: Listener | None = None, source: dict | None = None) -> JobHandle:
+               task_id: str | None = None, listener: Listener | None = None, source: dict | None = None,
+               strict: bool = False) -> JobHandle:
         """Continue a clip: a video or raw frames file on this machine, or its bytes (an upload).
 
         `fields` are request fields (prompt, duration, section_prompts, variant, end_image, seed,
         steps, ...); the start image, fps and size come from the clip. The variant defaults to F1,
-        or to the original model when an end image is given. Raises `InputErrors` naming each field.
+        or to the original model when an end image is given. Raises `InputErrors` naming each field
+        (`strict`: no type coercion, as the API wants). `source` is added to the job's record.
         """
         from framepack.errors import InputErrors
         from framepack.io.clip import open_clip
         from framepack.io.workdir import WorkFolder
         from framepack.jobs.extend import frame_size_for, new_frames
-        from framepack.request.model import build_request
+        from framepack.request.model import GenerationRequest, validated
 
         refused = [InputError(f"{name}: an extension takes it from the clip; leave it out", (name,))
                    for name in EXTEND_REFUSED if fields.get(name) is not None]
         if refused:
             raise InputErrors(refused)
         job_id, work = new_job_id(), None
+        clip_field = "video" if isinstance(clip, (bytes, bytearray)) else "job" if "job" in (source or {}) else None
         if isinstance(clip, (bytes, bytearray)):
             work = WorkFolder(self.host.video_dir(), job_id)
             path = work.path / "clip.input"
@@ -172,15 +178,19 @@ class JobQueue:
         else:
             path = Path(clip)
         try:
-            opened = open_clip(path)
+            try:
+                opened = open_clip(path)
+            except InputError as error:  # said of the field that brought the clip (an upload: "video")
+                raise InputError(str(error), error.field or (clip_field and (clip_field,))) from None
             info = opened.describe()
             getattr(opened, "close", lambda: None)()
             size, resolution, note = frame_size_for(opened.height, opened.width, fields.get("resolution"))
             variant = fields.get("variant") or ("original" if fields.get("end_image") is not None else "f1")
             import numpy as np
 
-            request = build_request(**{**fields, "variant": variant, "resolution": resolution,
-                                       "fps": float(opened.fps), "image": np.zeros((*size, 3), np.uint8)})
+            request = validated(GenerationRequest, {**fields, "variant": variant, "resolution": resolution,
+                                                    "fps": float(opened.fps), "image": np.zeros((*size, 3), np.uint8)},
+                                strict=strict)
             options = options or self._default_options()
             check_job(request, options)
             request = request.resolve_seed()
