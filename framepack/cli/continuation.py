@@ -180,7 +180,7 @@ def find_job(path: str, job_id: str | None, interrupted_only: bool) -> Path:
     """The work folder PATH names: itself, or the (one, or `--job`) job with checkpoints in an output folder."""
     from framepack.errors import InputError
     from framepack.io.workdir import WORK_DIR_NAME, check_name
-    from framepack.jobs.checkpoint import SPEC_NAME, JobCheckpoints, sweep_output_folder
+    from framepack.jobs.checkpoint import SPEC_NAME, JobCheckpoints
 
     folder = Path(path).expanduser()
     if not folder.is_dir():
@@ -189,7 +189,7 @@ def find_job(path: str, job_id: str | None, interrupted_only: bool) -> Path:
         if job_id is not None and folder.name != job_id:
             raise InputError(f"--job {job_id}: {folder} is the work folder of job {folder.name}")
         return folder.resolve()
-    found = sweep_output_folder(folder).resumable
+    found, damaged = jobs_in(folder)
     jobs = []
     for candidate in found:
         record = JobCheckpoints(candidate).read_record()
@@ -205,12 +205,40 @@ def find_job(path: str, job_id: str | None, interrupted_only: bool) -> Path:
         return chosen[0].resolve()
     what = "interrupted job" if interrupted_only else "job with checkpoints"
     if not jobs:
-        raise InputError(f"{folder} holds no {what} (work folders are in {folder / WORK_DIR_NAME})")
+        problems = "".join(f"\n  {candidate.name}: {problem}" for candidate, problem in damaged)
+        raise InputError(f"{folder} holds no {what} (work folders are in {folder / WORK_DIR_NAME})"
+                         + (f"; these cannot be used:{problems}" if problems else ""))
     if len(jobs) > 1:
         lines = [f"  {candidate.name}  {status:<11}  {_sections(record)}  {record.plan if record else ''}"
                  for candidate, status, record in jobs]
         raise InputError(f"{folder} holds {len(jobs)} of them; choose one with --job ID:\n" + "\n".join(lines))
     return jobs[0][0].resolve()
+
+
+def jobs_in(output: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The work folders in `output` that can be resumed or re-rolled, and the damaged ones with why.
+
+    Only looks: a command that reads checkpoints never deletes one (the sweep at a job's start
+    tidies unresumable leftovers)."""
+    from framepack.io.workdir import WORK_DIR_NAME, live_owner
+    from framepack.jobs.checkpoint import CheckpointError, JobCheckpoints
+
+    try:
+        children = sorted((output / WORK_DIR_NAME).iterdir())
+    except OSError:
+        return [], []
+    found, damaged = [], []
+    for child in children:
+        if child.is_symlink() or not child.is_dir() or child.name.startswith(".") or live_owner(child) is not None:
+            continue
+        try:
+            if JobCheckpoints(child).resumable():
+                found.append(child)
+            else:
+                damaged.append((child, "it holds no checkpoint"))
+        except CheckpointError as error:
+            damaged.append((child, str(error)))
+    return found, damaged
 
 
 def _sections(record) -> str:
