@@ -289,7 +289,7 @@ class JobQueue:
         if not handle.status.finished:
             raise JobConflict(f"job {job_id} is {handle.status}; it can be {action} when it has finished")
         if not handle.record.checkpoint or not Path(handle.record.checkpoint).is_dir():
-            why = ("its checkpoints were removed when it completed (keep them with keep_checkpoints)"
+            why = ("its checkpoints were removed (a completed job keeps them only with keep_checkpoints)"
                    if handle.status == Status.COMPLETED else "it saved no checkpoint")
             raise JobConflict(f"job {job_id} cannot be {action}: {why}")
         return handle
