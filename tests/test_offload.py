@@ -206,3 +206,96 @@ def test_unknown_backend(tiny_model_dir):
     pipe = load_pipe(tiny_model_dir)
     with pytest.raises(InputError, match="unknown attention backend 'flex'; choose one of: native, flash, sage, xformers"):
         set_attention_backend(pipe, "flex")
+
+
+# ----------------------------------------------------------------------------- VAE tiling
+
+
+def _decoder_calls(vae) -> list:
+    calls = []
+    vae.decoder.register_forward_hook(lambda module, args, out: calls.append(tuple(args[0].shape)))
+    return calls
+
+
+def test_tiled_decode_matches_untiled(tiny_model_dir):
+    """diffusers' tiled decode of the tiny VAE against its untiled decode.
+
+    Tiles of 64 px with a 48 px stride on a 128 px, 9-latent-frame decode: 3 x 3 tiles in each of
+    3 temporal chunks, so tiling really happens. The content is flat in space and varies over time
+    and channels: every tile then sees what the whole frame sees, which isolates the tiling
+    arithmetic (tile placement, coverage, blend weights summing to one) from what a random-weight
+    VAE does at tile borders. Tolerance 1e-4 in [-1, 1] pixel units, in float64; measured 1.1e-5
+    (float64 rounding amplified by the random VAE's near-degenerate GroupNorm statistics; in
+    float32 the same noise reaches ~1). On textured content the random tiny VAE is not a
+    meaningful reference: its receptive field is wider than a tile and its GroupNorm statistics are
+    tile-local, so tiled and untiled decodes of random latents differ by ~0.18 on average (range
+    +-4); a trained VAE blends tiles invisibly.
+    """
+    from diffusers import AutoencoderKLHunyuanVideo
+
+    vae = AutoencoderKLHunyuanVideo.from_pretrained(tiny_model_dir / "vae").double().eval()
+    calls = _decoder_calls(vae)
+    generator = torch.Generator().manual_seed(3)
+    levels = torch.randn(1, 16, 9, 1, 1, generator=generator, dtype=torch.float64)
+    latents = levels.expand(1, 16, 9, 16, 16).contiguous()
+    with torch.no_grad():
+        untiled = vae.decode(latents).sample
+        untiled_calls = len(calls)
+        vae.enable_tiling(tile_sample_min_height=64, tile_sample_min_width=64, tile_sample_stride_height=48,
+                          tile_sample_stride_width=48)
+        vae.enable_slicing()
+        tiled = vae.decode(latents).sample
+    assert untiled_calls == 3 and len(calls) - untiled_calls == 3 * 9  # 9 tiles in each of 3 temporal chunks
+    assert tiled.shape == untiled.shape == (1, 3, 33, 128, 128)
+    assert untiled.std() > 0.05  # not a trivially constant video
+    assert (tiled - untiled).abs().max().item() < 1e-4
+
+
+def test_apply_vae_tiling_switches_diffusers_tiling_and_slicing(tiny_model_dir):
+    from framepack.models.offload import apply_vae_tiling
+
+    pipe = load_pipe(tiny_model_dir)
+    assert apply_vae_tiling(pipe, True) is True
+    assert pipe.vae.use_tiling and pipe.vae.use_slicing
+    assert apply_vae_tiling(pipe, False) is False
+    assert not pipe.vae.use_tiling and not pipe.vae.use_slicing
+
+
+@pytest.mark.parametrize("choice, expected", [("on", True), ("off", False), ("auto", False)])
+def test_build_pipeline_applies_vae_tiling(tiny_model_dir, choice, expected, monkeypatch):
+    """`auto` on the CPU plans with the tiny model's own configs: with 16 GB free its decode fits."""
+    from framepack.engine.pipeline import RuntimeOptions, build_pipeline
+    from framepack.models.recipe import local_recipe
+
+    monkeypatch.setattr(offload, "available_ram_bytes", lambda: 16 * GB)
+    pipe = build_pipeline(local_recipe(tiny_model_dir, "f1"), RuntimeOptions(vae_tiling=choice), "cpu")
+    assert pipe.vae.use_tiling is expected and pipe.vae.use_slicing is expected
+    assert pipeline_offload_state(pipe) is None
+
+
+def test_plan_runtime_on_cpu_and_bad_tiling_names(tiny_model_dir):
+    from framepack.models.offload import plan_runtime
+    from framepack.models.recipe import local_recipe
+    from framepack.models.resources import recipe_configs
+
+    configs = recipe_configs(local_recipe(tiny_model_dir, "original"))
+    workload = {"configs": configs, "dtype": "fp32", "resolution": 640}
+    choice = plan_runtime("auto", "auto", "cpu", ram_bytes=16 * GB, workload=workload)
+    assert (choice.offload, choice.vae_tiling) == ("none", False) and choice.plan.device == "cpu"
+    # the untiled decode of 5 latent frames at 640 px builds a 31,200^2 causal mask (4.9 GB in
+    # float32) even in the tiny VAE: with 6 GB of RAM only the tiled decode fits
+    assert plan_runtime("auto", "auto", "cpu", ram_bytes=6 * GB, workload=workload).vae_tiling is True
+    assert plan_runtime("group", "on", "cuda", free_bytes=80 * GB).plan is None  # forced: nothing to plan
+    with pytest.raises(InputError, match="unknown vae_tiling 'sometimes'; choose one of: auto, on, off"):
+        plan_runtime("auto", "sometimes", "cpu")
+
+
+def test_plan_runtime_never_refuses_a_cpu_run(tiny_model_dir):
+    """On a CPU a short RAM only means swapping: tile the VAE and go on (accelerators refuse)."""
+    from framepack.models.offload import plan_runtime
+    from framepack.models.resources import ResourceError
+
+    assert plan_runtime("auto", "auto", "cpu", ram_bytes=GB).vae_tiling is True  # full-size model, 1 GiB of RAM
+    assert plan_runtime("auto", "off", "cpu", ram_bytes=GB).vae_tiling is False
+    with pytest.raises(ResourceError):
+        plan_runtime("auto", "auto", "cuda", free_bytes=GB, ram_bytes=GB)

@@ -161,11 +161,18 @@ def plan_runtime(offload: str, vae_tiling: str, device: Any, *, free_bytes: int 
             mode = UNKNOWN_FREE_FALLBACK
     if mode != "auto" and tiling != "auto":
         return RuntimeChoice(mode, tiling == "on")
-    from framepack.models.resources import choose_resources
+    from framepack.models.resources import ResourceError, choose_resources
 
     ram = available_ram_bytes() if ram_bytes is None else ram_bytes
-    plan = choose_resources(free, ram, offload=mode, vae_tiling=tiling,
-                            **{**dict(workload or {}), "device": kind if kind in ACCELERATORS else "cpu"})
+    inputs = {**dict(workload or {}), "device": kind if kind in ACCELERATORS else "cpu"}
+    try:
+        plan = choose_resources(free, ram, offload=mode, vae_tiling=tiling, **inputs)
+    except ResourceError as error:
+        if kind in ACCELERATORS:
+            raise
+        # a CPU run only slows down when RAM runs short (the OS swaps): tile and go on
+        log.warning("%s; tiling the VAE and trying anyway", error)
+        return RuntimeChoice("none", tiling != "off")
     log.info("resource plan: %s", plan.summary())
     return RuntimeChoice(plan.offload, plan.vae_tiling, plan)
 
