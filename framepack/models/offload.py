@@ -164,7 +164,8 @@ def plan_runtime(offload: str, vae_tiling: str, device: Any, *, free_bytes: int 
     from framepack.models.resources import ResourceError, choose_resources
 
     ram = available_ram_bytes() if ram_bytes is None else ram_bytes
-    inputs = {**dict(workload or {}), "device": kind if kind in ACCELERATORS else "cpu"}
+    # a run of several sections (later sections decode two windows), unless told otherwise
+    inputs = {"sections": 2, **dict(workload or {}), "device": kind if kind in ACCELERATORS else "cpu"}
     try:
         plan = choose_resources(free, ram, offload=mode, vae_tiling=tiling, **inputs)
     except ResourceError as error:

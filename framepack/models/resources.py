@@ -35,7 +35,8 @@ model stays in the compute dtype.
   mid-block attention builds a causal mask of n x n (n = latent tokens of the chunk or tile): a
   bool and a float32 copy converted to the VAE dtype, `(1 + 4 + dtype)` bytes per element at the
   moment of conversion; the peak is the larger of the two. Decoded chunks and tiles are kept until
-  they are blended, and the loop converts the section to float32 before copying it out.
+  they are blended (the loop's float32 copy of the section comes after the decode's working set is
+  freed, and is smaller).
 - Text encoding (Llama returns every layer's hidden states), SigLIP and the VAE encode of the
   start image are small next to those two and are estimated the same way.
 
@@ -288,8 +289,11 @@ def image_tokens(latent_h: int, latent_w: int, window: int, patch: int = 2) -> i
     return window * per_frame + clean + two + four
 
 
-def decoded_latent_frames(variant: str, window: int) -> int:
-    """Most latent frames one section decodes (see engine/context.py: 2*lws, +1 at the start)."""
+def decoded_latent_frames(variant: str, window: int, sections: int = 2) -> int:
+    """Most latent frames one section decodes (engine/context.py): the first section its window
+    and the start latent; later ones two windows, +1 when the inverted order reaches the start."""
+    if sections == 1:
+        return window + 1
     return 2 * window + 1 if variant == "original" else 2 * window
 
 
@@ -597,7 +601,7 @@ def _shape(work: Workload) -> dict[str, int]:
     vision_tokens = (siglip["image_size"] // siglip["patch_size"]) ** 2 if "image_size" in siglip else 729
     text = min(work.max_prompt_tokens, work.config("text_encoder").get("max_position_embeddings", 10**9))
     image = image_tokens(latent_h, latent_w, work.latent_window_size, transformer.get("patch_size", 2))
-    decoded = decoded_latent_frames(work.variant, work.latent_window_size)
+    decoded = decoded_latent_frames(work.variant, work.latent_window_size, work.sections)
     return {"latent_h": latent_h, "latent_w": latent_w, "image_tokens": image, "text_tokens": text,
             "context_tokens": vision_tokens + text, "decoded_latents": decoded,
             "decoded_frames": pixel_frames(decoded, vae.get("temporal_compression_ratio", 4))}
@@ -608,7 +612,6 @@ def _working_sets(work: Workload, shape: Mapping[str, int]) -> dict[str, int]:
     enc = work.encoder_bytes
     vae = work.config("vae")
     branches = (2 if work.cfg > 1 else 1) if work.teacache else 0
-    decoded_fp32 = 3 * shape["decoded_frames"] * work.height * work.width * 4  # loop: .float() before .cpu()
     return {
         "text": text_encoder_bytes(work.config("text_encoder"), work.max_prompt_tokens + PROMPT_TEMPLATE_TOKENS,
                                    enc, all_hidden_states=True),
@@ -617,7 +620,7 @@ def _working_sets(work: Workload, shape: Mapping[str, int]) -> dict[str, int]:
         "sample": transformer_activation_bytes(work.config("transformer"), shape["image_tokens"],
                                                shape["context_tokens"], act, branches),
         "vae_decode": vae_decode_bytes(vae, shape["decoded_latents"], shape["latent_h"], shape["latent_w"], enc,
-                                       work.vae_tiling) + decoded_fp32,
+                                       work.vae_tiling),
     }
 
 
@@ -699,7 +702,7 @@ def _ram(work: Workload, sizes, weights: Mapping[str, int], working: Mapping[str
 
 
 def _decoded_pixels(work: Workload) -> int:
-    frames = pixel_frames(decoded_latent_frames(work.variant, work.latent_window_size))
+    frames = pixel_frames(decoded_latent_frames(work.variant, work.latent_window_size, work.sections))
     return frames * work.height * work.width
 
 
