@@ -522,7 +522,8 @@ def benchmark(args) -> dict:
             try:
                 run_ours(pipe, settings, teacache=False, steps=min(2, steps))  # compiles
                 compile_seconds = time.perf_counter() - warm
-                record("ours, TeaCache off, compiled", "ours", False, True, lambda: run_ours(pipe, settings, False, steps))
+                record("ours, TeaCache off, compiled", "ours", False, True,
+                       lambda: run_ours(pipe, settings, False, steps))
                 record("ours, TeaCache on, compiled", "ours", True, True, lambda: run_ours(pipe, settings, True, steps))
                 record("diffusers, compiled", "diffusers", False, True, lambda: run_diffusers(pipe, settings, steps))
             except Exception as error:  # noqa: BLE001 - a compile failure must not lose the eager numbers
@@ -532,8 +533,8 @@ def benchmark(args) -> dict:
         if reason is not None:
             runs.append({"name": "compiled runs", "compiled": True, "skipped": reason})
     else:
-        runs.append({"name": "compiled runs", "compiled": True,
-                     "skipped": "--compile off" if args.compile == "off" else "--compile auto skips torch.compile off CUDA"})
+        reason = "--compile off" if args.compile == "off" else "--compile auto skips torch.compile off CUDA"
+        runs.append({"name": "compiled runs", "compiled": True, "skipped": reason})
 
     decoded_pixels = resources.pixel_frames(resources.decoded_latent_frames("original", settings["window"], 1)) \
         * height * width  # one section: the window plus the start latent

@@ -70,7 +70,8 @@ def test_auto_offloads_when_free_memory_is_unknown(monkeypatch):
 
 def test_auto_plans_for_the_quantization_it_will_load():
     """An int8 transformer (12.9 GB) fits a 24 GB card with whole-model offload."""
-    assert resolve_offload("auto", "cuda", 24 * GB, ram_bytes=64 * GB, workload={"quantization": "quanto-int8"}) == "model"
+    int8 = {"quantization": "quanto-int8"}
+    assert resolve_offload("auto", "cuda", 24 * GB, ram_bytes=64 * GB, workload=int8) == "model"
 
 
 def test_auto_refuses_what_fits_nowhere_and_says_what_would():

@@ -106,7 +106,6 @@ OFFLOAD_ORDER = ("none", "model", "group", "sequential")  # fastest first
 DEVICE_KINDS = ("cuda", "xpu", "mps", "cpu")
 
 FLOAT_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-QUANT_FORMATS = ("int8", "fp8", "int4")
 QUANT_ALIASES = {"none": "none", "quanto-int8": "int8", "nncf-int8": "int8", "quanto-fp8": "fp8",
                  "quanto-int4": "int4", "nncf-int4": "int4", "int8": "int8", "fp8": "fp8", "int4": "int4"}
 INT4_GROUP = 128
@@ -442,7 +441,7 @@ class Workload:
     teacache_threshold: float = 0.15
     distinct_prompts: int = 1
     max_prompt_tokens: int = 256
-    dtype: str = "bf16"
+    dtype: str | None = None  # transformer compute dtype: bf16 on accelerators, fp32 on a CPU
     quantization: str = "none"
     offload: str = "none"
     vae_tiling: bool = False
@@ -453,6 +452,8 @@ class Workload:
     configs: Mapping[str, Mapping[str, Any]] | None = None
 
     def __post_init__(self) -> None:
+        if self.dtype is None:
+            object.__setattr__(self, "dtype", "fp32" if self.device == "cpu" else "bf16")
         checks = [
             (self.variant in VARIANTS, f"variant must be one of {', '.join(VARIANTS)}"),
             (self.latent_window_size >= 1, "latent_window_size must be at least 1"),
@@ -598,7 +599,8 @@ def _shape(work: Workload) -> dict[str, int]:
     s = vae.get("spatial_compression_ratio", 8)
     latent_h, latent_w = work.height // s, work.width // s
     siglip = work.config("image_encoder")
-    vision_tokens = (siglip["image_size"] // siglip["patch_size"]) ** 2 if "image_size" in siglip else 729
+    vision_tokens = ((siglip["image_size"] // siglip["patch_size"]) ** 2 if "image_size" in siglip
+                     else SIGLIP_TOKENS_DEFAULT)
     text = min(work.max_prompt_tokens, work.config("text_encoder").get("max_position_embeddings", 10**9))
     image = image_tokens(latent_h, latent_w, work.latent_window_size, transformer.get("patch_size", 2))
     decoded = decoded_latent_frames(work.variant, work.latent_window_size, work.sections)
@@ -910,7 +912,8 @@ def _on(flag: bool) -> str:
 __all__ = [
     "GiB", "ROLES", "OFFLOAD_ORDER", "ResourceError", "ResourcePlan", "Workload", "ComponentSize",
     "plan_resources", "choose_resources", "component_size", "load_config", "build_on_meta", "measure_module",
-    "transformer_flops", "transformer_flops_breakdown", "transformer_activation_bytes", "transformer_block_bytes", "vae_decode_bytes",
+    "transformer_flops", "transformer_flops_breakdown", "transformer_activation_bytes", "transformer_block_bytes",
+    "vae_decode_bytes",
     "image_tokens", "bucket_for", "checkpoint_bytes", "recipe_configs", "device_speed", "peak_bf16_tflops",
     "load_device_speeds",
 ]
