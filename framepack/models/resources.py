@@ -128,7 +128,7 @@ VRAM_RESERVE_BYTES = 768 * MiB  # CUDA context, cuBLAS/cuDNN workspaces: outside
 VRAM_MARGIN = 1.05  # caching-allocator fragmentation on top of the predicted peak
 RAM_MARGIN = 1.10
 PROCESS_RAM_BYTES = {"cuda": 3 * GiB, "xpu": 3 * GiB, "mps": 2 * GiB, "cpu": 1 * GiB}
-VIDEO_BITS_PER_PIXEL = 0.25  # libx264 crf 16 yuv420p on FramePack-like footage (estimate)
+VIDEO_BITS_PER_PIXEL = 0.5  # libx264 crf 16 yuv420p: a generous estimate (disk plans should err high)
 TEACACHE_SPEEDUP = ((0.0, 1.0), (0.1, 1.6), (0.15, 2.1))  # reference demo's measurements
 
 
