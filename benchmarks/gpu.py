@@ -212,17 +212,17 @@ class StageMeter:
             entry[2] = max(entry[2], peak)
 
 
-def measuring_control(meter: StageMeter):
-    """A `GenerationControl` whose stages are measured (hosts subclass it the same way)."""
-    from framepack.engine.control import GenerationControl
+def measuring_hooks(meter: StageMeter):
+    """`StageHooks` that measure every stage (hosts subclass it the same way)."""
+    from framepack.engine.control import StageHooks
 
-    class MeasuringControl(GenerationControl):
+    class MeasuringHooks(StageHooks):
         @contextmanager
         def stage(self, name: str) -> Iterator[None]:
             with meter.measure(name), super().stage(name):
                 yield
 
-    return MeasuringControl()
+    return MeasuringHooks()
 
 
 class CallCounter:
@@ -257,7 +257,7 @@ def start_image(height: int, width: int):
 
 def run_ours(pipe, settings: dict, teacache: bool, steps: int) -> dict:
     """One section through our loop; returns timings, stage peaks and call counts."""
-    from framepack.jobs.request import build_request
+    from framepack.request.model import build_request
 
     meter = StageMeter(pipe._execution_device)
     request = build_request(image=start_image(settings["height"], settings["width"]), prompt=PROMPT,
@@ -270,11 +270,11 @@ def run_ours(pipe, settings: dict, teacache: bool, steps: int) -> dict:
         frames["count"] += len(chunk)
 
     counter = CallCounter(pipe.transformer)
-    control = measuring_control(meter)
+    hooks = measuring_hooks(meter)
     meter.sync()
     started = time.perf_counter()
     try:
-        done = pipe.run(request, sink, control=control)
+        done = pipe.run(request, sink, hooks=hooks)
     finally:
         counter.close()
     meter.sync()
@@ -291,7 +291,7 @@ def run_diffusers(pipe, settings: dict, steps: int) -> dict:
     from PIL import Image
 
     from framepack.engine.conditioning import template_crop_start, template_for
-    from framepack.jobs.request import DEFAULT_SYSTEM_PROMPT
+    from framepack.request.model import DEFAULT_SYSTEM_PROMPT
 
     meter = StageMeter(pipe._execution_device)
     template = {"template": template_for(DEFAULT_SYSTEM_PROMPT),
@@ -359,7 +359,7 @@ def uncompile_blocks(pipe) -> None:
 def context_tokens(pipe, settings: dict) -> tuple[int, int]:
     """(SigLIP + prompt tokens, prompt tokens) of the benchmark prompt, as the loop crops them."""
     from framepack.engine.conditioning import encode_text
-    from framepack.jobs.request import DEFAULT_SYSTEM_PROMPT
+    from framepack.request.model import DEFAULT_SYSTEM_PROMPT
 
     import torch
 

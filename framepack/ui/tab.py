@@ -17,7 +17,7 @@ from typing import Any
 
 import gradio as gr
 
-from framepack.jobs.request import DEFAULT_SYSTEM_PROMPT
+from framepack.request.model import DEFAULT_SYSTEM_PROMPT
 from framepack.ui import logic
 from framepack.ui.logic import KEEP
 
