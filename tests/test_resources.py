@@ -121,6 +121,19 @@ def test_meta_builds_reproduce_the_parameter_counts(role, by_hand):
         assert by_hand(config) == EXACT[role]
 
 
+def test_shipped_sizes_are_what_fresh_meta_builds_count():
+    """configs/sizes.json spares a live plan the meta builds; it must match them exactly."""
+    shipped = json.loads(resources.SIZES_PATH.read_text(encoding="utf-8"))
+    assert shipped == resources.measure_shipped_sizes()
+
+
+def test_an_unknown_config_is_counted_on_the_meta_device():
+    config = {**load_config("vae"), "block_out_channels": [64, 128, 256, 256]}
+    size = component_size("vae", config)
+    assert size.parameters < EXACT["vae"]
+    assert size == resources.measure_module("vae", resources.build_on_meta("vae", config))
+
+
 def test_the_plan_reports_the_exact_counts_and_bytes():
     plan = plan_resources()
     assert dict(plan.parameters) == EXACT

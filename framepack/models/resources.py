@@ -76,6 +76,7 @@ the untiled decode would not fit; when nothing fits it raises `ResourceError` na
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -90,6 +91,7 @@ MiB = 2**20
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 SPEEDS_PATH = Path(__file__).with_name("device_speeds.json")
+SIZES_PATH = CONFIG_DIR / "sizes.json"
 
 ROLES = ("transformer", "text_encoder", "text_encoder_2", "image_encoder", "vae")
 CONFIG_FILES = {
@@ -224,12 +226,55 @@ def measure_module(role: str, module) -> ComponentSize:
 
 @lru_cache(maxsize=32)
 def _size_from_json(role: str, config_json: str) -> ComponentSize:
+    known = _shipped_sizes().get(f"{role}:{_digest(config_json)}")
+    if known is not None:
+        return ComponentSize(role=role, **known)
     return measure_module(role, build_on_meta(role, json.loads(config_json)))
 
 
+def _digest(config_json: str) -> str:
+    return hashlib.sha256(config_json.encode("utf-8")).hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def _shipped_sizes() -> dict[str, dict]:
+    """Counts of the shipped configs, measured once (`write_shipped_sizes`): building the 13 B
+    transformer and the 8 B Llama on the meta device takes seconds, too slow for a live plan.
+    tests/test_resources.py checks every entry against a fresh meta build."""
+    try:
+        return json.loads(SIZES_PATH.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _config_json(config: Mapping[str, Any]) -> str:
+    return json.dumps(dict(config), sort_keys=True, default=list)
+
+
 def component_size(role: str, config: Mapping[str, Any]) -> ComponentSize:
-    """Exact counts of `role` built from `config` (cached per config)."""
-    return _size_from_json(role, json.dumps(dict(config), sort_keys=True, default=list))
+    """Exact counts of `role` built from `config` (cached per config; shipped configs pre-counted)."""
+    return _size_from_json(role, _config_json(config))
+
+
+def measure_shipped_sizes() -> dict[str, dict]:
+    """Fresh meta-device counts of every shipped config, keyed as `sizes.json` keys them."""
+    table = {}
+    for key in sorted(CONFIG_FILES):
+        role, _, variant = key.partition(":")
+        config_json = _config_json(load_config(role, variant or "original"))
+        size = asdict(measure_module(role, build_on_meta(role, json.loads(config_json))))
+        size.pop("role")
+        table[f"{role}:{_digest(config_json)}"] = size
+    return table
+
+
+def write_shipped_sizes() -> Path:
+    """Recount the shipped configs into `configs/sizes.json` (run after changing a config):
+    `python -c "from framepack.models.resources import write_shipped_sizes; write_shipped_sizes()"`."""
+    SIZES_PATH.write_text(json.dumps(measure_shipped_sizes(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    _shipped_sizes.cache_clear()
+    _size_from_json.cache_clear()
+    return SIZES_PATH
 
 
 def recipe_configs(recipe, cache_dir: str | None = None) -> dict[str, dict]:
