@@ -18,6 +18,7 @@ from collections import OrderedDict, deque
 from framepack.errors import FramePackError
 from framepack.jobs.checks import check_job
 from framepack.jobs.handle import JobHandle, Listener
+from framepack.jobs.resources import plan_job, resources_dict
 from framepack.jobs.runner import JobRunner
 from framepack.request.events import Status
 from framepack.request.limits import MAX_WAITING_JOBS
@@ -59,7 +60,9 @@ class JobQueue:
         `listener`: called with every event of the job, on the worker thread."""
         options = options or OutputOptions(keep_incomplete=self.host.keep_incomplete())
         check_job(request, options)
+        resources = self.plan_resources(request, options)
         handle = JobHandle(request.resolve_seed(), options, self.host.new_control(task_id), task_id, listener)
+        handle.record.resources = resources
         with self._lock:
             if self._closed:
                 raise FramePackError("the job queue is shutting down")
@@ -74,6 +77,15 @@ class JobQueue:
             self._ensure_worker_locked()
             self._lock.notify_all()
         return handle
+
+    def plan_resources(self, request: GenerationRequest, options: OutputOptions | None = None) -> dict | None:
+        """The request's resource plan on the host's machine (None when the host describes none);
+        raises an `InputError` at `resolution`, naming what would fit, when the run would not fit."""
+        describe = getattr(self.host, "resource_machine", None)
+        machine = describe(request.variant) if describe is not None else None
+        if machine is None:
+            return None
+        return resources_dict(plan_job(machine, request, options))
 
     def get(self, job_id: str) -> JobHandle | None:
         with self._lock:

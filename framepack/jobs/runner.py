@@ -61,6 +61,7 @@ class JobRunner:
                 request = host.prepare_request(handle.request)  # before the model loads: a bad LoRA tag fails fast
                 on_event(Stage("loading"))
                 pipe = host.pipeline(request.variant)
+                tile_if_planned(pipe, handle.record.resources)
                 folder = host.video_dir()
                 handle.work = WorkFolder(folder, handle.id)  # a second Ctrl-C of the CLI deletes it
                 try:
@@ -76,3 +77,16 @@ class JobRunner:
             finally:
                 host.end_job(token)
         return result
+
+
+def tile_if_planned(pipe, resources: dict | None) -> None:
+    """Turn the VAE's tiled decode on when this job's plan needs it (a larger bucket or longer
+    sections than the pipeline was loaded for); it is never turned off here, so a forced or
+    load-time choice stands."""
+    vae = getattr(pipe, "vae", None)
+    if not resources or not resources.get("vae_tiling") or vae is None or getattr(vae, "use_tiling", True):
+        return
+    from framepack.models.offload import apply_vae_tiling
+
+    log.info("VAE tiling on for this job (the resource plan needs it)")
+    apply_vae_tiling(pipe, True)

@@ -940,14 +940,23 @@ def _what_would_fit(vram: int | None, ram: int | None, inputs: Mapping[str, Any]
         if plan is not None:
             found.append(f"{label} weights (offload {plan.offload!r}, VAE tiling {_on(plan.vae_tiling)})")
             break
-    if inputs.get("height") is None:
-        resolution = int(inputs.get("resolution", 640))
-        for lower in range(resolution - 64, 239, -64):
-            plan, _ = _search(vram, ram, {**inputs, "resolution": lower})
-            if plan is not None:
-                found.append(f"resolution {lower} (offload {plan.offload!r}, VAE tiling {_on(plan.vae_tiling)})")
-                break
+    resolution = int(inputs.get("resolution", 640))
+    for lower in range(resolution - 64, 239, -64):
+        plan, _ = _search(vram, ram, _at_resolution(inputs, resolution, lower))
+        if plan is not None:
+            found.append(f"resolution {lower} (offload {plan.offload!r}, VAE tiling {_on(plan.vae_tiling)})")
+            break
     return found
+
+
+def _at_resolution(inputs: Mapping[str, Any], resolution: int, lower: int) -> dict[str, Any]:
+    """`inputs` at a lower resolution; a given height and width (an image's bucket) scale with it
+    on the 16 px grid, as the engine scales its buckets."""
+    changed = {**inputs, "resolution": lower}
+    if inputs.get("height") is not None and inputs.get("width") is not None:
+        for key in ("height", "width"):
+            changed[key] = max(16, round(int(inputs[key]) * lower / resolution / 16) * 16)
+    return changed
 
 
 def _on(flag: bool) -> str:
