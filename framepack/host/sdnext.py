@@ -291,7 +291,8 @@ class SettingsDefaults:
         from framepack.models.resources import recipe_configs
 
         offload = self._offload_mode()
-        machine = Machine.local(devices.device, offload="model" if offload == "balanced" else offload,
+        planned = offload if offload in ("none", "model", "group", "sequential") else "model"  # balanced, or new
+        machine = Machine.local(devices.device, offload=planned,
                                 quantization=str(self.option("framepack_quantization") or "none"),
                                 configs=recipe_configs(self.recipe(variant)))
         return dataclasses.replace(machine, enforce=False)
