@@ -373,3 +373,25 @@ def test_recipe_edit_on_a_host_that_ignores_the_setting(tmp_path, tiny_model_dir
         assert json.loads(text)["vae"] == shown["vae"]
     else:
         assert json.loads(text)["vae"] == "me/other-vae"
+
+
+def test_the_plan_line_shows_the_resources_on_the_hosts_machine():
+    from framepack.jobs.resources import Machine
+    from framepack.models.resources import GiB
+
+    class Host:
+        def __init__(self, vram):
+            self.vram = vram
+
+        def resource_machine(self, variant):
+            return Machine(device="cuda", vram_bytes=self.vram * GiB, ram_bytes=64 * GiB)
+
+    values = (5, 30, 0, 9, "original", "a boat", "")
+    fits = logic.host_plan_html(Host(24), *values, None, 640)
+    assert "4 sections" in fits and "· VRAM " in fits and "RAM " in fits and "disk " in fits
+    assert "(offload group)" in fits
+    short = logic.host_plan_html(Host(2), *values, None, 960)
+    assert "needs VRAM" in short and "this run does not fit" in short
+    assert logic.host_plan_html(object(), *values, None, 640) == logic.plan_html(*values, None)  # no machine
+    assert "VRAM" not in logic.host_plan_html(Host(24), *values, None, "abc")  # not plannable yet: no line
+    assert 'role="alert"' in logic.host_plan_html(Host(24), 0, 30, 0, 9, "original", "", "", None, 640)

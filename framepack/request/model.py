@@ -447,6 +447,8 @@ def input_errors(error: ValidationError) -> InputErrors:
 PLAN_FIELDS = ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts",
                "loras")
 """Request fields the planner reads (plus the WHEN of each keyframe)."""
+RESOURCE_FIELDS = ("resolution", "steps", "cfg", "teacache", "teacache_threshold", "max_prompt_tokens")
+"""Request fields the resource plan reads besides `PLAN_FIELDS`."""
 
 
 def plan_for(fields: dict[str, Any], keyframes: Sequence[str] = (), *, strict: bool = False) -> VideoPlan:
@@ -456,8 +458,16 @@ def plan_for(fields: dict[str, Any], keyframes: Sequence[str] = (), *, strict: b
     take the request's default), so a plan preview accepts exactly what a submission would. Raises
     `InputErrors` naming every bad field, or the planner's located error.
     """
+    values = field_values(fields, PLAN_FIELDS, strict=strict)
+    values["loras"] = lora_plan_entries(values["loras"])
+    return plan_video(**values, keyframes=list(keyframes))
+
+
+def field_values(fields: dict[str, Any], names: Sequence[str], *, strict: bool = False) -> dict[str, Any]:
+    """`names` validated one by one by the request's own fields (missing ones take the default);
+    raises `InputErrors` naming every bad field."""
     values, problems = {}, []
-    for name in PLAN_FIELDS:
+    for name in names:
         info = GenerationRequest.model_fields[name]
         if name not in fields:
             values[name] = info.get_default(call_default_factory=True)
@@ -468,8 +478,7 @@ def plan_for(fields: dict[str, Any], keyframes: Sequence[str] = (), *, strict: b
             problems.extend(problem.located(name) for problem in input_errors(error).problems())
     if problems:
         raise InputErrors(problems)
-    values["loras"] = lora_plan_entries(values["loras"])
-    return plan_video(**values, keyframes=list(keyframes))
+    return values
 
 
 def lora_plan_entries(loras: Sequence[LoraSpec]) -> list[tuple[str, float, list[tuple[str, float]]]]:

@@ -11,6 +11,8 @@ with `queue=False`, so it answers at once even while a generation holds the queu
 
 from __future__ import annotations
 
+import functools
+
 import json
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
     if assets is None:
         assets = getattr(host, "name", "") != "sdnext"
     d = logic.default_values(host)
+    live_plan = functools.partial(logic.host_plan_html, host)  # the plan line, with the resources on this host
     lo, hi, step = logic.RESOLUTION_RANGE
     dlo, dhi, dstep = logic.DURATION_RANGE
     writable = logic.settings_writable(host)
@@ -119,7 +122,7 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                     c["fps"] = gr.Number(value=d["fps"], label="FPS", minimum=1, maximum=240, elem_id="fpk_fps")
                     c["interpolation"] = gr.Slider(0, 8, value=d["interpolation"], step=1,
                                                    label="Interpolated frames", elem_id="fpk_interpolation")
-                plan = gr.HTML(logic.plan_html(*(d[name] for name in logic.PLAN_NAMES)), elem_id="fpk_plan",
+                plan = gr.HTML(live_plan(*(d[name] for name in logic.PLAN_NAMES), d["resolution"]), elem_id="fpk_plan",
                                elem_classes=["fpk-plan-box"])
 
                 # -------------------------------------------------------- video output
@@ -236,12 +239,13 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                 last_seed = gr.Number(-1, visible=False, precision=0, elem_id="fpk_last_seed")
 
         values = [c[name] for name in logic.VALUE_NAMES]
-        plan_inputs = [c[name] for name in logic.PLAN_NAMES]
+        plan_inputs = [c[name] for name in logic.PLAN_NAMES] + [c["resolution"]]
         mode_inputs = [c["image"], c["end_image"], c["blank_start"], c["variant"], c["keyframes"]]
 
         # ---------------------------------------------------------------- live plan and mode
-        for name in ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts"):
-            c[name].change(logic.plan_html, plan_inputs, plan, queue=False, show_progress="hidden")
+        for name in ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts",
+                     "resolution"):
+            c[name].change(live_plan, plan_inputs, plan, queue=False, show_progress="hidden")
         for component in (c["image"], c["end_image"], c["blank_start"], c["variant"]):
             component.change(logic.mode_html, mode_inputs, mode, queue=False, show_progress="hidden")
 
@@ -257,10 +261,10 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
 
         keyframe_add.click(on_add_keyframe, [c["keyframes"], keyframe_image, keyframe_when],
                            [c["keyframes"], keyframes_gallery, keyframe_image, keyframe_when, keyframe_message],
-                           queue=False).then(logic.plan_html, plan_inputs, plan, queue=False) \
+                           queue=False).then(live_plan, plan_inputs, plan, queue=False) \
             .then(logic.mode_html, mode_inputs, mode, queue=False)
         keyframe_clear.click(on_clear_keyframes, None, [c["keyframes"], keyframes_gallery, keyframe_message],
-                             queue=False).then(logic.plan_html, plan_inputs, plan, queue=False) \
+                             queue=False).then(live_plan, plan_inputs, plan, queue=False) \
             .then(logic.mode_html, mode_inputs, mode, queue=False)
 
         # ---------------------------------------------------------------- small helpers
