@@ -206,3 +206,49 @@ def test_start_latent_is_a_posterior_sample_with_reference_noise(pipes):
     sample = encode_latent(pipe, pixels, "cpu", generator=torch.Generator().manual_seed(3))
     again = encode_latent(pipe, pixels, "cpu", generator=torch.Generator().manual_seed(3))
     assert torch.equal(sample, again) and not torch.equal(sample, mean)
+
+
+# ---------------------------------------------------------------------------- background encoding
+
+def test_background_sink_keeps_order_and_bounds_the_queue():
+    import threading
+
+    from framepack.io.background import BackgroundSink
+
+    written, gate = [], threading.Event()
+
+    def slow_sink(frames):
+        gate.wait(5)
+        written.append(int(frames[0, 0, 0, 0]))
+
+    sink = BackgroundSink(slow_sink, max_batches=2)
+    handed = []
+
+    def produce():
+        for i in range(6):
+            sink(np.full((1, 2, 2, 3), i, np.uint8))
+            handed.append(i)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    producer.join(0.5)
+    assert len(handed) <= 4  # one being written, two queued, one waiting to be queued: bounded
+    gate.set()
+    producer.join(5)
+    sink.drain()
+    assert written == list(range(6))
+
+
+def test_background_sink_raises_the_writers_error_in_the_generating_thread():
+    from framepack.io.background import BackgroundSink
+
+    def broken(frames):
+        raise OSError("disk full")
+
+    sink = BackgroundSink(broken)
+    sink(np.zeros((1, 2, 2, 3), np.uint8))
+    with pytest.raises(OSError, match="disk full"):
+        for _ in range(10):  # raised at a later batch or at the latest by drain
+            sink(np.zeros((1, 2, 2, 3), np.uint8))
+        sink.drain()
+    sink.cancel()

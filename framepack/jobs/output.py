@@ -107,6 +107,7 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
     work folders left by runs that crashed before are removed first.
     """
     from framepack.engine.loop import run_generation
+    from framepack.io.background import BackgroundSink
     from framepack.io.paths import sanitize_filename
     from framepack.io.workdir import WorkFolder, remove_abandoned
     from framepack.models.lora import apply_loras, loaded_adapters
@@ -123,11 +124,14 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
     work = WorkFolder(folder) if own_work else work
     try:
         writers = OutputWriters(folder, request, options, stem, work=work)
+        encoder = BackgroundSink(writers)  # encodes section N while section N+1 samples
         try:
             hooks = getattr(control, "stage_hooks", None)  # a host's control may bring its stage hooks
-            done = run_generation(pipe, request, writers, on_event, control=control, hooks=hooks,
+            done = run_generation(pipe, request, encoder, on_event, control=control, hooks=hooks,
                                   spill_dir=str(work.path))
+            encoder.drain()  # every frame written (a stopped run's too) before the files are published
         except BaseException:
+            encoder.cancel()
             writers.abort()
             raise
         if (done.status != Status.COMPLETED and not options.keep_incomplete) or done.frames == 0:
