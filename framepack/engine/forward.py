@@ -84,6 +84,7 @@ def prepare_section(transformer, *, latent_shape: tuple[int, ...], image_embeds,
     def rope(indices):
         return transformer.rope(frame_indices=indices, height=height, width=width, device=device)
 
+    _enter_hooks(transformer, latents_clean)  # model / balanced offload: the weights come to the device now
     clean, history_2x, history_4x = transformer.clean_x_embedder(latents_clean, latents_history_2x, latents_history_4x)
     # The packing helper puts [4x | 2x | clean] before whatever latent tokens it gets: an empty
     # latent block gives the history alone, and the latent RoPE goes last in the same order.
@@ -117,9 +118,7 @@ def section_forward(transformer, section: SectionInputs, text: TextInputs, hidde
     Runs between the transformer's own offload hooks (``pre_forward`` / ``post_forward``), so model
     and balanced offload move it onto the device as for a plain call.
     """
-    hook = getattr(transformer, "_hf_hook", None)
-    if hook is not None:
-        hook.pre_forward(transformer)
+    hidden_states = _enter_hooks(transformer, hidden_states)
     hidden = torch.cat([section.history, transformer.x_embedder(hidden_states)], dim=1)
     temb, _ = transformer.time_text_embed(timestep, text.pooled, section.guidance)
     context = torch.cat([section.image, transformer.context_embedder(text.states, timestep, text.mask)], dim=1)
@@ -140,9 +139,18 @@ def section_forward(transformer, section: SectionInputs, text: TextInputs, hidde
             hidden = block_input + cache.residual
         cache.record(compute)
     output = project_out(transformer, hidden, temb, section.latent_grid, fp32_head)
-    if hook is not None:
-        output = hook.post_forward(transformer, output)
-    return output
+    hook = getattr(transformer, "_hf_hook", None)
+    return output if hook is None else hook.post_forward(transformer, output)
+
+
+def _enter_hooks(transformer, tensor: torch.Tensor) -> torch.Tensor:
+    """What the model's own call does first: its accelerate hook (model, sequential or SD.Next's
+    balanced offload) moves the weights and the input to the execution device."""
+    hook = getattr(transformer, "_hf_hook", None)
+    if hook is None:
+        return tensor
+    args, _ = hook.pre_forward(transformer, tensor)
+    return args[0]
 
 
 def _run_blocks(transformer, hidden, context, temb, attention_mask, rotary, blocks=None) -> torch.Tensor:
