@@ -21,6 +21,7 @@ loaded model; the modules themselves are not changed).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import weakref
 from dataclasses import dataclass
@@ -84,16 +85,17 @@ def prepare_section(transformer, *, latent_shape: tuple[int, ...], image_embeds,
     def rope(indices):
         return transformer.rope(frame_indices=indices, height=height, width=width, device=device)
 
-    _enter_hooks(transformer, latents_clean)  # model / balanced offload: the weights come to the device now
-    clean, history_2x, history_4x = transformer.clean_x_embedder(latents_clean, latents_history_2x, latents_history_4x)
-    # The packing helper puts [4x | 2x | clean] before whatever latent tokens it gets: an empty
-    # latent block gives the history alone, and the latent RoPE goes last in the same order.
-    empty = clean[:, :0]
-    history, rotary = transformer._pack_history_states(
-        empty, clean, history_2x, history_4x, rope(indices_latents), rope(indices_latents_clean),
-        rope(indices_latents_history_2x), rope(indices_latents_history_4x), grid[2], grid[3],
-    )
-    image = transformer.image_projection(image_embeds)
+    with weight_hooks(transformer):
+        _enter_hooks(transformer, latents_clean)  # model / balanced offload: the weights come to the device now
+        clean, history_2x, history_4x = transformer.clean_x_embedder(latents_clean, latents_history_2x, latents_history_4x)
+        # The packing helper puts [4x | 2x | clean] before whatever latent tokens it gets: an empty
+        # latent block gives the history alone, and the latent RoPE goes last in the same order.
+        empty = clean[:, :0]
+        history, rotary = transformer._pack_history_states(
+            empty, clean, history_2x, history_4x, rope(indices_latents), rope(indices_latents_clean),
+            rope(indices_latents_history_2x), rope(indices_latents_history_4x), grid[2], grid[3],
+        )
+        image = transformer.image_projection(image_embeds)
     return SectionInputs(history, tuple(rotary), image, guidance, grid)
 
 
@@ -113,6 +115,11 @@ def section_forward(transformer, section: SectionInputs, text: TextInputs, hidde
                     timestep: torch.Tensor, *, cache: StepCache | None = None, step: int | None = None,
                     fp32_head: bool = False, blocks: list[Callable] | None = None,
                     attention_kwargs: dict[str, Any] | None = None) -> torch.Tensor:
+    with weight_hooks(transformer):
+        return _section_forward(transformer, section, text, hidden_states, timestep, cache, step, fp32_head, blocks)
+
+
+def _section_forward(transformer, section, text, hidden_states, timestep, cache, step, fp32_head, blocks):
     """The velocity for one sampler step, from the section's prepared inputs.
 
     Runs between the transformer's own offload hooks (``pre_forward`` / ``post_forward``), so model
@@ -141,6 +148,24 @@ def section_forward(transformer, section: SectionInputs, text: TextInputs, hidde
     output = project_out(transformer, hidden, temb, section.latent_grid, fp32_head)
     hook = getattr(transformer, "_hf_hook", None)
     return output if hook is None else hook.post_forward(transformer, output)
+
+
+def weight_hooks(transformer):
+    """The context the model's own ``forward`` wrapper runs in, for code that calls its submodules.
+
+    NNCF's weight compression replaces ``forward`` by a wrapper that decompresses the int8/int4
+    weights inside a torch function mode; calling submodules directly needs that mode too.
+    """
+    wrapper = transformer.__dict__.get("forward")
+    if type(wrapper).__name__ != "ForwardWithHooks":
+        return contextlib.nullcontext()
+    from nncf.torch.function_hook.hook_executor_mode import FunctionHookMode
+    from nncf.torch.function_hook.wrapper import get_hook_storage
+
+    storage = get_hook_storage(transformer)
+    if storage.is_empty():
+        return contextlib.nullcontext()
+    return FunctionHookMode(model=transformer, hook_storage=storage)
 
 
 def _enter_hooks(transformer, tensor: torch.Tensor) -> torch.Tensor:
