@@ -29,8 +29,10 @@ REQUEST_FLAGS = {  # argument group -> request fields given as flags, in the ord
     "inputs": ("blank_start", "prompt", "negative_prompt", "system_prompt"),
     "video": ("variant", "duration", "fps", "interpolation", "resolution"),
     "sampling": ("steps", "seed", "latent_window_size", "sampler", "shift", "cfg", "distilled_cfg", "cfg_rescale",
-                 "cfg_zero_star", "teacache", "teacache_threshold", "start_strength", "end_strength",
-                 "vision_strength", "max_prompt_tokens"),
+                 "cfg_zero_star", "teacache", "teacache_threshold", "cache", "magcache_threshold", "magcache_max_skips",
+                 "magcache_retention", "noise", "start_strength", "end_strength", "vision_strength",
+                 "max_prompt_tokens"),
+    "speed": ("fp32_head", "compile"),
 }
 OUTPUT_FLAGS = ("filename", "codec", "container", "codec_options", "crf", "pix_fmt", "save_frames", "save_images",
                 "image_format", "interpolation_method", "interpolation_model", "upscale", "upscaler", "keep_incomplete",

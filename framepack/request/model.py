@@ -297,6 +297,21 @@ class GenerationRequest(BaseModel):
     teacache: bool = Field(True, description="TeaCache (skips model calls whose output barely changes)")
     teacache_threshold: float = Field(0.15, ge=0.0, le=limits.MAX_TEACACHE_THRESHOLD,
                                       description="TeaCache threshold")
+    cache: Optional[Literal[limits.STEP_CACHES]] = Field(
+        None, description="step cache: none, teacache or magcache (default: teacache when teacache is on, else none)")
+    magcache_threshold: float = Field(0.1, ge=0.0, le=limits.MAX_MAGCACHE_THRESHOLD,
+                                      description="MagCache error threshold (higher = faster, lower quality)")
+    magcache_max_skips: int = Field(2, ge=limits.MAGCACHE_SKIPS_RANGE[0], le=limits.MAGCACHE_SKIPS_RANGE[1],
+                                    description="MagCache: most steps skipped in a row")
+    magcache_retention: float = Field(0.25, ge=0.0, le=1.0,
+                                      description="MagCache: fraction of early steps that always run")
+    fp32_head: bool = Field(True, description="run the transformer's output head (norm_out, proj_out) in float32, "
+                                              "as the reference app does")
+    compile: bool = Field(False, description="torch.compile the transformer blocks (slow first section, "
+                                             "faster after; needs a C++/Triton toolchain)")
+    noise: Literal[limits.NOISE_MODES] = Field(
+        "section", description="section: noise seeded per section (resumable); reference: one generator in "
+                               "generation order, as lllyasviel's FramePack, to reproduce its videos from a seed")
     preview: bool = Field(True, description="live previews while sampling")
     max_prompt_tokens: int = Field(256, ge=limits.PROMPT_TOKENS_RANGE[0], le=limits.PROMPT_TOKENS_RANGE[1],
                                    description="tokens of each prompt the text encoder reads")
@@ -362,6 +377,13 @@ class GenerationRequest(BaseModel):
     def plan(self) -> VideoPlan:
         """The video's plan, made once when the request was validated."""
         return self._plan
+
+    @property
+    def step_cache(self) -> str:
+        """The step cache in force: `cache` when given, else TeaCache when `teacache` is on (older requests)."""
+        if self.cache is not None:
+            return self.cache
+        return "teacache" if self.teacache else "none"
 
     def located_images(self) -> list[tuple[tuple, Any]]:
         """(field, RGB array) for every image the request holds: start, end, keyframes."""
