@@ -180,6 +180,19 @@ def test_reroll_of_unknown_or_checkpointless_jobs(api):
     assert response.status_code == 409 and "keep_checkpoints" in response.json()["detail"]
 
 
+
+def test_a_job_with_reference_noise_cannot_be_rerolled(api):
+    state = submit(api, seed=13, duration=0.8, variant="f1", noise="reference", output={"keep_checkpoints": True})
+    state = finished(api, state["id"])
+    assert state["status"] == "completed" and state["checkpoints"], state
+    before = files(api)
+    response = post(api, f"/jobs/{state['id']}/reroll", {"from_section": 2, "seed": 3})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert any(entry["loc"] == ["body", "from_section"] and "per-section noise" in entry["msg"] for entry in detail)
+    assert files(api) == before
+
+
 # ------------------------------------------------------------------------------------------ extend
 
 def test_extend_a_finished_job_and_an_uploaded_video(api, kept):

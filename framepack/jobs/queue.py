@@ -132,6 +132,10 @@ class JobQueue:
         old = self._finished_with_checkpoint(job_id, "re-rolled")
         checkpoints = JobCheckpoints(Path(old.record.checkpoint))
         spec = checkpoints.read_spec()
+        if spec.request.noise == "reference":
+            raise InputError(f"job {job_id} drew its noise as the reference app does (one generator for the whole "
+                             f"video), so no section can be drawn again alone; re-roll needs per-section noise",
+                             ("from_section",))
         plan = spec.request.plan()
         position = reroll_position(plan, from_section)
         if not checkpoints.positions():
