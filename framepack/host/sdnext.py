@@ -65,14 +65,34 @@ class Setting:
 
 
 def _codec_choices() -> dict[str, Any]:
-    """Encoders that actually open on this machine (built when the settings page is drawn)."""
+    """Encoders that actually open on this machine (built when the settings page is drawn).
+
+    Only keys Gradio 3.43's `Dropdown.update()` accepts: SD.Next's `ui_settings` passes these
+    args into `gr.update()` on every page load, and one unknown key (`allow_custom_value` is a
+    constructor-only argument) fails the page-load event and marks every setting of every
+    section as an error. A stored value that does not open here stays selectable, listed first.
+    """
     try:
         from framepack.io import codecs
 
         choices = list(codecs.available_encoders())
     except Exception:  # PyAV missing or broken: the list is what it is, the value is still checked at use
         choices = ["libx264"]
-    return {"choices": choices, "allow_custom_value": True}
+    current = _stored_option("framepack_codec")
+    if isinstance(current, str) and current and current not in choices:
+        choices.insert(0, current)
+    return {"choices": choices}
+
+
+def _stored_option(key: str) -> Any:
+    """A setting's stored value inside SD.Next (None outside it or before the options exist)."""
+    import sys
+
+    shared = sys.modules.get("modules.shared")
+    try:
+        return shared.opts.data.get(key) if shared is not None else None
+    except AttributeError:
+        return None
 
 
 SETTINGS: tuple[Setting, ...] = (
