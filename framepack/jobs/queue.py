@@ -187,6 +187,7 @@ class JobQueue:
 
     def _run(self, job: Job) -> None:
         status, error = DONE, None
+        log.info("FramePack job %s started: %s", job.id, job.plan.summary())
         try:
             with self.host.gpu_lock():
                 token = self.host.begin_job(f"FramePack {job.id}", control=job.control)
@@ -203,6 +204,7 @@ class JobQueue:
         except Exception as problem:  # a bug must not stop the queue; keep the detail in the log
             log.exception("FramePack job %s failed", job.id)
             status, error = FAILED, f"internal error: {type(problem).__name__}: {problem}"
+        _log_outcome(job, status, error)
         with self._lock:
             self._finish(job, status, error)
 
@@ -224,3 +226,15 @@ class JobQueue:
         finished = [job_id for job_id, job in self._jobs.items() if job.status in FINISHED]
         for job_id in finished[: max(0, len(self._jobs) - self.history)]:
             del self._jobs[job_id]
+
+
+def _log_outcome(job: Job, status: str, error: str | None) -> None:
+    """One line per finished job in the host's log: failures the user caused included."""
+    seconds = time.time() - (job.started or job.created)
+    files = ", ".join(str(path) for path in job.result.outputs) if job.result is not None else ""
+    if status == FAILED:
+        log.warning("FramePack job %s failed after %.1f s: %s", job.id, seconds, error)
+    elif status == CANCELLED:
+        log.info("FramePack job %s stopped after %.1f s: %s", job.id, seconds, files or "nothing kept")
+    else:
+        log.info("FramePack job %s done in %.1f s: %s", job.id, seconds, files or "nothing saved")
