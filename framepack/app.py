@@ -50,6 +50,9 @@ def create_app(host, queue=None, ui: bool | UiBuilder = True, *, max_body_bytes:
         return app
     import gradio as gr
 
+    from framepack.ui.routes import register_page_routes
+
+    register_page_routes(app.add_api_route, queue)  # the tab's Stop / Skip / Pause (before the mount)
     blocks = builder(host, queue)
     app.state.framepack_ui = blocks
     gr.mount_gradio_app(app, blocks.queue(), path="/")  # last: a mount at "/" swallows later routes

@@ -1048,6 +1048,8 @@ def register_api(demo=None, app=None) -> bool:
         shared.log.error("FramePack: SD.Next API is not available; FramePack REST routes not registered")
         return False
     from framepack.api import register_routes
+    from framepack.ui.routes import register_page_routes
 
     register_routes(api.add_api_route, get_host(), get_queue())
+    register_page_routes(api.add_api_route, get_queue())  # the tab's Stop / Skip / Pause
     return True
