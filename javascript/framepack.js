@@ -9,9 +9,10 @@
  *                      page. Gradio updates are expensive there (each one re-renders SD.Next's thousands of
  *                      components, ~1 s of browser time on 2 cores), so Generate sends only its start and end
  *                      through Gradio. Ends when the Generate stream's last status line for this task arrives
- * fpkControl(action, job, task)  Stop / Skip / Pause: posts to the tab's page routes (framepack/ui/routes.py)
- *                      instead of a Gradio event (which costs SD.Next's page seconds during a run) and shows
- *                      the answer in the status line
+ * fpkControl(action)   Stop / Skip / Pause (plain click listeners, not Gradio events: even a script-only Gradio
+ *                      event re-renders SD.Next's page first): posts the page's task id to the tab's page routes
+ *                      (framepack/ui/routes.py) and shows the answer in the status line, unless the job's own
+ *                      final line has arrived meanwhile
  * fpkLoopVideos()      result <video>: loop, autoplay, muted, inline
  * fpkSidebarButton()   ModernUI: its sidebar button for our tab says "framepack" with Video's icon; give it our
  *                      name, a tooltip and its own icon
@@ -78,17 +79,38 @@ function fpkSend(path, body) {
   return send(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
 }
 
-async function fpkControl(action, job, task) {
+async function fpkControl(action) {
+  const task = window.fpkLastTask || '';
+  let html;
+  let label = null;
   try {
-    const res = await fpkSend(`./framepack/v1/page/${action}`, { job: job || '', task: window.fpkLastTask || task || '' });
+    const res = await fpkSend(`./framepack/v1/page/${action}`, { job: '', task });
     const data = res ? await res.json() : null;
     if (!res || !res.ok) throw new Error((data && data.detail) || `HTTP ${res ? res.status : '?'}`);
-    if (data.status) fpkRewrite('#fpk_status', data.status);
-    if (data.label) fpkButtonText('#fpk_pause', data.label);
+    html = data.status;
+    label = data.label || null;
   } catch (err) {
-    fpkRewrite('#fpk_status', `<div class="fpk-error" role="alert">${fpkEscape(`${action}: ${err.message || err}`)}</div>`);
+    html = `<div class="fpk-error" role="alert">${fpkEscape(`${action}: ${err.message || err}`)}</div>`;
   }
-  return [];
+  const template = document.createElement('div');
+  template.innerHTML = html || '';
+  const answerIsFinal = !!template.querySelector('[data-fpk-final]');
+  if (task && fpkFinished(task) && !answerIsFinal) return; // the job ended first: its final line stays
+  if (html) fpkRewrite('#fpk_status', html);
+  if (label) fpkButtonText('#fpk_pause', label);
+}
+
+function fpkControls() {
+  let bound = 0;
+  [['#fpk_stop', 'stop'], ['#fpk_skip', 'skip'], ['#fpk_pause', 'pause']].forEach(([selector, action]) => {
+    const button = fpkEl(selector);
+    if (!button) return;
+    bound += 1;
+    if (button.dataset.fpkBound) return;
+    button.dataset.fpkBound = '1';
+    button.addEventListener('click', () => { fpkControl(action); });
+  });
+  return bound === 3;
 }
 
 function fpkFinished(task) {
@@ -211,7 +233,7 @@ function fpkWatch() {
 function fpkInit() {
   let tries = 0;
   const retry = () => { // ModernUI builds its sidebar some time after the page has loaded (up to a minute here)
-    const watching = fpkWatch();
+    const watching = fpkWatch() && fpkControls();
     const named = fpkSidebarButton();
     tries += 1;
     if (!(watching && named) && tries < 240) setTimeout(retry, 500); // Standard theme: no sidebar, 2 min of cheap checks

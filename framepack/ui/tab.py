@@ -13,9 +13,10 @@ there); everything else (plan, Stop / Skip / Pause, keyframes, codec refresh, se
 with `queue=False`, so it answers at once even while a generation holds the queue's worker.
 Inside SD.Next, Generate sends only its start and its end through Gradio (each Gradio update
 re-renders SD.Next's whole page); the page's script follows the job through SD.Next's progress
-API meanwhile (javascript/framepack.js). Stop / Skip / Pause are not Gradio events at all: the
-page's script posts them to `framepack.ui.routes` with the job id and the page's task id, so
-they answer at once during a run and reach the job before the page has received its id.
+API meanwhile (javascript/framepack.js). Stop / Skip / Pause are not Gradio events at all (even a
+script-only Gradio event re-renders SD.Next's page first): the page's script listens to their
+clicks and posts the page's task id to `framepack.ui.routes`, so they answer at once during a
+run and reach the job before the page has received its id.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT_FILE = ROOT / "javascript" / "framepack.js"
 STYLE_FILE = ROOT / "style.css"
 SUBMIT_JS = "(...args) => (window.fpkSubmit ? window.fpkSubmit(...args) : args)"  # see javascript/framepack.js
-# Stop / Skip / Pause: the page's script calls framepack.ui.routes (fetch), with the job id and the page's task id
-CONTROL_JS = "(job, task) => (window.fpkControl ? window.fpkControl('{action}', job, task) : null)"
 
 
 def _read(path: Path) -> str:
@@ -322,8 +321,7 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
         # show_progress hidden: the progress box is ours; Gradio's per-output timers would re-render the page
         generate.click(on_generate, [task_id, *values], [status, progress, preview, video, job_id, last_seed, pause],
                        _js=SUBMIT_JS, show_progress="hidden", api_name="fpk_generate")
-        for button, action in ((stop, "stop"), (skip, "skip"), (pause, "pause")):
-            button.click(None, [job_id, task_id], None, _js=CONTROL_JS.replace("{action}", action), queue=False)
+        # stop / skip / pause: click listeners of javascript/framepack.js (see the module docstring)
 
         if assets:
             blocks.load(None, None, None, _js=_script_loader())
