@@ -86,6 +86,20 @@ def _output_file(out: str, source: Path, ext: str, overwrite: bool) -> Path:
     return path
 
 
+def _work_folder(out_folder: Path):
+    """The work folder for unfinished output in `out_folder` (abandoned ones of killed runs go first)."""
+    from framepack.io.workdir import WorkFolder, remove_abandoned
+    remove_abandoned(out_folder)
+    return WorkFolder(out_folder, "cli")
+
+
+def _require_frames(source, path: str, action: str) -> None:
+    """Refuse an input without frames before any output (or output folder) is created."""
+    from framepack.errors import InputError
+    if len(source) == 0:
+        raise InputError(f"{path!r} holds no frames; there is nothing to {action}")
+
+
 def _frames_with_interpolation(source, k: int, method: str, batch: int):
     """Batches from the source, or single frames with k interpolated between each pair."""
     batches = source.iter_batches(batch)
@@ -130,7 +144,13 @@ def run_info(args) -> int:
     settings = info.get("settings") or {}
     lines.append("settings:  " + (json.dumps(settings, indent=2, ensure_ascii=False)
                                   if settings else "(none embedded)"))
+    if info["frames"] == 0:
+        info["problem"] = "the file holds no frames"
+        lines.insert(3, "           (the file holds no frames: nothing to encode, export or interpolate)")
     _emit(args, info, lines)
+    if info["frames"] == 0:
+        print(f"error: {args.file!r} holds no frames", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 
@@ -155,12 +175,14 @@ def run_export(args) -> int:
     from framepack.io.images import FrameImageWriter
     from framepack.io.reader import open_frames
     with open_frames(args.file) as source:
-        images = FrameImageWriter(args.out, f"{Path(args.file).stem}_frames", args.format,
-                                  args.quality)
-        with images, _progress(args, len(source), "export") as bar:
-            for batch in source.iter_batches(args.batch):
-                images.write(batch)
-                bar.update(len(batch))
+        _require_frames(source, args.file, "export")
+        with _work_folder(Path(args.out)) as work:
+            images = FrameImageWriter(args.out, f"{Path(args.file).stem}_frames", args.format,
+                                      args.quality, work=work)
+            with images, _progress(args, len(source), "export") as bar:
+                for batch in source.iter_batches(args.batch):
+                    images.write(batch)
+                    bar.update(len(batch))
     result = {"folder": str(images.folder), "frames": images.frames_written,
               "format": args.format}
     _emit(args, result, [f"exported {images.frames_written} frames to {images.folder}"])
@@ -208,7 +230,7 @@ def _list_codecs() -> int:
     return EXIT_OK
 
 
-def _make_video_writer(args, out: Path, fps, settings: dict):
+def _make_video_writer(args, out: Path, fps, settings: dict, work=None):
     from framepack.errors import InputError
     from framepack.io.writer import Cv2VideoWriter, VideoWriter
     if args.backend == "cv2":
@@ -218,10 +240,10 @@ def _make_video_writer(args, out: Path, fps, settings: dict):
         if extra:
             raise InputError(f"the cv2 backend always writes mp4v and does not take "
                              f"{', '.join(extra)}; use --backend av for those")
-        return Cv2VideoWriter(out, fps, overwrite=args.overwrite)
+        return Cv2VideoWriter(out, fps, overwrite=args.overwrite, work=work)
     return VideoWriter(out, fps, codec=args.codec or "libx264", options=args.options,
                        pix_fmt=args.pix_fmt, metadata=settings, crf=args.crf,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, work=work)
 
 
 def run_encode(args) -> int:
@@ -232,17 +254,19 @@ def run_encode(args) -> int:
     from framepack.io.reader import open_frames
     k = check_factor(args.interpolate, args.method)
     with open_frames(args.file) as source:
+        _require_frames(source, args.file, "encode")
         fps = parse_fps(args.fps, "--fps") if args.fps else (source.fps or 30) * (k + 1)
         out = _output_file(args.out, Path(args.file), ".mp4", args.overwrite)
         interpolation = (source.interpolation + 1) * (k + 1) - 1
         settings = {**(source.settings or {}), "fps": format_fps(fps),
                     "interpolation": interpolation}
-        writer = _make_video_writer(args, out, fps, settings)
-        frames = _frames_with_interpolation(source, k, args.method, args.batch)
-        with writer, _progress(args, output_count(len(source), k), "encode") as bar:
-            for item in frames:
-                writer.write(item)
-                bar.update(_length(item))
+        with _work_folder(out.parent) as work:
+            writer = _make_video_writer(args, out, fps, settings, work)
+            frames = _frames_with_interpolation(source, k, args.method, args.batch)
+            with writer, _progress(args, output_count(len(source), k), "encode") as bar:
+                for item in frames:
+                    writer.write(item)
+                    bar.update(_length(item))
     result = writer.describe()
     _emit(args, result, [f"wrote {result['frames']} frames ({result['width']}x{result['height']}, "
                          f"{result['codec']}, {result['fps']} fps) to {result['path']}"])
@@ -279,17 +303,19 @@ def run_interpolate(args) -> int:
             and Path(args.out).suffix.lower() != ".safetensors":
         raise InputError(f"--out must be a .safetensors file (or a folder), got {args.out!r}")
     with open_frames(args.file) as source:
+        _require_frames(source, args.file, "interpolate")
         out = _output_file(args.out, Path(args.file), ".safetensors", args.overwrite)
         metadata = {"fps": source.fps * (k + 1), "generated_fps": source.generated_fps,
                     "interpolation": (source.interpolation + 1) * (k + 1) - 1,
                     "settings": source.settings or {}}
-        raw = RawFramesWriter(out, source.height, source.width, metadata,
-                              overwrite=args.overwrite)
-        frames = _frames_with_interpolation(source, k, args.method, args.batch)
-        with raw, _progress(args, output_count(len(source), k), "interpolate") as bar:
-            for item in frames:
-                raw.write(item)
-                bar.update(_length(item))
+        with _work_folder(out.parent) as work:
+            raw = RawFramesWriter(out, source.height, source.width, metadata,
+                                  overwrite=args.overwrite, work=work)
+            frames = _frames_with_interpolation(source, k, args.method, args.batch)
+            with raw, _progress(args, output_count(len(source), k), "interpolate") as bar:
+                for item in frames:
+                    raw.write(item)
+                    bar.update(_length(item))
     result = {"path": str(raw.path), "frames": raw.frames_written, "fps": str(raw.fps),
               "interpolation": metadata["interpolation"], "method": args.method}
     _emit(args, result, [f"wrote {raw.frames_written} frames ({raw.fps} fps) to {raw.path}"])

@@ -158,7 +158,7 @@ def _start_image(height: int, width: int):
 
 def worker_ours(model_dir: Path, sections: int, resolution: int, steps: int, window: int) -> dict:
     from framepack.engine.pipeline import FramePackPipeline
-    from framepack.jobs.request import build_request
+    from framepack.request.model import build_request
     from framepack.models.loader import load_components
     from framepack.models.recipe import local_recipe
 
@@ -202,7 +202,7 @@ def worker_diffusers(model_dir: Path, sections: int, resolution: int, steps: int
     from PIL import Image
 
     from framepack.engine.conditioning import template_crop_start, template_for
-    from framepack.jobs.request import DEFAULT_SYSTEM_PROMPT
+    from framepack.request.model import DEFAULT_SYSTEM_PROMPT
 
     started = time.perf_counter()
     pipe = HunyuanVideoFramepackPipeline.from_pretrained(model_dir)  # float32, as saved

@@ -9,10 +9,11 @@
  *                      page. Gradio updates are expensive there (each one re-renders SD.Next's thousands of
  *                      components, ~1 s of browser time on 2 cores), so Generate sends only its start and end
  *                      through Gradio. Ends when the Generate stream's last status line for this task arrives
- * fpkControl(action)   Stop / Skip / Pause (plain click listeners, not Gradio events: even a script-only Gradio
- *                      event re-renders SD.Next's page first): posts the page's task id to the tab's page routes
- *                      (framepack/ui/routes.py) and shows the answer in the status line, unless the job's own
- *                      final line has arrived meanwhile
+ * fpkControl(action)   inside SD.Next, Stop / Skip / Pause (plain click listeners, not Gradio events: even a
+ *                      script-only Gradio event re-renders SD.Next's page first): posts the page's task id to the
+ *                      tab's page routes (framepack/ui/routes.py, under SD.Next's --auth) and shows the answer in
+ *                      the status line, unless the job's own final line has arrived meanwhile. The standalone page
+ *                      is light: there they are Gradio events, covered by its own login
  * fpkLoopVideos()      result <video>: loop, autoplay, muted, inline
  * fpkSidebarButton()   ModernUI: its sidebar button for our tab says "framepack" with Video's icon; give it our
  *                      name, a tooltip and its own icon
@@ -101,6 +102,8 @@ async function fpkControl(action) {
 }
 
 function fpkControls() {
+  if (!fpkEl('#fpk_root')) return false; // not rendered yet
+  if (!fpkInSdnext()) return true; // the standalone page: Gradio events (framepack/ui/tab.py), under its own login
   let bound = 0;
   [['#fpk_stop', 'stop'], ['#fpk_skip', 'skip'], ['#fpk_pause', 'pause']].forEach(([selector, action]) => {
     const button = fpkEl(selector);

@@ -22,8 +22,8 @@ from safetensors.numpy import load as load_safetensors
 from framepack.api import API_PREFIX, register_routes
 from framepack.app import create_app
 from framepack.host.standalone import StandaloneHost
-from test_api_helpers import (API, LiveServer, b64, data_url, job_body, png_bytes, png_header, wait_finished,
-                              wait_until)
+from test_api_helpers import (API, FINISHED, LiveServer, b64, data_url, job_body, png_bytes, png_header,
+                              wait_finished, wait_until)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_job_lifecycle_submit_poll_download(api, tmp_path):
     assert response.headers["location"] == f"{API}/jobs/{job_id}"
 
     state = wait_finished(api.url, job_id)
-    assert state["status"] == "done", state
+    assert state["status"] == "completed", state
     assert state["error"] is None and state["progress"] == 1.0 and state["sections_done"] == 2
     assert state["step"] == state["steps"] == 2 and state["frame_count"] == 25
     assert state["video"] and state["frames"] and state["video_url"] == f"{API}/jobs/{job_id}/video"
@@ -82,7 +82,7 @@ def test_job_lifecycle_submit_poll_download(api, tmp_path):
 
     listed = requests.get(f"{api.base}/jobs", timeout=10).json()["jobs"]
     assert job_id in [job["id"] for job in listed]
-    assert [j["id"] for j in requests.get(f"{api.base}/jobs?status=done", timeout=10).json()["jobs"]].count(job_id) == 1
+    assert [j["id"] for j in requests.get(f"{api.base}/jobs?status=completed", timeout=10).json()["jobs"]].count(job_id) == 1
     assert requests.get(f"{api.base}/jobs?status=bogus", timeout=10).status_code == 422
 
     late_cancel = requests.delete(f"{api.base}/jobs/{job_id}", timeout=10)
@@ -106,7 +106,7 @@ def test_cancel_queued_and_in_flight(api):
     assert stopping.status_code == 202 and stopping.json()["cancel_requested"] is True
 
     final = wait_finished(api.url, long["id"])
-    assert final["status"] == "cancelled" and final["sections_done"] < 8
+    assert final["status"] == "interrupted" and final["sections_done"] < 8
     never = requests.get(f"{api.base}/jobs/{waiting['id']}", timeout=10).json()
     assert never["status"] == "cancelled" and never["started"] is None
     nothing = requests.get(f"{api.base}/jobs/{waiting['id']}/video", timeout=10)
@@ -133,10 +133,10 @@ def test_twenty_concurrent_submissions_run_in_order_and_none_is_lost(api):
 
     def all_finished():
         jobs = [j for j in requests.get(f"{api.base}/jobs", timeout=10).json()["jobs"] if j["id"] in ids]
-        return jobs if all(j["status"] in ("done", "failed", "cancelled") for j in jobs) else None
+        return jobs if all(j["status"] in FINISHED for j in jobs) else None
 
     jobs = wait_until(all_finished, timeout=240, what="20 jobs")  # listed in submission (= run) order
-    assert len(jobs) == count and [j["status"] for j in jobs] == ["done"] * count
+    assert len(jobs) == count and [j["status"] for j in jobs] == ["completed"] * count
     assert [j["created"] for j in jobs] == sorted(j["created"] for j in jobs)
     assert all(a["started"] < b["started"] for a, b in zip(jobs, jobs[1:]))
     assert all(a["finished"] <= b["started"] for a, b in zip(jobs, jobs[1:]))  # one at a time, in order
@@ -195,7 +195,25 @@ MALFORMED = {
     "not json": ("{\"prompt\": ", [], "not valid JSON"),
     "not an object": ("[1, 2, 3]", [], "JSON object"),
     "empty body": ("", [], "empty"),
-    "NaN": ("{\"duration\": NaN}", [], "not a JSON number"),
+    "NaN names its field": ("{\"duration\": NaN}", ["duration"], "finite number"),
+    # strict types at the boundary (issue 8, item 5): nothing is coerced
+    "steps as text": ({"steps": "8"}, ["steps"], "valid integer"),
+    "duration as text": ({"duration": "5"}, ["duration"], "valid number"),
+    "teacache as text": ({"teacache": "yes"}, ["teacache"], "valid boolean"),
+    "steps as a float": ({"steps": 8.0}, ["steps"], "valid integer"),
+    "crf as text": ({"output": {"crf": "16"}}, ["output", "crf"], "valid integer"),
+    "fps denormal": ({"fps": 1e-320}, ["fps"], "greater than or equal to 1"),
+    "section number past the int limit": ({"section_prompts": "9" * 4301 + ": x"}, ["section_prompts"],
+                                          "too long"),
+    "images too large together": ({"image": b64(png_header(8000, 8000)), "end_image": b64(png_header(8000, 8000))},
+                                  ["end_image"], "too large together"),
+    "too many keyframes": ({"keyframes": [{"image": "%%%", "when": str(i + 1)} for i in range(40)]},
+                           ["keyframes"], "at most 32"),
+    "lone surrogate in the prompt": ({"prompt": "a \ud800 b"}, ["prompt"], "unicode"),
+    "lone surrogate in a field name": ({"\ud800": 1}, ["\ud800"], "unknown field"),
+    "deeply nested": ("[" * 100000, [], "nested too deeply"),
+    "Infinity names its field": ("{\"fps\": Infinity}", ["fps"], "finite number"),
+    "integer beyond the int limit": ("{\"steps\": " + "9" * 5000 + "}", ["steps"], "valid integer"),
 }
 
 
@@ -242,7 +260,8 @@ def test_body_size_limit_413(api, tiny_model_dir, tmp_path):
     small = create_app(api.host, api.queue, ui=False, max_body_bytes=4096)
     with LiveServer(small) as server:
         chunks = (b" " * 1024 for _ in range(8))
-        response = requests.post(f"{server.url}{API}/jobs", data=chunks, timeout=30)
+        response = requests.post(f"{server.url}{API}/jobs", data=chunks, timeout=30,
+                                 headers={"content-type": "application/json"})
         assert response.status_code == 413 and "limit is 0.00390625 MB" in response.json()["detail"]
         fits = requests.post(f"{server.url}{API}/plan", json={"duration": 1}, timeout=30)
         assert fits.status_code == 200

@@ -18,7 +18,7 @@ from PIL import Image
 API = "/framepack/v1"
 FAST = dict(resolution=32, steps=2, latent_window_size=3, fps=30, teacache=False)
 """Tiny settings: one 0.4 s section is 13 frames at 32 px, two steps."""
-FINISHED = ("done", "failed", "cancelled")
+FINISHED = ("completed", "interrupted", "failed", "cancelled")
 
 
 class LiveServer:

@@ -184,7 +184,7 @@ def test_generate_in_the_browser(app_server, browser):
     final = page.inner_text("#fpk_progress")
     assert "Done in" in final and "13 frames" in final and "Timings:" in final, final
     assert any("Starting" in s or "Section" in s for s in seen), seen  # live progress was shown
-    assert "done · seed" in page.inner_text("#fpk_status")
+    assert "completed · seed" in page.inner_text("#fpk_status")
 
     page.wait_for_selector("#fpk_video video[src]")
     meta = video_metadata(page)

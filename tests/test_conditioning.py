@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from framepack.engine import conditioning as cond
-from framepack.jobs.request import DEFAULT_SYSTEM_PROMPT
+from framepack.request.model import DEFAULT_SYSTEM_PROMPT
 
 
 @pytest.mark.parametrize(

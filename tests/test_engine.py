@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from framepack.engine.control import GenerationControl
-from framepack.engine.events import Done, Frames, Preview, Progress, SectionDone
+from framepack.request.events import Done, Frames, Preview, Progress, SectionDone
 from framepack.engine.frames import FrameAssembler
 from framepack.engine.loop import SectionLoop, section_noise
 from framepack.engine.pipeline import FramePackPipeline
 from framepack.errors import InputError
-from framepack.jobs.request import build_request
+from framepack.request.model import build_request
 from framepack.models.loader import load_components
 from framepack.models.recipe import local_recipe
 
@@ -175,6 +175,44 @@ def test_teacache_skips_steps_and_stays_close(pipes):
     assert np.abs(never_skips.astype(int) - exact).max() <= 1
 
 
+@pytest.mark.parametrize("teacache, cfg", [(False, 2.0), (True, 1.0)])
+def test_cfg_zero_star_skips_the_zero_init_model_calls_and_changes_nothing_else(pipes, monkeypatch, teacache, cfg):
+    """The zero-init step's velocity is zero whatever the model says: no call, same frames.
+
+    Compared with a run whose denoiser still calls the model there and drops the answer (what the
+    loop did before); TeaCache at threshold 0 computes every call, so its decisions cannot differ.
+    """
+    from framepack.engine import guidance, loop as loop_module
+
+    def denoiser_calling_every_step(velocity_fn, config):
+        def denoise(x, sigma, step_index):
+            v_cond = velocity_fn(x, sigma, step_index, False)
+            v_uncond = velocity_fn(x, sigma, step_index, True) if config.uses_negative else None
+            v = torch.zeros_like(v_cond) if config.zeroes(step_index) else guidance.combine(v_cond, v_uncond, config)
+            return x - sigma.to(x.dtype) * v.to(x.dtype)
+        return denoise
+
+    calls = []
+    real = loop_module.run_transformer
+
+    def counting(transformer, cache, **kwargs):
+        calls.append(kwargs["step"])
+        return real(transformer, cache, **kwargs)
+
+    monkeypatch.setattr(loop_module, "run_transformer", counting)
+    settings = dict(sections=1, steps=4, cfg=cfg, negative_prompt="blurry", cfg_zero_star=True, teacache=teacache,
+                    teacache_threshold=0.0)
+    skipping, *_ = generate(pipes, **settings)
+    skipped_calls = list(calls)
+    calls.clear()
+    monkeypatch.setattr(loop_module, "make_denoiser", denoiser_calling_every_step)
+    calling, *_ = generate(pipes, **settings)
+    np.testing.assert_array_equal(skipping, calling)
+    branches = 2 if cfg != 1.0 else 1
+    assert sorted(calls) == sorted([0, 1, 2, 3] * branches)
+    assert sorted(skipped_calls) == sorted([1, 2, 3] * branches)  # step 0 is the zero-init step
+
+
 def test_progress_and_preview_events(pipes):
     _, done, events, _ = generate(pipes, sections=2, preview=True, steps=3)
     progress = [e for e in events if isinstance(e, Progress)]
@@ -185,6 +223,30 @@ def test_progress_and_preview_events(pipes):
     assert previews[0].image.dtype == np.uint8 and previews[0].image.shape == (4, 3 * 4, 3)
     assert isinstance(events[-1], Done) and events[-1] is done
     assert {"text", "vision", "vae_encode", "sample", "vae_decode"} <= set(done.timings)
+
+
+def test_stage_hooks_wrap_every_stage_and_the_control_times_them(pipes):
+    from contextlib import contextmanager
+
+    from framepack.engine.control import StageHooks
+
+    class Recording(StageHooks):
+        def __init__(self):
+            self.calls = []
+
+        @contextmanager
+        def stage(self, name):
+            self.calls.append(("enter", name))
+            yield
+            self.calls.append(("exit", name))
+
+    hooks = Recording()
+    request = build_request(**{**FAST, "image": image(), "prompt": "x", "duration": SECTION_SECONDS, "cfg": 2.0})
+    done = SectionLoop(pipes["original"], request, lambda f: None, hooks=hooks).run(lambda e: None)
+    entered = [name for kind, name in hooks.calls if kind == "enter"]
+    assert entered == ["vision", "vae_encode", "text", "text", "sample", "vae_decode"]  # negative prompt first
+    assert [name for kind, name in hooks.calls if kind == "exit"] == entered  # never nested
+    assert set(done.timings) == set(entered)
 
 
 def test_stop_mid_section_keeps_finished_frames(pipes):
@@ -258,17 +320,64 @@ def test_pause_and_resume_a_running_loop(pipes):
     np.testing.assert_array_equal(np.concatenate(frames), reference)
 
 
-def test_generator_yields_events_and_stops_when_closed(pipes):
-    request = build_request(**{**FAST, "image": image(), "prompt": "x", "duration": SECTION_SECONDS * 3})
-    frames = []
-    events = list(pipes["original"].generate(request, frames.append))
-    assert isinstance(events[-1], Done) and events[-1].frames == expected_frames(3)
-    assert sum(e.count for e in events if isinstance(e, Frames)) == expected_frames(3)
+@pytest.mark.parametrize("teacache, cfg", [(False, 1.0), (True, 1.0), (True, 2.0)])
+def test_stop_acts_before_the_next_model_call_whether_teacache_computes_or_skips(pipes, monkeypatch, teacache, cfg):
+    """Issue 8, item 9: a Stop that arrives during a model call ends the run before the next one.
+
+    With TeaCache most calls skip the blocks and are far shorter than computed ones; a Stop must
+    not wait for a step boundary that a run of skipped calls races past (nor, with real CFG,
+    for the second pass of the step).
+    """
+    from framepack.engine import loop as loop_module
+
     control = GenerationControl()
-    iterator = pipes["original"].generate(request, lambda f: None, control=control)
-    next(iterator)
-    iterator.close()
-    assert control.should_stop()
+    caches = []
+    real = loop_module.run_transformer
+
+    def cancel_during_the_ninth_call(transformer, cache, **kwargs):
+        caches.append(cache)
+        if len(caches) == 9:
+            control.stop()  # what DELETE /jobs/{id}, the tab's Stop or Ctrl-C do, from another thread
+        return real(transformer, cache, **kwargs)
+
+    monkeypatch.setattr(loop_module, "run_transformer", cancel_during_the_ninth_call)
+    _, done, events, _ = generate(pipes, sections=2, control=control, steps=25, teacache=teacache,
+                                  teacache_threshold=0.5, cfg=cfg)
+    assert done.status == "interrupted"
+    assert len(caches) == 9  # not one model call after the Stop
+    stopped_in_step = 9 if cfg == 1.0 else 5
+    assert max(e.step for e in events if isinstance(e, Progress)) <= stopped_in_step
+    if teacache:
+        assert sum(cache.skipped_steps for cache in {id(c): c for c in caches}.values()) > 0  # skipped calls ran
+
+
+def test_pause_holds_the_next_model_call_in_the_middle_of_a_step(pipes, monkeypatch):
+    from framepack.engine import loop as loop_module
+
+    control = GenerationControl()
+    calls = []
+    real = loop_module.run_transformer
+
+    def pause_at_the_third_call(transformer, cache, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            control.pause()
+        return real(transformer, cache, **kwargs)
+
+    monkeypatch.setattr(loop_module, "run_transformer", pause_at_the_third_call)
+    worker = threading.Thread(target=generate, args=(pipes,), kwargs=dict(sections=1, control=control, steps=6,
+                                                                         teacache=True, cfg=2.0))
+    worker.start()
+    wait = threading.Event()
+    try:
+        while len(calls) < 3 and worker.is_alive():
+            wait.wait(0.01)
+        wait.wait(0.3)
+        assert len(calls) == 3 and worker.is_alive()  # the fourth call (the step's second pass) waits
+    finally:
+        control.resume()
+        worker.join(60)
+    assert not worker.is_alive() and len(calls) == 12
 
 
 def test_f1_streams_frames_before_the_last_section(pipes):

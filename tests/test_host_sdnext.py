@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +20,9 @@ from PIL import Image
 
 from fake_sdnext.harness import FakeSdnext
 from framepack.errors import ModelError
-from framepack.jobs.queue import CANCELLED, DONE, JobQueue
-from framepack.jobs.request import build_request
+from framepack.request.events import Progress, SectionDone, Status
+from framepack.jobs.queue import JobQueue
+from framepack.request.model import build_request
 
 FAST = dict(resolution=32, steps=2, latent_window_size=3, fps=30, teacache=False, preview=True)
 STAGES = ("text", "vision", "vae_encode", "sample", "vae_decode")
@@ -59,9 +61,8 @@ def run(host, req, options=None, task_id=None, timeout=120):
     queue = JobQueue(host)
     host.queue = queue
     try:
-        with host.task(task_id):
-            job = queue.submit(req, options)
-            assert job.wait(timeout), "job did not finish"
+        job = queue.submit(req, options, task_id=task_id)
+        assert job.wait(timeout), "job did not finish"
     finally:
         queue.shutdown()
     return job
@@ -97,12 +98,13 @@ def test_generation_uses_the_host_services(sd, monkeypatch, tiny_model_dir):
 
     job = run(host, request(sections=2), task_id="task(abc123)")
 
-    assert job.status == DONE, job.error
+    assert job.status == Status.COMPLETED, job.record.error
     # outputs: host video folder, recorded in shared.state
     video_dir = sd.tmp / "outputs" / "video"
-    assert job.video.parent == video_dir and job.video.stat().st_size > 0
+    video = Path(job.record.video)
+    assert video.parent == video_dir and video.stat().st_size > 0
     recorded = [entry["outputs"] for entry in state.state_history if entry["op"] == "output"]
-    assert recorded and str(job.video) in recorded[-1]
+    assert recorded and job.record.video in recorded[-1]
     # progress over the whole video: 2 sections x 2 steps
     steps = [step for step, total in state.fake_steps if total == 4]
     assert steps[-1] == 4 and steps == sorted(steps) and len(steps) == 4
@@ -169,38 +171,38 @@ def test_stop_keeps_a_partial_video_only_with_keep_incomplete(sd, keep):
     sd.shared.opts.keep_incomplete = keep
 
     def stop_after_first_section(event, state):
-        if event.kind == "section_done":
+        if isinstance(event, SectionDone):
             state.interrupt()  # what the host's Stop button and POST /sdapi/v1/interrupt do
 
     host = reacting_host(stop_after_first_section)
     job = run(host, request(sections=3))
-    assert job.status == CANCELLED and job.position == 1
+    assert job.status == Status.INTERRUPTED and job.record.sections_done == 1
     videos = list((sd.tmp / "outputs" / "video").glob("*.mp4"))
     outputs = [e for e in sd.shared.state.state_history if e["op"] == "output"]
     if keep:
-        assert job.video is not None and videos == [job.video] and outputs
+        assert job.record.video is not None and videos == [Path(job.record.video)] and outputs
     else:
-        assert job.video is None and videos == [] and outputs == []
+        assert job.record.video is None and videos == [] and outputs == []
 
 
 def test_skip_ends_the_current_section_early(sd):
     def skip_first_step(event, state):
-        if event.kind == "progress" and event.position == 0 and event.step == 1:
+        if isinstance(event, Progress) and event.position == 0 and event.step == 1:
             state.skip()
 
     host = reacting_host(skip_first_step)
     job = run(host, request(sections=2, steps=3))
-    assert job.status == DONE, job.error
-    done = [e for e in host.events if e.kind == "section_done"]
+    assert job.status == Status.COMPLETED, job.record.error
+    done = [e for e in host.events if isinstance(e, SectionDone)]
     assert [e.skipped for e in done] == [True, False]
-    first_section_steps = [e.step for e in host.events if e.kind == "progress" and e.position == 0]
+    first_section_steps = [e.step for e in host.events if isinstance(e, Progress) and e.position == 0]
     assert first_section_steps == [1]
     assert sd.shared.state.skipped is False  # one skip per click
 
 
 def test_pause_waits_until_resumed(sd):
     def pause_once(event, state):
-        if event.kind == "progress" and event.position == 0 and event.step == 1 and not host.paused_once:
+        if isinstance(event, Progress) and event.position == 0 and event.step == 1 and not host.paused_once:
             host.paused_once = True
             state.pause()
             threading.Timer(0.4, state.pause).start()  # the button toggles
@@ -209,7 +211,7 @@ def test_pause_waits_until_resumed(sd):
     host.paused_once = False
     started = time.perf_counter()
     job = run(host, request(sections=1))
-    assert job.status == DONE and time.perf_counter() - started >= 0.4
+    assert job.status == Status.COMPLETED and time.perf_counter() - started >= 0.4
 
 
 def test_lifecycle_load_on_use_switch_back_and_unload(sd):
@@ -238,13 +240,13 @@ def test_lifecycle_load_on_use_switch_back_and_unload(sd):
 
 def test_unload_during_a_job_waits_for_the_job(sd):
     def unload_mid_job(event, state):
-        if event.kind == "section_done" and event.position == 0:
+        if isinstance(event, SectionDone) and event.position == 0:
             host.unload()
             host.unload_requested_while_running = host.loaded_variant()
 
     host = reacting_host(unload_mid_job)
     job = run(host, request(sections=2))
-    assert job.status == DONE and host.unload_requested_while_running == "f1"
+    assert job.status == Status.COMPLETED and host.unload_requested_while_running == "f1"
     assert host.loaded_variant() is None and not sd.shared.sd_loaded
 
 
@@ -260,7 +262,7 @@ def test_host_offload_modes_other_than_balanced(sd):
     sd.shared.opts.diffusers_offload_mode = "group"  # the one that runs on a CPU too
     host = make_host()
     job = run(host, request(sections=1))
-    assert job.status == DONE, job.error
+    assert job.status == Status.COMPLETED, job.record.error
     pipe = host.pipeline("f1")
     assert [d["model"] for d in sd.calls("set_diffuser_offload")] == [pipe]
     assert not [d for d in sd.calls("apply_balanced_offload") if d["applied"]]
@@ -324,7 +326,7 @@ def test_settings_options_and_folders(sd, tmp_path):
 def test_job_failure_is_reported_not_raised(sd):
     sd.shared.opts.framepack_model_recipe = "folder: /no/such/folder"
     job = run(make_host(), request(sections=1))
-    assert job.status == "failed" and "does not exist" in job.error
+    assert job.status == Status.FAILED and "does not exist" in job.record.error
     assert sd.calls("unload_model_weights") == []  # a broken recipe never unloads the host's model
 
 
@@ -363,7 +365,7 @@ def test_sdnext_module_imports_nothing_from_sdnext_or_torch_at_import():
 def test_a_failing_setup_never_leaves_a_half_pipeline_as_the_host_model(sd):
     sd.shared.opts.framepack_offload = "model"  # needs an accelerator; this machine is a CPU
     job = run(make_host(), request(sections=1))
-    assert job.status == "failed" and "needs an accelerator" in job.error
+    assert job.status == Status.FAILED and "needs an accelerator" in job.record.error
     assert not sd.shared.sd_loaded  # registered, then released again
 
 
@@ -487,7 +489,7 @@ def test_jobs_leave_started_finished_and_failed_lines_in_the_host_log(sd, caplog
         sd.shared.log.removeHandler(handler)
     lines = [record.getMessage() for record in records]
     assert any(line.startswith(f"FramePack job {done.id} started: ") for line in lines)
-    assert f"FramePack job {done.id} done in" in "\n".join(lines) and str(done.video) in "\n".join(lines)
+    assert f"FramePack job {done.id} completed: " in "\n".join(lines) and str(done.video) in "\n".join(lines)
     failed = [line for line in lines if line.startswith(f"FramePack job {refused.id} failed")]
     assert failed and "turn one of them off" in failed[0]
     assert [r.levelname for r in records if r.getMessage() == failed[0]] == ["WARNING"]

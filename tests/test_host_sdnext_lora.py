@@ -19,9 +19,10 @@ from safetensors.torch import save_file
 
 from fake_sdnext.harness import FakeSdnext
 from framepack.errors import InputError
-from framepack.jobs.output import OutputOptions
-from framepack.jobs.queue import DONE, FAILED, JobQueue
-from framepack.jobs.request import build_request
+from framepack.request.output import OutputOptions
+from framepack.jobs.queue import JobQueue
+from framepack.request.events import Status
+from framepack.request.model import build_request
 from framepack.models import lora as lora_module
 from framepack.models.lora import loaded_adapters
 
@@ -108,7 +109,7 @@ def test_tags_leave_the_text_and_resolve_through_the_host_lora_list(sd, caplog):
         original.prompt, original.negative_prompt, original.section_prompts]
     # one lookup through SD.Next for every LoRA with a nonzero weight, each name once
     assert calls("modules.lora.lora_load", "gather_networks") == [{"names": ["fox", "rain_v2", "motion/rain.v2"]}]
-    assert prepared.loras == [f"{fox}:0.7", f"{rain}:0.6"]  # default strength from SD.Next; one file once
+    assert [str(spec) for spec in prepared.loras] == [f"{fox}:0.7", f"{rain}:0.6"]  # default strength from SD.Next; one file once
     assert "<style:cinematic> is not supported by FramePack" in caplog.text
     # everything else is the same request, seed included
     assert prepared.seed == original.seed and prepared.variant == original.variant
@@ -129,7 +130,7 @@ def test_request_loras_and_tags_add_up(sd):
 
     fox, rain = placeholder_loras(sd.lora_dir)
     prepared = SdnextHost().prepare_request(request(prompt="<lora:fox:1.5> a fox", loras=[f"{rain}:0.2"]))
-    assert prepared.loras == [f"{rain}:0.2", f"{fox}:1.5"]
+    assert [str(spec) for spec in prepared.loras] == [f"{rain}:0.2", f"{fox}:1.5"]
 
 
 @pytest.mark.parametrize("prompt, message", [
@@ -188,8 +189,8 @@ def test_an_unknown_lora_fails_the_job_before_the_model_loads(sd):
 
     host = SdnextHost()
     [job] = run_jobs(host, request(prompt="a fox <lora:nosuch:0.8>"))
-    assert job.status == FAILED
-    assert job.error.startswith("LoRA not found: nosuch") and "Networks tab" in job.error
+    assert job.status == Status.FAILED
+    assert job.record.error.startswith("LoRA not found: nosuch") and "Networks tab" in job.record.error
     assert host.loaded_variant() is None and sd.calls("unload_model_weights") == []
     assert [entry["op"] for entry in sd.shared.state.state_history] == ["begin", "end"]  # the host job was closed
 
@@ -199,7 +200,7 @@ def test_a_pickled_lora_is_refused_with_its_name(sd):
 
     (sd.lora_dir / "old.ckpt").write_bytes(b"pickle")
     [job] = run_jobs(SdnextHost(), request(prompt="a fox <lora:old>"))
-    assert job.status == FAILED and "old.ckpt: only .safetensors files are loaded" in job.error
+    assert job.status == Status.FAILED and "old.ckpt: only .safetensors files are loaded" in job.record.error
 
 
 @needs_peft
@@ -241,7 +242,7 @@ def test_prompt_loras_are_active_while_sampling_and_gone_after(sd, monkeypatch):
         request(section_prompts=section.format(w=1.0), cfg=1.5, negative_prompt="blurry"),
         request(section_prompts=section.replace(" <lora:fox:{w}>", ""), cfg=1.5, negative_prompt="blurry"),
         options=options)
-    assert [job.status for job in jobs] == [DONE] * 4, [job.error for job in jobs]
+    assert [job.status for job in jobs] == [Status.COMPLETED] * 4, [job.record.error for job in jobs]
 
     # the text encoder never sees a tag
     assert encoded and not any("<" in prompt for prompt in encoded)
@@ -261,7 +262,7 @@ def test_prompt_loras_are_active_while_sampling_and_gone_after(sd, monkeypatch):
     assert len(sd.calls("unload_model_weights")) == 1  # only the first load cleared the host's model
     assert loaded_adapters(pipe) == []  # and nothing is left on the model after the last job
 
-    frames = [load_file(str(job.frames_file))["frames"].astype(np.int16) for job in jobs]
+    frames = [load_file(job.record.frames)["frames"].astype(np.int16) for job in jobs]
     assert np.abs(frames[1] - frames[0]).mean() > 0.05
     assert np.abs(frames[2] - frames[0]).mean() > np.abs(frames[1] - frames[0]).mean()
     np.testing.assert_array_equal(frames[3], frames[0])  # back to the plain model

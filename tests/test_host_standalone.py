@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-
-import torch
-
 from fake_sdnext.harness import FakeSdnext
-from framepack.host.base import Host
+from framepack.request.host import Host
 from framepack.host.standalone import StandaloneHost
 
 
@@ -21,20 +17,14 @@ def test_standalone_services(tmp_path):
     assert host.output_defaults() == {"codec": "libx264", "container": "mp4", "crf": 20, "save_frames": False,
                                       "save_images": False, "image_format": "png", "keep_incomplete": False}
     assert host.request_defaults() == {"variant": "original", "teacache_threshold": 0.15}
-    with host.task("task(x)"):  # no progress-bar tasks outside SD.Next
-        pass
-    assert host.torch_device() == torch.device("cpu") and host.torch_dtype() == torch.float32
-    assert host.hf_cache_dir() == str(tmp_path / "hf") and host.offline_mode() is True
-    assert isinstance(host.logger(), logging.Logger)
-    host.add_timer("sample", 1.0)
-    host.add_timer("sample", 0.5)
-    assert host.timers == {"sample": 1.5}
-    host.gc()
-    host.display_error(RuntimeError("boom"), "test")
+    host.task_queued("task(x)")  # no progress-bar tasks outside SD.Next
+    host.task_finished("task(x)")
+    assert host.cache_dir == str(tmp_path / "hf") and host.offline is True and host.device == "cpu"
     with host.gpu_lock():
         pass
-    token = host.begin_job("t")
+    token = host.begin_job("t", control=host.new_control("task(x)"))
     host.end_job(token)
+    assert StandaloneHost(output_dir=tmp_path, videos=tmp_path / "here").video_dir() == tmp_path / "here"
 
 
 def test_sdnext_host_implements_the_protocol(tmp_path):

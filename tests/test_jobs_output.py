@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 from framepack.engine.control import GenerationControl
-from framepack.engine.events import Progress
+from framepack.request.events import Progress
 from framepack.engine.pipeline import FramePackPipeline
 from framepack.errors import InputError
 from framepack.io.raw import RawFrames
 from framepack.io.reader import VideoFrames
 from framepack.io.writer import read_video_metadata
-from framepack.jobs.output import OutputOptions, run_job
-from framepack.jobs.request import build_request
+from framepack.jobs.output import run_job
+from framepack.request.output import OutputOptions
+from framepack.request.model import build_request
 from framepack.models.loader import load_components
 from framepack.models.recipe import local_recipe
 
@@ -86,19 +87,25 @@ def test_a_failing_generation_leaves_no_files(pipe, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "fields, message",
+    "fields, field, message",
     [
-        ({"codec": "nope264"}, "unknown video codec"),
-        ({"codec": "libx264", "container": "webm"}, "cannot be stored in a .webm"),
-        ({"codec_options": "preset"}, "preset"),
-        ({"codec": "none", "save_frames": False}, "nothing to save"),
+        ({"codec": "nope264"}, ("output", "codec"), "unknown video codec"),
+        ({"codec": "libx264", "container": "webm"}, ("output", "container"), "cannot be stored in a .webm"),
+        ({"codec_options": "preset"}, ("output", "codec_options"), "preset"),
+        ({"codec": "libx264", "pix_fmt": "rgb48"}, ("output", "pix_fmt"), "cannot encode pixel format"),
+        ({"codec": "mpeg4", "crf": 20}, ("output", "crf"), "no crf"),
+        ({"codec": "none", "save_frames": False}, ("output",), "nothing to save"),
+        ({"crf": 64}, ("output", "crf"), "less than or equal to 63"),
+        ({"container": "flv"}, ("output", "container"), "'mp4'"),
     ],
 )
-def test_bad_output_options_are_refused_before_sampling(fields, message):
-    from pydantic import ValidationError
+def test_bad_output_options_are_refused_before_sampling_naming_their_field(fields, field, message):
+    from framepack.jobs.checks import check_output
+    from framepack.request.output import build_output
 
-    with pytest.raises(ValidationError, match=message):
-        OutputOptions(**fields)
+    with pytest.raises(InputError, match=message) as refused:
+        check_output(build_output(**fields))
+    assert [problem.field for problem in refused.value.problems()] == [field]
 
 
 def test_output_names_are_sanitized_and_unique(pipe, tmp_path):

@@ -1,4 +1,6 @@
-"""Standalone LoRA (framepack.models.lora) through diffusers' loader, on the tiny model.
+"""Standalone LoRA (framepack.models.lora) through diffusers' loader, on the tiny model: parsing,
+file checks, weighting, several LoRAs, unloading, quantization, jobs. (The file layouts and the
+refused files are in test_lora_formats.py.)
 
 The adapter files are written here in diffusers' PEFT layout (`transformer.<module>.lora_A.weight`
 [rank, in] and `lora_B.weight` [out, rank], B random and nonzero so the adapter changes the
@@ -13,17 +15,9 @@ import torch
 from safetensors.torch import save_file
 
 from framepack.errors import InputError, ModelError
-from framepack.jobs.request import build_request
 from framepack.models import lora
-from framepack.models.lora import (
-    LoraSpec,
-    apply_loras,
-    check_lora_file,
-    loaded_adapters,
-    parse_lora_spec,
-    parse_lora_specs,
-    unload_loras,
-)
+from framepack.models.lora import apply_loras, check_lora_file, loaded_adapters, unload_loras
+from framepack.request.model import LoraSpec, build_request
 from tiny_runs import generate, load_pipe
 
 TARGETS = ("transformer_blocks.0.attn.to_q", "transformer_blocks.0.attn.to_v", "transformer_blocks.0.ff.net.2",
@@ -87,7 +81,9 @@ def clean(pipe):
     ("x.safetensors:", ("x.safetensors:", 1.0)),
 ])
 def test_parse_lora_spec(text, expected):
-    assert parse_lora_spec(text) == expected
+    spec = LoraSpec.parse(text)
+    assert (spec.path, spec.weight) == expected
+    assert build_request(image=np.zeros((32, 32, 3), np.uint8), loras=[text]).loras == (spec,)
 
 
 @pytest.mark.parametrize("text, message", [("", "empty LoRA entry"), ("   ", "empty LoRA entry"),
@@ -95,14 +91,10 @@ def test_parse_lora_spec(text, expected):
                                            ("x.safetensors:inf", "must be a finite number")])
 def test_parse_lora_spec_errors(text, message):
     with pytest.raises(InputError, match=message):
-        parse_lora_spec(text)
-
-
-def test_parse_several():
-    specs = parse_lora_specs(["a.safetensors:0.5", "b.safetensors\n\nc.safetensors:2"])
-    assert [(s.path.name, s.weight) for s in specs] == [("a.safetensors", 0.5), ("b.safetensors", 1.0),
-                                                        ("c.safetensors", 2.0)]
-    assert parse_lora_specs(None) == [] and parse_lora_specs("") == []
+        LoraSpec.parse(text)
+    with pytest.raises(InputError, match=message) as refused:
+        build_request(image=np.zeros((32, 32, 3), np.uint8), loras=["ok.safetensors", text])
+    assert refused.value.problems()[0].field == ("loras", 1)
 
 
 def test_file_checks(tmp_path):
@@ -118,7 +110,7 @@ def test_file_checks(tmp_path):
 
 def test_missing_file_is_reported_before_anything_loads(pipe, tmp_path):
     with pytest.raises(InputError, match="LoRA file not found"):
-        apply_loras(pipe, [f"{tmp_path}/nope.safetensors:0.7"])
+        apply_loras(pipe, [LoraSpec.parse(f"{tmp_path}/nope.safetensors:0.7")])
 
 
 def test_without_peft_the_message_says_so(pipe, lora_files, monkeypatch):
@@ -134,14 +126,14 @@ def test_without_peft_the_message_says_so(pipe, lora_files, monkeypatch):
 def test_weight_changes_output_and_zero_or_unload_is_baseline(clean, baseline, lora_files):
     pipe = clean
     style = lora_files[0]
-    applied = apply_loras(pipe, [f"{style}:1.0"])
+    applied = apply_loras(pipe, [LoraSpec.parse(f"{style}:1.0")])
     assert [(a.path, a.weight) for a in applied] == [(style.resolve(), 1.0)]
     name = applied[0].name
     layer = pipe.transformer.transformer_blocks[0].attn.to_q.lora_A[name]
     full = generate(pipe)
     assert mean_diff(full, baseline) > 0.5
 
-    apply_loras(pipe, [LoraSpec(style, 0.3)])  # re-weighted, not reloaded
+    apply_loras(pipe, [LoraSpec(path=str(style), weight=0.3)])  # re-weighted, not reloaded
     assert pipe.transformer.transformer_blocks[0].attn.to_q.lora_A[name] is layer
     weaker = generate(pipe)
     assert 0.05 < mean_diff(weaker, baseline) < mean_diff(full, baseline)
@@ -191,7 +183,8 @@ def test_keys_without_the_transformer_prefix_load(clean, baseline, tmp_path):
 def test_lora_for_another_model_is_refused(clean, baseline, tmp_path):
     foreign = write_lora(tmp_path / "foreign.safetensors", clean.transformer,
                          targets=("down_blocks.0.resnets.0.conv1", "mid_block.attentions.0.to_q"))
-    with pytest.raises(ModelError, match="LoRA foreign.safetensors does not fit the FramePack transformer"):
+    with pytest.raises(ModelError, match=r"LoRA foreign.safetensors: 0 of its 4 keys match the FramePack "
+                                         r"transformer \(not matched: transformer.down_blocks.0.resnets.0.conv1.lora_A.weight, "):
         apply_loras(clean, [(foreign, 1.0)])
     assert loaded_adapters(clean) == []
     np.testing.assert_array_equal(generate(clean), baseline)
@@ -202,8 +195,8 @@ def test_lora_with_wrong_shapes_is_refused(clean, tmp_path):
     wrong = tmp_path / "wrong.safetensors"
     save_file({"transformer.proj_out.lora_A.weight": torch.ones(RANK, 33),
                "transformer.proj_out.lora_B.weight": torch.ones(64, RANK)}, str(wrong))
-    with pytest.raises(ModelError, match="LoRA wrong.safetensors does not fit the FramePack transformer: "
-                                         "RuntimeError: .*size mismatch for proj_out.lora_A"):
+    with pytest.raises(ModelError, match=r"LoRA wrong.safetensors: layer proj_out has down \[4, 33\] and up "
+                                         r"\[64, 4\]; this transformer needs \[rank, 20\] and \[64, rank\]"):
         apply_loras(clean, [(wrong, 1.0)])
 
 
@@ -211,8 +204,7 @@ def test_lora_with_wrong_shapes_is_refused(clean, tmp_path):
 def test_not_a_lora_file(clean, tmp_path):
     plain = tmp_path / "weights.safetensors"
     save_file({"proj_out.weight": torch.ones(2, 2)}, str(plain))
-    with pytest.raises(ModelError, match="LoRA weights.safetensors does not fit the FramePack transformer: "
-                                         "ValueError: Invalid LoRA checkpoint"):
+    with pytest.raises(ModelError, match=r"LoRA weights.safetensors: 0 of its 1 keys match .* \(not matched: proj_out.weight\)"):
         apply_loras(clean, [(plain, 1.0)])
 
 
@@ -251,7 +243,8 @@ def test_lora_refused_on_nncf_and_quantizing_refused_with_lora(tiny_model_dir, l
 def test_jobs_apply_the_request_loras_and_drop_them_afterwards(pipe, baseline, lora_files, tmp_path):
     """Through the request model and the job runner, as the CLI and standalone app use it."""
     from framepack.io.raw import RawFrames
-    from framepack.jobs.output import OutputOptions, run_job
+    from framepack.jobs.output import run_job
+    from framepack.request.output import OutputOptions
 
     def job(loras):
         request = build_request(image=np.zeros((32, 32, 3), np.uint8), prompt="x", resolution=32, steps=2,
@@ -266,6 +259,13 @@ def test_jobs_apply_the_request_loras_and_drop_them_afterwards(pipe, baseline, l
     np.testing.assert_array_equal(job([]), plain)  # the next job without LoRA is back to baseline
 
 
-def test_request_refuses_a_missing_lora_file(tmp_path):
-    with pytest.raises(InputError, match="loras"):
-        build_request(image=np.zeros((32, 32, 3), np.uint8), prompt="x", loras=[str(tmp_path / "none.safetensors")])
+def test_a_missing_lora_file_is_refused_at_submission_naming_its_entry(tmp_path):
+    from framepack.jobs.checks import check_job
+    from framepack.request.output import OutputOptions
+
+    missing = tmp_path / "none.safetensors"
+    request = build_request(image=np.zeros((32, 32, 3), np.uint8), prompt="x", loras=[f"{missing}:0.5"])
+    assert request.loras[0].path == str(missing) and request.loras[0].weight == 0.5  # parsed once, typed
+    with pytest.raises(InputError) as refused:
+        check_job(request, OutputOptions(codec="none", save_frames=True))
+    assert refused.value.problems()[0].field == ("loras", 0) and "none.safetensors" in str(refused.value)

@@ -27,7 +27,7 @@ from PIL import Image
 
 from framepack.engine.conditioning import template_crop_start, template_for
 from framepack.engine.pipeline import FramePackPipeline
-from framepack.jobs.request import DEFAULT_SYSTEM_PROMPT, build_request
+from framepack.request.model import DEFAULT_SYSTEM_PROMPT, build_request
 
 SIZE, WINDOW, STEPS, SEED = 64, 3, 3, 5
 PROMPT = "a paper boat drifts down a stream"

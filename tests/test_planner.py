@@ -1,11 +1,13 @@
 """The planner decides what comes out before anything is sampled: sections, frames, prompts, keyframes."""
 
 import json
+import time
 
 import pytest
 
 from framepack.errors import InputError, ScheduleError
-from framepack.engine.planner import (
+from framepack.request.planner import (
+    DISPLAY_PROMPT_CHARS,
     MAX_DURATION,
     VARIANTS,
     SectionPlan,
@@ -14,6 +16,7 @@ from framepack.engine.planner import (
     ScheduleLine,
     frame_spans,
     latent_paddings,
+    looks_like_when,
     parse_schedule,
     parse_when,
     plan_video,
@@ -223,6 +226,14 @@ def test_fps_must_be_finite():
         plan(fps=float("inf"))
 
 
+@pytest.mark.parametrize("fps", [1e-320, 0.5, 240.5, 1000])
+def test_fps_outside_the_shared_limits_is_refused(fps):
+    """The request model, the planner and the writers share MIN_FPS..MAX_FPS: 1e-320 fps once
+    planned fine and then failed in the writer after sampling."""
+    with pytest.raises(InputError, match=r"fps must be between 1 and 240"):
+        plan(fps=fps)
+
+
 @pytest.mark.parametrize("k", [-1, 9, 1.5, "2", True])
 def test_interpolation_range(k):
     with pytest.raises(InputError, match="interpolation"):
@@ -247,20 +258,48 @@ def test_unknown_variant_lists_choices():
 
 
 def test_duration_limit():
-    assert plan(duration=MAX_DURATION, fps=30).num_sections == 3000
+    assert plan(duration=MAX_DURATION, fps=8).num_sections == 800
     with pytest.raises(InputError, match=r"3601 s is longer than the 3600 s limit"):
         plan(duration=3601)
 
 
 def test_absurd_section_count_is_refused():
     with pytest.raises(InputError, match="sections"):
-        plan(duration=3600, fps=1000, latent_window_size=1)
+        plan(duration=3600, fps=240, latent_window_size=1)
 
 
 def test_errors_are_input_errors_not_schedule_errors_for_settings():
     with pytest.raises(InputError) as info:
         plan(duration=0)
     assert not isinstance(info.value, ScheduleError)
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"duration": 0}, ("duration",)),
+    ({"duration": 3601}, ("duration",)),
+    ({"duration": 3600, "fps": 240, "latent_window_size": 1}, ("duration",)),
+    ({"fps": 1000}, ("fps",)),
+    ({"interpolation": 9}, ("interpolation",)),
+    ({"latent_window_size": 0}, ("latent_window_size",)),
+    ({"variant": "F2"}, ("variant",)),
+    ({"prompt": "p" * 8001}, ("prompt",)),
+    ({"section_prompts": 3}, ("section_prompts",)),
+    ({"section_prompts": "0: x"}, ("section_prompts",)),
+    ({"section_prompts": "9: late"}, ("section_prompts",)),
+    ({"section_prompts": "1: a\n1: b"}, ("section_prompts",)),
+    ({"section_prompts": "x" * 1001}, ("section_prompts",)),
+    ({"keyframes": "12"}, ("keyframes",)),
+    ({"keyframes": ["1"] * 33}, ("keyframes",)),
+    ({"keyframes": ["1", "9"]}, ("keyframes", 1, "when")),
+    ({"keyframes": ["2", "1-x"]}, ("keyframes", 1, "when")),
+    ({"keyframes": ["2", "2"]}, ("keyframes", 1, "when")),
+    ({"keyframes": ["3: text"]}, ("keyframes", 0, "when")),
+])
+def test_every_error_names_its_request_field(changes, field):
+    """Faces place errors by `error.field` (API loc, tab label, CLI flag), never by the message text."""
+    with pytest.raises(InputError) as info:
+        plan(**changes)
+    assert info.value.field == field
 
 
 def test_prompt_must_be_text():
@@ -676,6 +715,96 @@ def test_planner_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, framepack.engine.planner; print('torch' in sys.modules)"
+    code = "import sys, framepack.request.planner; print(sorted(m for m in ('torch', 'numpy', 'pydantic') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile schedules (issue 8, item 4): linear-time parsing, capped lines, a plan whose size does
+# not grow with sections x prompt length.
+
+
+def _fastest(action, repeat: int = 3) -> float:
+    """Best of a few runs: robust to a busy machine, still catches anything super-linear."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        try:
+            action()
+        except ScheduleError:
+            pass
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def test_when_detection_is_linear_on_a_long_run_of_digits():
+    text = "1" * 100_000 + "x"  # 16,000 digits before a colon took 16 s with the old pattern
+    assert looks_like_when(text) is False
+    assert _fastest(lambda: looks_like_when(text)) < 0.1  # ~5 ms; quadratic would be minutes
+    assert _fastest(lambda: parse_when(text)) < 0.1
+    assert _fastest(lambda: looks_like_when("1" * 100_000 + "s" * 100_000 + "x")) < 0.1
+
+
+def test_a_long_digit_prefix_within_the_line_cap_is_prompt_text():
+    line = "1" * 990 + "x: y"
+    assert parse_schedule(line) == [ScheduleLine(1, None, line)]
+    assert _fastest(lambda: plan_video(duration=5, fps=30, section_prompts=(line + "\n") * 4)) < 0.05
+
+
+def test_the_issue_input_is_refused_at_once_naming_the_line():
+    text = "1" * 16000 + "x: y"
+    with pytest.raises(ScheduleError, match=r"^section prompt line 1: 16004 characters is too long for one line"):
+        plan(section_prompts=text)
+    assert _fastest(lambda: plan(section_prompts=text)) < 0.05
+
+
+@pytest.mark.parametrize("text", ["9" * 4301 + ": x", "9" * 13 + ": x", "1." + "5" * 20 + "s: x"])
+def test_numbers_past_the_digit_limit_are_schedule_errors_not_value_errors(text):
+    """Python refuses int() of more than 4300 digits with a bare ValueError (a 500 on /plan)."""
+    with pytest.raises(ScheduleError, match=r"^section prompt line 1: "):
+        plan(section_prompts=text)
+
+
+def test_too_many_schedule_lines_are_refused_early():
+    text = "x\n" * 50_000
+    with pytest.raises(ScheduleError, match=r"^section prompt line 1001: more than 1000 lines"):
+        plan(section_prompts=text)
+    assert _fastest(lambda: plan(section_prompts=text)) < 0.05
+
+
+def test_long_texts_and_many_keyframes_are_refused_by_the_planner_too():
+    with pytest.raises(InputError, match=r"^prompt is too long: 8001 characters, at most 8000"):
+        plan(prompt="p" * 8001)
+    with pytest.raises(InputError, match=r"^keyframes: 33 given, at most 32"):
+        plan(keyframes=["1"] * 33)
+
+
+def test_unit_words_are_read_exactly_as_before():
+    for text in ("2 sec", "1 - 3 seconds", "1 second-2secs", "3SECS", "2 Seconds"):
+        assert looks_like_when(text) and parse_when(text).kind == "time"
+    for text in ("3 ss", "3 secx", "3 sexonds"):
+        assert not (looks_like_when(text) and _parses(text))
+
+
+def _parses(text: str) -> bool:
+    try:
+        parse_when(text)
+    except ScheduleError:
+        return False
+    return True
+
+
+def test_the_largest_plan_stays_small_in_memory_and_as_data():
+    p = plan(duration=550, fps=240, latent_window_size=33, prompt="p" * 8000,
+             section_prompts="1-1000: " + "x" * 990)
+    assert p.num_sections == 1000
+    assert len({id(s.main_prompt) for s in p.sections}) == 1  # one shared string, not 1000 copies of 9 kB
+    assert p.sections[5].prompt == "p" * 8000 + " " + "x" * 990
+    rows = p.table()
+    assert all(len(row["prompt"]) <= 2 * DISPLAY_PROMPT_CHARS + 1 for row in rows)
+    assert rows[0]["prompt"].startswith("p" * 90) and rows[0]["prompt"].endswith("…")
+    data = p.to_dict()
+    assert data["prompt"] == "p" * 8000 and "prompt" not in data["sections"][0]
+    assert len(json.dumps(data)) < 1_500_000 and len(json.dumps(rows)) < 800_000  # not 1000 x 9 kB each
+    assert VideoPlan.from_dict(json.loads(json.dumps(data))) == p

@@ -64,9 +64,9 @@ def plain(transformer, kwargs):
         return transformer(**kwargs, return_dict=False)[0]
 
 
-def cached(transformer, cache, kwargs):
+def cached(transformer, cache, kwargs, step=0):
     with torch.no_grad():
-        return run_transformer(transformer, cache, **kwargs)
+        return run_transformer(transformer, cache, step=step, **kwargs)
 
 
 def test_rescale_polynomial():
@@ -81,25 +81,23 @@ def test_no_cache_is_the_plain_forward(transformer):
 
 @pytest.mark.parametrize("batch", [1, 2])
 def test_zero_threshold_reproduces_the_forward(transformer, batch):
-    cache = TeaCacheState(0.0)
-    cache.reset(STEPS)
+    cache = TeaCacheState(0.0, STEPS)
     for step, sigma in enumerate([1.0, 0.8, 0.6, 0.4, 0.2]):
         kwargs = make_inputs(10 + step, sigma, batch)
         if batch == 2:  # different valid text lengths per sample exercise the attention mask
             kwargs["encoder_attention_mask"][1, 3:] = 0
-        out = cached(transformer, cache, kwargs)
+        out = cached(transformer, cache, kwargs, step)
         assert out.shape == kwargs["hidden_states"].shape
         torch.testing.assert_close(out, plain(transformer, kwargs), atol=1e-5, rtol=1e-5)
     assert (cache.computed_steps, cache.skipped_steps) == (STEPS, 0)
 
 
 def test_large_threshold_skips_the_middle_steps(transformer):
-    cache = TeaCacheState(NEVER)
-    cache.reset(STEPS)
+    cache = TeaCacheState(NEVER, STEPS)
     computed = []
-    for kwargs in section_inputs():
+    for step, kwargs in enumerate(section_inputs()):
         before = cache.computed_steps
-        out = cached(transformer, cache, kwargs)
+        out = cached(transformer, cache, kwargs, step)
         computed.append(cache.computed_steps > before)
         if computed[-1]:
             torch.testing.assert_close(out, plain(transformer, kwargs), atol=1e-5, rtol=1e-5)
@@ -110,28 +108,26 @@ def test_large_threshold_skips_the_middle_steps(transformer):
 def test_threshold_between_decides_by_accumulated_change(transformer):
     """A realistic threshold computes some middle steps and skips others."""
     inputs = section_inputs(steps=8)
-    cache = TeaCacheState(0.15)
-    cache.reset(len(inputs))
-    for kwargs in inputs:
-        cached(transformer, cache, kwargs)
+    cache = TeaCacheState(0.15, len(inputs))
+    for step, kwargs in enumerate(inputs):
+        cached(transformer, cache, kwargs, step)
     assert cache.computed_steps + cache.skipped_steps == 8
     assert cache.skipped_steps > 0 and cache.computed_steps > 2
 
 
 def test_skipped_step_adds_the_cached_residual(transformer):
     inputs = section_inputs()
-    cache = TeaCacheState(NEVER)
-    cache.reset(STEPS)
-    cached(transformer, cache, inputs[0])
+    cache = TeaCacheState(NEVER, STEPS)
+    cached(transformer, cache, inputs[0], 0)
     residual = cache.residual.clone()
 
     # Same inputs again: the residual is exactly what the blocks would add, so skipping is lossless.
-    torch.testing.assert_close(cached(transformer, cache, inputs[0]), plain(transformer, inputs[0]),
+    torch.testing.assert_close(cached(transformer, cache, inputs[0], 1), plain(transformer, inputs[0]),
                                atol=1e-5, rtol=1e-5)
 
     # Different inputs: hidden_before + cached residual, which is close to but not the plain output.
     kwargs = inputs[2]
-    out = cached(transformer, cache, kwargs)
+    out = cached(transformer, cache, kwargs, 2)
     assert cache.skipped_steps == 2
     with torch.no_grad():
         embedded = _embed_inputs(transformer, **kwargs)
@@ -142,24 +138,42 @@ def test_skipped_step_adds_the_cached_residual(transformer):
     assert 1e-6 < difference < 0.5 * reference.abs().max().item()
 
 
-def test_reset_restores_a_fresh_state(transformer):
+def test_steps_without_a_model_call_cost_nothing_and_change_no_decision(transformer):
+    """CFG-Zero*'s zero-init steps call no model: the first call, at step 1, computes (nothing is cached).
+
+    The later decisions are the ones a section whose step 0 computed would make from step 2 on.
+    """
     inputs = section_inputs()
-    cache = TeaCacheState(NEVER)
-    cache.reset(STEPS)
-    for kwargs in inputs[:3]:
-        cached(transformer, cache, kwargs)
-    cache.reset(STEPS)
-    assert (cache.step, cache.computed_steps, cache.skipped_steps, cache.accumulated) == (0, 0, 0, 0.0)
-    assert cache.residual is None and cache.previous_modulated is None
-    # The first call of the new section computes, even though its input equals the last one.
-    torch.testing.assert_close(cached(transformer, cache, inputs[2]), plain(transformer, inputs[2]),
+    cache = TeaCacheState(NEVER, STEPS)
+    computed = []
+    for step in range(1, STEPS):
+        before = cache.computed_steps
+        out = cached(transformer, cache, inputs[step], step)
+        computed.append(cache.computed_steps > before)
+        if step == 1:
+            torch.testing.assert_close(out, plain(transformer, inputs[1]), atol=1e-5, rtol=1e-5)
+    assert computed == [True, False, False, True]  # step 1 (first call), 2, 3 skipped, 4 (last)
+    assert (cache.computed_steps, cache.skipped_steps) == (2, 2)
+
+
+def test_the_step_decides_the_boundaries_not_the_number_of_calls(transformer):
+    """The last step computes although the state has seen only two calls."""
+    inputs = section_inputs()
+    cache = TeaCacheState(NEVER, STEPS)
+    cached(transformer, cache, inputs[0], 0)
+    torch.testing.assert_close(cached(transformer, cache, inputs[4], STEPS - 1), plain(transformer, inputs[4]),
                                atol=1e-5, rtol=1e-5)
-    assert cache.computed_steps == 1
+    assert (cache.computed_steps, cache.skipped_steps) == (2, 0)
 
 
-def test_state_must_be_reset_before_use(transformer):
-    with pytest.raises(RuntimeError, match="reset"):
-        cached(transformer, TeaCacheState(0.1), make_inputs(0, 1.0))
+def test_a_cached_call_needs_a_step_inside_the_section(transformer):
+    with pytest.raises(ValueError, match="step"):
+        with torch.no_grad():
+            run_transformer(transformer, TeaCacheState(0.1, STEPS), **make_inputs(0, 1.0))
+    with pytest.raises(ValueError, match="outside"):
+        cached(transformer, TeaCacheState(0.1, STEPS), make_inputs(0, 1.0), STEPS)
+    with pytest.raises(ValueError, match="at least one step"):
+        TeaCacheState(0.1, 0)
 
 
 def test_cond_and_uncond_states_do_not_interfere(transformer):
@@ -167,17 +181,14 @@ def test_cond_and_uncond_states_do_not_interfere(transformer):
     uncond_inputs = [dict(kw, encoder_hidden_states=-kw["encoder_hidden_states"]) for kw in cond_inputs]
 
     def run_alone(inputs):
-        cache = TeaCacheState(NEVER)
-        cache.reset(STEPS)
-        return [cached(transformer, cache, kwargs) for kwargs in inputs]
+        cache = TeaCacheState(NEVER, STEPS)
+        return [cached(transformer, cache, kwargs, step) for step, kwargs in enumerate(inputs)]
 
-    cond_cache, uncond_cache = TeaCacheState(NEVER), TeaCacheState(NEVER)
-    cond_cache.reset(STEPS)
-    uncond_cache.reset(STEPS)
+    cond_cache, uncond_cache = TeaCacheState(NEVER, STEPS), TeaCacheState(NEVER, STEPS)
     interleaved_cond, interleaved_uncond = [], []
-    for cond_kwargs, uncond_kwargs in zip(cond_inputs, uncond_inputs):
-        interleaved_cond.append(cached(transformer, cond_cache, cond_kwargs))
-        interleaved_uncond.append(cached(transformer, uncond_cache, uncond_kwargs))
+    for step, (cond_kwargs, uncond_kwargs) in enumerate(zip(cond_inputs, uncond_inputs)):
+        interleaved_cond.append(cached(transformer, cond_cache, cond_kwargs, step))
+        interleaved_uncond.append(cached(transformer, uncond_cache, uncond_kwargs, step))
 
     for a, b in zip(interleaved_cond, run_alone(cond_inputs)):
         assert torch.equal(a, b)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import json
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +13,9 @@ import pytest
 
 from framepack.host.standalone import StandaloneHost
 from framepack.jobs.queue import JobQueue
-from framepack.jobs.request import DEFAULT_SYSTEM_PROMPT
+from framepack.jobs.record import JobRecord
+from framepack.request.events import Status
+from framepack.request.model import DEFAULT_SYSTEM_PROMPT
 from framepack.ui import logic
 
 FAST = {"resolution": 32, "steps": 2, "latent_window_size": 3, "duration": 0.4, "fps": 30, "teacache": False,
@@ -137,10 +138,12 @@ def test_validation_messages_use_the_tab_labels(host):
         return str(error.value)
 
     assert message(resolution=250) == "Resolution: resolution must be a multiple of 16 (got 250); try 256"
-    assert message(end_image=image(1), variant="f1").startswith("an end image needs the original")
+    assert message(end_image=image(1), variant="f1").startswith("End image: an end image needs the original")
     assert message(section_prompts="1-: runs") == (
-        "section prompt line 1: '1-' is not a section or time; write a section (3), a section range (2-4), "
-        "a time (1.5s) or a time range (1s-2.5s)")
+        "Section prompts: section prompt line 1: '1-' is not a section or time; write a section (3), "
+        "a section range (2-4), a time (1.5s) or a time range (1s-2.5s)")
+    assert message(keyframes=[{"image": image(2), "when": "9"}]).startswith(
+        "Keyframes: keyframe 1: section 9 does not exist")
     assert message(latent_window_size=40) == "Latent window: Input should be less than or equal to 33"
     assert message(codec="no-such-codec").startswith("Codec: ")
     assert "nothing to save" in message(save_video=False)
@@ -151,9 +154,15 @@ def test_validation_messages_use_the_tab_labels(host):
     assert request.blank_start == "black" and request.seed == 7 and options.keep_incomplete is True
 
 
-def test_relabel_only_touches_known_fields():
-    assert logic.relabel("latent_window_size: too big; keyframes.0.when: bad; a: b") == \
-        "Latent window: too big; Keyframes.0.when: bad; a: b"
+def test_labels_come_from_the_error_field_not_its_message():
+    from framepack.errors import InputError
+
+    assert logic.labelled(InputError("latent_window_size: too big", ("latent_window_size",))) == \
+        "Latent window: latent_window_size: too big"
+    assert logic.labelled(InputError("bad", ("output", "codec_options"))) == "Codec options: bad"
+    assert logic.labelled(InputError("bad", ("keyframes", 0, "when"))) == "Keyframes: bad"
+    assert logic.labelled(InputError("nothing to save", ("output",))) == "nothing to save"
+    assert logic.labelled(InputError("resolution: looks like a field", None)) == "resolution: looks like a field"
 
 
 # ----------------------------------------------------------------------------- keyframes
@@ -186,13 +195,13 @@ def test_generate_streams_progress_and_ends_with_the_video(host, job_queue):
     assert all("fpk-progress" in u.progress for u in updates[:-1])  # every refresh carries the progress box
     assert last.finished and last.job_id == ""
     assert last.video and last.video.endswith(".mp4") and Path(last.video).parent == host.video_dir()
-    assert "done · seed 5" in last.status
+    assert "completed · seed 5" in last.status
     assert "Done in" in last.progress and "13 frames" in last.progress and "Timings: " in last.progress
     assert "sample" in last.progress and "vae_decode" in last.progress and "RAM" in last.progress
     assert isinstance(last.preview, np.ndarray) and last.preview.dtype == np.uint8
     assert 'data-fpk-final=""' in last.status  # tells the page's script the job is over
     job = job_queue.get(first.job_id)
-    assert job.status == "done" and str(job.video) == last.video
+    assert job.status == "completed" and job.record.video == last.video
 
 
 def test_preview_html_is_an_inline_jpeg_or_a_placeholder():
@@ -230,12 +239,12 @@ def test_stop_keeps_a_partial_video(host, job_queue):
     job = job_queue.get(job_id)
     stopped = None
     for update in stream:
-        if stopped is None and job.position >= 1:
+        if stopped is None and job.record.sections_done >= 1:
             stopped = logic.stop_job(job_queue, job_id)
         last = update
     # Stop waits a moment for the job to end: its line is then the final one, the same as the stream's
-    assert f"Job {job_id} stopped" in stopped and f"Job {job_id} stopped" in last.status
-    assert job.status == "cancelled" and job.position < job.sections
+    assert f"Job {job_id} interrupted" in stopped and f"Job {job_id} interrupted" in last.status
+    assert job.status == "interrupted" and job.record.sections_done < job.record.sections
     assert "Stopped after" in last.progress and "partial outputs kept" in last.progress
     assert last.video and Path(last.video).exists()
     assert logic.stop_job(job_queue, job_id) == logic.info_html("Nothing to stop")
@@ -246,12 +255,12 @@ def test_the_stream_says_stopping_once_then_ends_with_stopped(host, job_queue):
     stream = logic.generate_stream(host, job_queue, many, poll=0.05, stream=False)
     first = next(stream)
     job = job_queue.get(first.job_id)
-    while job.position < 1:
+    while job.record.sections_done < 1:
         threading.Event().wait(0.05)
     assert logic.stop_job(job_queue, job.id, wait=0) == logic.stopping_line(job)  # not waited for: still running
     rest = list(stream)
     statuses = [u.status for u in rest if u.status is not logic.KEEP]
-    assert statuses[-1].count(f"Job {job.id} stopped") == 1 and 'data-fpk-final=""' in statuses[-1]
+    assert statuses[-1].count(f"Job {job.id} interrupted") == 1 and 'data-fpk-final=""' in statuses[-1]
     assert all("Stopping job" in line for line in statuses[:-1]) and len(statuses) <= 2
     # without streaming, nothing but the stop line and the end goes to the page
     assert all(u.progress is logic.KEEP and u.preview is logic.KEEP for u in rest[:-1])
@@ -264,8 +273,8 @@ def test_stop_finds_the_job_by_the_page_task_before_the_page_knows_its_id(host, 
     while job.status == "queued":
         threading.Event().wait(0.05)
     line = logic.stop_job(job_queue, "", "task(page1)")  # the page has not received the job id yet
-    assert job.wait(60) and job.status == "cancelled"
-    assert f"Job {job.id} stopped" in line and 'data-fpk-final="task(page1)"' in line
+    assert job.wait(60) and job.status == "interrupted"
+    assert f"Job {job.id} interrupted" in line and 'data-fpk-final="task(page1)"' in line
     assert 'data-fpk-final="task(page1)"' in list(stream)[-1].status
 
 
@@ -309,7 +318,7 @@ def test_closing_the_page_leaves_the_job_running(host, job_queue):
     stream = logic.generate_stream(host, job_queue, values(host, **{**FAST, "image": image(), "duration": 1.2}))
     job = job_queue.get(next(stream).job_id)
     stream.close()  # what Gradio does when the browser goes away
-    assert job.wait(120) and job.status == "done" and job.video.exists()
+    assert job.wait(120) and job.status == "completed" and Path(job.record.video).exists()
 
 
 def test_a_failed_job_is_shown_in_red(tiny_model_dir, tmp_path):
@@ -346,45 +355,42 @@ def test_pause_and_skip_reach_the_running_job():
 
 def test_progress_box_texts():
     stats = {"ram": 3 * 2**30, "ram_peak": 4 * 2**30, "gpu_peak": 2**29}
-    queued = SimpleNamespace(status="queued")
-    other = SimpleNamespace(status="queued")
-    fake_queue = SimpleNamespace(list=lambda: [other, queued])
+    queued = SimpleNamespace(status="queued", record=JobRecord(status=Status.QUEUED))
+    fake_queue = SimpleNamespace(ahead_of=lambda job: 1)
     assert "Waiting in the queue (position 2)" in logic.progress_html(queued, fake_queue, stats)
-    running = SimpleNamespace(status="running", started=0, steps=25, step=5, position=1, sections=4,
-                              section_number=3, it_per_s=1.25, eta=75, progress=0.3,
-                              control=SimpleNamespace(paused=True))
+    record = JobRecord(status=Status.RUNNING, started=0, steps=25, step=5, sections_done=1, sections=4, section=3,
+                       it_per_s=1.25, eta=75, progress=0.3)
+    running = SimpleNamespace(status=record.status, record=record, control=SimpleNamespace(paused=True))
     text = logic.progress_html(running, None, stats)
     assert "Section 2/4 (#3) · step 5/25 · 1.25 it/s · ETA 1m 15s" in text and "PAUSED" in text
     assert "RAM 3.00 GB · peak 4.00 GB · GPU peak 512 MB" in text and 'width:30.0%' in text
     assert "RAM" in logic.memory_text()
 
 
-def test_submit_in_task_keeps_the_host_task_open_until_the_job_ends(host, job_queue):
+def test_the_host_task_follows_the_job_and_no_thread_submits_behind_the_page(host, job_queue):
+    """The queue opens the progress task at submission and closes it when the job ends: the tab
+    starts no thread of its own, so nothing can be submitted after the page gave up waiting."""
     events = []
 
     class TaskHost:
         def __getattr__(self, name):
             return getattr(host, name)
 
-        @contextmanager
-        def task(self, task_id):
-            events.append(("enter", task_id, threading.current_thread().name))
-            yield
-            events.append(("exit", task_id, threading.current_thread().name))
+        def task_queued(self, task_id):
+            events.append(("queued", task_id, threading.current_thread()))
 
-    task_host = TaskHost()
-    stream = logic.generate_stream(task_host, job_queue, values(host, **FAST, image=image()), task_id="task(abc)",
+        def task_finished(self, task_id):
+            events.append(("finished", task_id))
+
+    task_queue = JobQueue(TaskHost())
+    stream = logic.generate_stream(TaskHost(), task_queue, values(host, **FAST, image=image()), task_id="task(abc)",
                                    poll=0.05)
-    job = job_queue.get(next(stream).job_id)
-    assert events[0][:2] == ("enter", "task(abc)")
+    job = task_queue.get(next(stream).job_id)
+    assert events == [("queued", "task(abc)", threading.current_thread())]  # on the caller's thread, at once
     for _ in stream:
         pass
-    job.wait(5)
-    for _ in range(100):
-        if len(events) == 2:
-            break
-        threading.Event().wait(0.02)
-    assert events[1][:2] == ("exit", "task(abc)") and events[0][2] == events[1][2]  # one thread enters and exits
+    assert job.wait(0) and events[-1] == ("finished", "task(abc)")
+    task_queue.shutdown()
 
 
 # ----------------------------------------------------------------------------- video, model, settings

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from framepack.host.standalone import StandaloneHost  # noqa: E402
 from framepack.jobs.queue import JobQueue  # noqa: E402
-from framepack.jobs.request import build_request  # noqa: E402
+from framepack.request.model import build_request  # noqa: E402
 from framepack.ui import logic  # noqa: E402
 from framepack.ui.routes import MAX_BODY, PAGE_PREFIX, register_page_routes  # noqa: E402
 
@@ -52,8 +52,8 @@ def test_pause_resume_skip_and_stop_reach_the_page_job_by_its_task(served):
     assert resumed["label"] == "Pause" and not job.control.paused
     assert "Skipping" in client.post(f"{PAGE_PREFIX}/skip", json={"task": "task(routes1)"}).json()["status"]
     stopped = client.post(f"{PAGE_PREFIX}/stop", json={"job": "", "task": "task(routes1)"}).json()["status"]
-    assert job.wait(60) and job.status == "cancelled"
-    assert f"Job {job.id} stopped" in stopped and 'data-fpk-final="task(routes1)"' in stopped
+    assert job.wait(60) and job.status == "interrupted"
+    assert f"Job {job.id} interrupted" in stopped and 'data-fpk-final="task(routes1)"' in stopped
 
 
 def test_nothing_running(served):

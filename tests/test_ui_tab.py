@@ -99,7 +99,7 @@ def test_generate_handler_streams_to_the_outputs(tab, host):
     assert all(len(out) == len(dep["outputs"]) == 7 for out in outputs)
     status, progress, preview, video, job_id, seed, pause_label = outputs[-1]
     assert pause_label == gr.update(value="Pause")
-    assert "done · seed 3" in status and "Timings:" in progress and seed == gr.update()
+    assert "completed · seed 3" in status and "Timings:" in progress and seed == gr.update()
     assert Path(video).exists() and Path(video).parent == host.video_dir() and job_id == ""
     assert outputs[0][4] and outputs[0][5] == 3  # job id and used seed come with the first update
     bad = list(handler("", *[{**values, "resolution": 33}[name] for name in logic.VALUE_NAMES]))

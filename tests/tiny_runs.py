@@ -6,7 +6,7 @@ import numpy as np
 
 from framepack.engine.loop import SectionLoop
 from framepack.engine.pipeline import FramePackPipeline
-from framepack.jobs.request import build_request
+from framepack.request.model import build_request
 from framepack.models.loader import load_components
 from framepack.models.recipe import local_recipe
 

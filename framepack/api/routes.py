@@ -7,7 +7,7 @@ word their own errors, so the host's exception handlers and response-model filte
 change what a client sees.
 
     POST   {prefix}/jobs              submit -> 202 job state (its "id" at once)
-    GET    {prefix}/jobs              list (?status=queued|running|done|failed|cancelled)
+    GET    {prefix}/jobs              list (?status=queued|running|completed|interrupted|failed|cancelled)
     GET    {prefix}/jobs/{id}         state: status, section, step, progress, error, ...
     DELETE {prefix}/jobs/{id}         cancel (queued: at once; running: stops between steps)
     GET    {prefix}/jobs/{id}/video   the video file          (409 until finished)
@@ -31,9 +31,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from framepack.api import schema
-from framepack.api.validation import BodyError, item, parse_job_body, parse_plan_body
-from framepack.errors import FramePackError
-from framepack.jobs.queue import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING
+from framepack.api.validation import BodyError, error_items, item, parse_job_body, parse_plan_body
+from framepack.errors import FramePackError, InputError
+from framepack.jobs.queue import QueueFull
+from framepack.request.events import STATUSES, Status
 
 log = logging.getLogger("framepack")
 
@@ -41,7 +42,6 @@ API_PREFIX = "/framepack/v1"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 """Largest accepted JSON body (images are base64 inside it); larger ones get 413."""
 
-STATUSES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
 VIDEO_MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mkv": "video/x-matroska",
                      ".mov": "video/quicktime", ".webm": "video/webm", ".avi": "video/x-msvideo"}
 FRAMES_MEDIA_TYPE = "application/octet-stream"
@@ -88,7 +88,9 @@ def register_routes(add_api_route: Callable[..., Any], host, queue, *, prefix: s
 
 _ERROR_RESPONSES = {404: {"model": schema.Problem, "description": "no such job, or nothing saved"},
                     409: {"model": schema.Problem, "description": "not finished yet / already finished"},
-                    413: {"model": schema.Problem, "description": "request body too large"}}
+                    413: {"model": schema.Problem, "description": "request body too large"},
+                    415: {"model": schema.Problem, "description": "the body is not sent as application/json"},
+                    429: {"model": schema.Problem, "description": "too many jobs are waiting"}}
 
 
 def _accepted_keywords(function: Callable) -> Callable[[str], bool]:
@@ -102,8 +104,16 @@ def _accepted_keywords(function: Callable) -> Callable[[str], bool]:
     return lambda name: name in names
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a field name holding a lone surrogate (valid in
+    JSON text, not encodable as UTF-8) is echoed back as \\udxxx instead of failing with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _problem(status: int, detail: Any) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
+    return AsciiJSONResponse({"detail": detail}, status_code=status)
 
 
 class FramePackApi:
@@ -123,11 +133,15 @@ class FramePackApi:
         except BodyError as error:
             return _problem(422, error.items)
         try:
-            job = self.queue.submit(generation, options)
+            job = await run_in_threadpool(self.queue.submit, generation, options)
+        except InputError as error:  # what the submission checks refuse (LoRA files, encoder settings)
+            return _problem(422, error_items(error))
+        except QueueFull as error:
+            return _problem(429, str(error))
         except FramePackError as error:  # the queue is shutting down
             return _problem(503, str(error))
         log.info("FramePack API: job %s queued (%s)", job.id, generation.plan().summary())
-        return JSONResponse(self._state(job), status_code=202,
+        return AsciiJSONResponse(self._state(job), status_code=202,
                             headers={"Location": f"{self.prefix}/jobs/{job.id}"})
 
     def list_jobs(self, status: Optional[str] = None) -> Response:
@@ -137,23 +151,23 @@ class FramePackApi:
         jobs = self.queue.list()
         ahead = self._ahead(jobs)
         states = [self._state(job, ahead.get(job.id, 0)) for job in jobs if status is None or job.status == status]
-        return JSONResponse({"jobs": states})
+        return AsciiJSONResponse({"jobs": states})
 
     def get_job(self, job_id: str) -> Response:
         job = self.queue.get(job_id)
         if job is None:
             return self._unknown(job_id)
-        return JSONResponse(self._state(job))
+        return AsciiJSONResponse(self._state(job))
 
     def cancel_job(self, job_id: str) -> Response:
         job = self.queue.get(job_id)
         if job is None:
             return self._unknown(job_id)
-        if job.status in (DONE, FAILED):
+        if job.status in (Status.COMPLETED, Status.FAILED):
             return _problem(409, f"job {job_id} has already finished ({job.status}); there is nothing to cancel")
         self.queue.cancel(job_id)
         # a queued job is cancelled at once; a running one stops after its current step (202)
-        return JSONResponse(self._state(job), status_code=202 if job.status == RUNNING else 200)
+        return AsciiJSONResponse(self._state(job), status_code=202 if job.status == Status.RUNNING else 200)
 
     # ---- results -----------------------------------------------------------------------
     def get_video(self, job_id: str) -> Response:
@@ -181,10 +195,10 @@ class FramePackApi:
         if job is None:
             return self._unknown(job_id)
         what = "video" if kind == "video" else "raw frames file"
-        if job.status not in FINISHED:
+        if not job.status.finished:
             return _problem(409, f"job {job_id} is {job.status}; its {what} can be downloaded when it has "
                                  f"finished (poll GET {self.prefix}/jobs/{job_id})")
-        path = job.video if kind == "video" else job.frames_file
+        path = job.record.outputs.get(kind)
         if path is None:
             return _problem(404, self._why_nothing(job, kind))
         path = Path(path)
@@ -197,12 +211,12 @@ class FramePackApi:
 
     def _why_nothing(self, job, kind: str) -> str:
         what = "video" if kind == "video" else "raw frames"
-        if job.status == FAILED:
-            return f"job {job.id} failed, so no {what} was saved: {job.error}"
-        if job.status == CANCELLED:
-            if job.started is None:
-                return f"job {job.id} was cancelled before it started; nothing was saved"
-            return (f"job {job.id} was cancelled and saved no {what} (stopped before the first frames, or "
+        if job.status == Status.FAILED:
+            return f"job {job.id} failed, so no {what} was saved: {job.record.error}"
+        if job.status == Status.CANCELLED:
+            return f"job {job.id} was cancelled before it started; nothing was saved"
+        if job.status == Status.INTERRUPTED:
+            return (f"job {job.id} was interrupted and saved no {what} (stopped before the first frames, or "
                     f"output.keep_incomplete is off)")
         if kind == "video":
             return f"job {job.id} did not save a video (output.save_video is off or output.codec is 'none')"
@@ -211,26 +225,34 @@ class FramePackApi:
     # ---- settings ----------------------------------------------------------------------
     def list_codecs(self, refresh: bool = False) -> Response:
         from framepack.io.codecs import available_encoders, is_hardware
-        from framepack.jobs.output import CONTAINER_EXTENSIONS, OutputOptions
+        from framepack.request.limits import CONTAINERS
+        from framepack.request.output import OutputOptions
 
         codecs = available_encoders(refresh=refresh)
-        return JSONResponse({"codecs": codecs, "hardware": [c for c in codecs if is_hardware(c)],
-                             "default": OutputOptions.model_fields["codec"].default,
-                             "containers": list(CONTAINER_EXTENSIONS)})
+        return AsciiJSONResponse({"codecs": codecs, "hardware": [c for c in codecs if is_hardware(c)],
+                                  "default": OutputOptions.model_fields["codec"].default,
+                                  "containers": list(CONTAINERS)})
 
     async def plan(self, request: Request) -> Response:
         body = await self._read_json(request)
         if isinstance(body, Response):
             return body
         try:
-            plan = await run_in_threadpool(parse_plan_body, body)
+            return AsciiJSONResponse(await run_in_threadpool(plan_response, body))
         except BodyError as error:
             return _problem(422, error.items)
-        return JSONResponse({"summary": plan.summary(), "table": plan.table(), "plan": plan.to_dict()})
 
     # ---- helpers -----------------------------------------------------------------------
     async def _read_json(self, request: Request):
-        """The decoded JSON body, or the error Response (413 too large, 422 not JSON)."""
+        """The decoded JSON body, or the error Response (415 not JSON, 413 too large, 422 not valid JSON).
+
+        Only `application/json` is read: a web page can send `text/plain` or a form to a local
+        server without asking first (no CORS preflight), but not `application/json`.
+        """
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            shown = f"{media_type!r}" if media_type else "none"
+            return _problem(415, f"the body must be sent as Content-Type: application/json (got {shown})")
         limit = self.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
@@ -251,7 +273,9 @@ class FramePackApi:
         if not data.strip():
             return _problem(422, [item((), "the body is empty; send a JSON object of settings", "missing")])
         try:
-            return json.loads(bytes(data), parse_constant=_refuse_constant)
+            return json.loads(bytes(data), parse_constant=float, parse_int=_json_int)
+        except RecursionError:
+            return _problem(422, [item((), "the body is not valid JSON here: it is nested too deeply", "json_invalid")])
         except (ValueError, UnicodeDecodeError) as error:
             return _problem(422, [item((), f"the body is not valid JSON: {error}", "json_invalid")])
 
@@ -270,25 +294,41 @@ class FramePackApi:
         """For each queued job, how many jobs run before it."""
         ahead, count = {}, 0
         for job in jobs:  # the queue lists in submission order, which is run order
-            if job.status == QUEUED:
+            if job.status == Status.QUEUED:
                 ahead[job.id] = count
-            if job.status in (QUEUED, RUNNING):
+            if not job.status.finished:
                 count += 1
         return ahead
 
     def _state(self, job, ahead: Optional[int] = None) -> dict[str, Any]:
-        data = job.to_dict()
-        if not data.get("sections"):  # known from the plan before the first progress event
-            data["sections"] = job.plan.num_sections
-        if ahead is None:
-            ahead = self._ahead(self.queue.list()).get(job.id, 0) if job.status == QUEUED else 0
-        data["ahead"] = ahead
-        data["cancel_requested"] = job.status in (QUEUED, RUNNING) and job.control.should_stop()
+        """What a client sees of a job: its record, with links and queue position."""
+        record = job.record
         base = f"{self.prefix}/jobs/{job.id}"
-        data["video_url"] = f"{base}/video" if data.get("video") else None
-        data["frames_url"] = f"{base}/frames" if data.get("frames") else None
-        return data
+        if ahead is None:
+            ahead = self._ahead(self.queue.list()).get(job.id, 0) if job.status == Status.QUEUED else 0
+        return {
+            "id": record.id, "status": record.status.value, "created": record.created, "started": record.started,
+            "finished": record.finished, "stage": record.stage, "section": record.section,
+            "sections_done": record.sections_done, "sections": record.sections, "step": record.step,
+            "steps": record.steps, "progress": round(record.progress, 4), "it_per_s": round(record.it_per_s, 3),
+            "eta": None if record.eta is None else round(record.eta, 1), "error": record.error, "seed": record.seed,
+            "plan": record.plan, "video": record.video is not None, "frames": record.frames is not None,
+            "frame_count": record.frame_count, "timings": {k: round(v, 3) for k, v in record.timings.items()},
+            "ahead": ahead, "cancel_requested": not job.status.finished and job.control.should_stop(),
+            "video_url": f"{base}/video" if record.video else None,
+            "frames_url": f"{base}/frames" if record.frames else None,
+        }
 
 
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
+def plan_response(body: Any) -> dict[str, Any]:
+    """What POST /plan answers for a JSON body (raises BodyError): the summary, table and plan."""
+    plan = parse_plan_body(body)
+    return {"summary": plan.summary(), "table": plan.table(), "plan": plan.to_dict()}
+
+
+def _json_int(text: str):
+    """JSON integers as Python ints, except absurdly long ones (Python refuses to convert more than
+    4300 digits): those become infinities, which every numeric field refuses, naming itself."""
+    if len(text) <= 1000:
+        return int(text)
+    return float("-inf") if text.startswith("-") else float("inf")

@@ -18,15 +18,17 @@ IMAGE_DOC = "base64 image data or a data URL (data:image/png;base64,...); null f
 
 
 class JobState(BaseModel):
-    """A job as `GET /jobs/{id}` reports it (`Job.to_dict()` plus links)."""
+    """A job as `GET /jobs/{id}` reports it (its record, plus links and queue position)."""
 
     model_config = ConfigDict(extra="allow")
 
     id: str
-    status: str = Field(description="queued, running, done, failed or cancelled")
+    status: str = Field(description="queued, running, completed, interrupted (stopped while running), failed or "
+                                    "cancelled (removed before it started)")
     created: float
     started: float | None = None
     finished: float | None = None
+    stage: str | None = Field(None, description="what the running job does now: loading (the model), sample, ...")
     section: int | None = Field(None, description="section being sampled (number in time order)")
     sections_done: int = 0
     sections: int = 0
@@ -71,8 +73,8 @@ class Problem(BaseModel):
 
 def job_body_schema() -> dict[str, Any]:
     """JSON schema of the POST /jobs body: GenerationRequest fields + "output": OutputOptions."""
-    from framepack.jobs.output import OutputOptions
-    from framepack.jobs.request import GenerationRequest
+    from framepack.request.model import GenerationRequest
+    from framepack.request.output import OutputOptions
 
     schema = _inline(GenerationRequest.model_json_schema())
     properties = schema["properties"]
@@ -101,7 +103,7 @@ def plan_body_schema() -> dict[str, Any]:
         "type": "array", "description": "WHEN strings, or keyframe objects (their images are ignored)",
         "items": {"anyOf": [{"type": "string"}, {"type": "object", "properties": {"when": {"type": "string"}}}]},
     }
-    return {"title": "PlanSettings", "type": "object", "properties": properties,
+    return {"title": "PlanBody", "type": "object", "properties": properties,
             "description": "The planner's settings; the same body as POST /jobs is accepted (other fields are "
                            "checked for unknown names, then ignored).",
             "examples": [{"duration": 5, "fps": 30, "section_prompts": "1: she smiles\n2-3: she waves"}]}

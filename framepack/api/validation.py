@@ -1,36 +1,32 @@
-"""JSON bodies -> the shared models, with every problem reported per field.
+"""JSON bodies -> the shared models, with every problem reported at its field.
 
 The REST API does not let FastAPI validate `GenerationRequest` itself: the model holds numpy
-arrays (arbitrary types) and its model-level checks (start image or blank start, schedule
-syntax, codec/container fit) report no field. Here a decoded JSON object is turned into a
-`GenerationRequest` and an `OutputOptions`, and every pydantic or FramePack error becomes one
-FastAPI-style item ``{"loc": ["body", field, ...], "msg": "...", "type": "..."}``.
+arrays and needs image bytes. Here a decoded JSON object is turned into a `GenerationRequest` and
+an `OutputOptions`, and every problem becomes one FastAPI-style item
+``{"loc": ["body", *error.field], "msg": "...", "type": "..."}``: the location is the field the
+error carries (`framepack.errors`), never guessed from its message.
 
-Images arrive as base64 text or ``data:`` URLs and are decoded HERE to bytes: the shared model
-also accepts file paths, which a remote client must never be able to name.
+Images arrive as base64 text or ``data:`` URLs and are decoded HERE to bytes; the request model
+takes only image data (bytes, arrays), never a path, so a client can never name a server file.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
-import re
-from typing import Any, Callable
+from typing import Any
 
-from pydantic import ValidationError
-
-from framepack.engine.images import MAX_PIXELS, MAX_SIDE
 from framepack.errors import FramePackError
-from framepack.jobs.output import OutputOptions
-from framepack.jobs.request import GenerationRequest
+from framepack.jobs.checks import check_output, codec_problems
+from framepack.request.images import declared_pixels
+from framepack.request.limits import MAX_KEYFRAMES, MAX_REQUEST_IMAGE_PIXELS, request_pixels_text
+from framepack.request.model import PLAN_FIELDS, GenerationRequest, Keyframe, plan_for, validated
+from framepack.request.output import OUTPUT, OutputOptions, build_output_from
 
-OUTPUT_KEY = "output"
+OUTPUT_KEY = OUTPUT
 """Body key holding the `OutputOptions` fields (the generation fields sit at the top level)."""
 
 IMAGE_FIELDS = ("image", "end_image")
-PLAN_FIELDS = ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts")
-"""Request fields the planner reads (plus the WHEN of each keyframe)."""
 
 Loc = tuple  # ("body", field, index, ...)
 
@@ -49,8 +45,12 @@ def item(loc: Loc, msg: str, type_: str = "value_error") -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------- images
 
-def _decode_image_text(value: Any, name: str, loc: Loc, errors: list) -> Any:
-    """base64 / data URL text -> bytes; null or "" -> None; anything else is a field error."""
+def _decode_image_text(value: Any, name: str, loc: Loc, errors: list, budget: list[int]) -> Any:
+    """base64 / data URL text -> bytes; null or "" -> None; anything else is a field error.
+
+    `budget` holds the pixels the request's images may still declare, all together: a request
+    over it is refused from the headers, before any image is decoded.
+    """
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -70,38 +70,17 @@ def _decode_image_text(value: Any, name: str, loc: Loc, errors: list) -> Any:
     if not data:
         errors.append(item(loc, f"{name}: the image data is empty"))
         return None
-    problem = _declared_size_problem(data, name)
-    if problem:
-        errors.append(item(loc, problem))
+    try:
+        pixels = declared_pixels(data, name)
+    except FramePackError as error:
+        errors.append(item(loc, str(error)))
+        return None
+    budget[0] -= pixels
+    if budget[0] < 0:
+        errors.append(item(loc, f"{name}: the images of this request are too large together; "
+                                f"{request_pixels_text()}"))
         return None
     return data
-
-
-def _declared_size_problem(data: bytes, name: str) -> str | None:
-    """Refuse a header that declares absurd dimensions before anything is decoded.
-
-    Pillow refuses such files itself (DecompressionBombError), which the shared decoder reports
-    as "not a readable image file"; here the user learns the real reason. Only the header is
-    read (Pillow opens lazily).
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except Image.DecompressionBombError as error:
-        found = re.search(r"\((\d+) pixels\)", str(error))
-        size = f"{int(found[1]) / 1e6:.0f} megapixels" if found else "far too many pixels"
-        return f"{name}: the image declares {size}, too large; {_limit()}"
-    except Exception:  # not an image: the shared decoder words that message
-        return None
-    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
-        return f"{name}: {width}x{height} is too large; {_limit()}"
-    return None
-
-
-def _limit() -> str:
-    return f"the limit is {MAX_SIDE} px per side and {MAX_PIXELS // (1024 * 1024)} megapixels"
 
 
 # ----------------------------------------------------------------------------------- bodies
@@ -118,17 +97,16 @@ def parse_job_body(body: Any, default_output: dict[str, Any] | None = None
     if fields.pop("loras", None):  # server file paths: never chosen by a remote client
         errors.append(item(("loras",), "loras: LoRA files are chosen on the server (SD.Next: <lora:name:weight> "
                                        "in the prompt; standalone: framepack_cli.py --lora), not through the API"))
+    if _too_many_keyframes(fields.get("keyframes"), errors):
+        fields.pop("keyframes")  # refused before a single one of them is decoded
     _decode_images(fields, errors)
 
     request = options = None
-    try:
-        request = GenerationRequest(**fields)
-    except ValidationError as error:
-        reported = {tuple(entry["loc"]) for entry in errors}  # a failed image is not also "required"
-        errors.extend(entry for entry in _pydantic_items(error, (), _request_loc)
-                      if tuple(entry["loc"]) not in reported)
-    except FramePackError as error:  # defensive: the model wraps these, but never let one escape as a 500
-        errors.append(item((), str(error)))
+    reported = {tuple(entry["loc"]) for entry in errors}  # a failed image is not also "required"
+    try:  # strict: "8" is not a number and "yes" is not a boolean here, as in the JSON schema
+        request = validated(GenerationRequest, fields, strict=True)
+    except FramePackError as error:
+        errors.extend(entry for entry in error_items(error) if tuple(entry["loc"]) not in reported)
 
     if output is not None and not isinstance(output, dict):
         errors.append(item((OUTPUT_KEY,), f"output: expected an object of output options, got {_json_type(output)}",
@@ -136,9 +114,12 @@ def parse_job_body(body: Any, default_output: dict[str, Any] | None = None
     else:
         merged = {**(default_output or {}), **(output or {})}
         try:
-            options = OutputOptions(**merged)
-        except ValidationError as error:
-            errors.extend(_pydantic_items(error, (OUTPUT_KEY,), _output_loc))
+            options = build_output_from(merged, strict=True)
+            check_output(options)  # codec, container, pixel format, encoder options: FFmpeg answers
+        except FramePackError as error:
+            errors.extend(error_items(error))
+            if options is None and isinstance(merged.get("codec"), str):  # the codec is still worth a word
+                errors.extend(entry for problem in codec_problems(merged["codec"]) for entry in error_items(problem))
     if errors:
         raise BodyError(_dedupe(errors))
     return request, options
@@ -147,44 +128,31 @@ def parse_job_body(body: Any, default_output: dict[str, Any] | None = None
 def parse_plan_body(body: Any):
     """Validate a POST /plan body and plan it; the same body as POST /jobs is accepted.
 
-    Only the planner's fields are read (images are neither needed nor decoded); unknown names
-    are still refused so a typo does not silently plan the defaults.
+    Only the planner's fields are read, each validated by its request field (images are neither
+    needed nor decoded); unknown names are still refused so a typo does not silently plan the
+    defaults.
     """
-    from framepack.engine.planner import plan_video
-
     if not isinstance(body, dict):
         raise BodyError([item((), f"the body must be a JSON object, got {_json_type(body)}", "type_error")])
     errors: list[dict[str, Any]] = []
     fields = {key: value for key, value in body.items() if key != OUTPUT_KEY}
     _check_unknown(fields, GenerationRequest.model_fields, errors, hint_fields=OutputOptions.model_fields)
-    whens = _keyframe_whens(fields.get("keyframes"), errors)
-    model = _plan_model()
-    values = None
-    try:
-        values = model(**{key: fields[key] for key in PLAN_FIELDS if key in fields})
-    except ValidationError as error:
-        errors.extend(_pydantic_items(error, (), _request_loc))
+    whens = [] if _too_many_keyframes(fields.get("keyframes"), errors) else _keyframe_whens(fields.get("keyframes"),
+                                                                                              errors)
     if errors:
         raise BodyError(_dedupe(errors))
     try:
-        return plan_video(**values.model_dump(), keyframes=whens)
+        return plan_for({key: fields[key] for key in PLAN_FIELDS if key in fields}, whens, strict=True)
     except FramePackError as error:
-        raise BodyError([item(_request_loc(str(error)), str(error))]) from None
+        raise BodyError(_dedupe(error_items(error))) from None
 
 
-_PLAN_MODEL = None
-
-
-def _plan_model():
-    """A model with exactly the planner's fields, reusing the request model's constraints."""
-    global _PLAN_MODEL
-    if _PLAN_MODEL is None:
-        from pydantic import ConfigDict, create_model
-
-        source = GenerationRequest.model_fields
-        _PLAN_MODEL = create_model("PlanSettings", __config__=ConfigDict(extra="forbid"),
-                                   **{name: (source[name].annotation, source[name]) for name in PLAN_FIELDS})
-    return _PLAN_MODEL
+def _too_many_keyframes(keyframes: Any, errors: list) -> bool:
+    if isinstance(keyframes, list) and len(keyframes) > MAX_KEYFRAMES:
+        errors.append(item(("keyframes",), f"keyframes: {len(keyframes)} given, at most {MAX_KEYFRAMES}",
+                           "too_long"))
+        return True
+    return False
 
 
 def _keyframe_whens(keyframes: Any, errors: list) -> list[str]:
@@ -225,40 +193,38 @@ def _did_you_mean(key: str, known) -> str:
 
 
 def _decode_images(fields: dict, errors: list) -> None:
+    budget = [MAX_REQUEST_IMAGE_PIXELS]
     for name in IMAGE_FIELDS:
         if name in fields:
-            fields[name] = _decode_image_text(fields[name], name.replace("_", " "), (name,), errors)
+            fields[name] = _decode_image_text(fields[name], name.replace("_", " "), (name,), errors, budget)
     if isinstance(fields.get("keyframes"), list):
         keyframes = fields["keyframes"] = list(fields["keyframes"])  # never edit the caller's body
         for index, keyframe in enumerate(keyframes):
             if isinstance(keyframe, dict) and "image" in keyframe:
                 keyframe = dict(keyframe)
                 keyframe["image"] = _decode_image_text(keyframe["image"], f"keyframe {index + 1} image",
-                                                       ("keyframes", index, "image"), errors)
+                                                       ("keyframes", index, "image"), errors, budget)
                 if keyframe["image"] is None:
                     del keyframe["image"]  # null or undecodable: pydantic reports it as required
                 keyframes[index] = keyframe
 
 
-# ------------------------------------------------------------------------ pydantic -> items
+# ------------------------------------------------------------------------ errors -> items
 
-def _pydantic_items(error: ValidationError, prefix: Loc, guess: Callable[[str], Loc]) -> list[dict[str, Any]]:
+def error_items(error: FramePackError) -> list[dict[str, Any]]:
+    """One item per problem, at the field it carries (no field: the body as a whole)."""
     items = []
-    for entry in error.errors(include_url=False, include_input=False):
-        message = entry["msg"].removeprefix("Value error, ")
-        loc = tuple(entry["loc"])
-        if not loc:  # a model-level check: find the field it is about from its message
-            loc = guess(message)
-        if entry["type"] == "extra_forbidden":
-            message = f"unknown field{_did_you_mean(loc[-1], _known_fields(prefix, loc))}"
-        items.append(item((*prefix, *loc), _with_field(message, (*prefix, *loc)), entry["type"]))
+    for problem in error.problems():
+        loc = problem.field or ()
+        message = problem.message
+        if problem.kind == "extra_forbidden":
+            message = f"unknown field{_did_you_mean(loc[-1], _known_fields(loc))}"
+        items.append(item(loc, _with_field(message, loc), problem.kind))
     return items
 
 
-def _known_fields(prefix: Loc, loc: Loc):
-    from framepack.jobs.request import Keyframe
-
-    if prefix == (OUTPUT_KEY,):
+def _known_fields(loc: Loc):
+    if loc and loc[0] == OUTPUT_KEY:
         return OutputOptions.model_fields
     if loc and loc[0] == "keyframes":
         return Keyframe.model_fields
@@ -276,41 +242,6 @@ def _with_field(message: str, loc: Loc) -> str:
     if head and (head.endswith(last) or head.startswith("keyframe") or head.startswith("section prompt")):
         return message
     return f"{'.'.join(str(part) for part in loc)}: {message}"
-
-
-_REQUEST_LOCS: list[tuple[re.Pattern, Callable[[re.Match], Loc]]] = [
-    (re.compile(r"^give a start image"), lambda m: ("image",)),
-    (re.compile(r"^an end image needs"), lambda m: ("end_image",)),
-    (re.compile(r"^section prompt line"), lambda m: ("section_prompts",)),
-    (re.compile(r"^keyframe (\d+)"), lambda m: ("keyframes", int(m[1]) - 1, "when")),
-    (re.compile(r"^(duration|fps|interpolation|prompt)\b"), lambda m: (m[1],)),
-    (re.compile(r"^latent window size"), lambda m: ("latent_window_size",)),
-    (re.compile(r"^unknown variant"), lambda m: ("variant",)),
-]
-_OUTPUT_LOCS: list[tuple[re.Pattern, Callable[[re.Match], Loc]]] = [
-    (re.compile(r"^nothing to save"), lambda m: ()),
-    (re.compile(r"cannot be stored in a"), lambda m: ("container",)),
-    (re.compile(r"pixel format"), lambda m: ("pix_fmt",)),
-    (re.compile(r"^crf|no crf"), lambda m: ("crf",)),
-    (re.compile(r"option"), lambda m: ("codec_options",)),
-    (re.compile(r"codec"), lambda m: ("codec",)),
-]
-
-
-def _request_loc(message: str) -> Loc:
-    return _match_loc(message, _REQUEST_LOCS)
-
-
-def _output_loc(message: str) -> Loc:
-    return _match_loc(message, _OUTPUT_LOCS)
-
-
-def _match_loc(message: str, table) -> Loc:
-    for pattern, loc in table:
-        found = pattern.search(message)
-        if found:
-            return loc(found)
-    return ()
 
 
 def _dedupe(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

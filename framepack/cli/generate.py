@@ -1,72 +1,71 @@
 """`framepack_cli.py generate`: one video from the terminal, on the standalone host.
 
-Flags map one to one onto `GenerationRequest` and `OutputOptions`, so the CLI validates
-exactly like the tab and the API. Ctrl-C stops the generation between steps; with
-keep-incomplete on (the default) the frames made so far are still written.
+The flags are built from the request's fields (`GenerationRequest`, `OutputOptions`): their
+type, default, choices and help come from the field, so the CLI accepts exactly what the tab and
+the API accept. An error names the flag its field belongs to. The job runs through the same
+`JobQueue` and `JobRunner` as every other face (the host's GPU lock, `prepare_request`, the
+submission checks).
+
+Ctrl-C: the first one stops the generation after the current step; with keep-incomplete on
+(the default) the frames made so far are written as a playable video and raw frames, and the
+exit code is 130. A second Ctrl-C quits at once: the job's work folder (its unfinished files)
+is deleted and nothing is written.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import signal
 import sys
 import threading
+import typing
 from pathlib import Path
 
-ENGINE_FLAGS = {  # flag dest -> request field, for flags whose value is passed through as is
-    "prompt": "prompt", "negative_prompt": "negative_prompt", "system_prompt": "system_prompt",
-    "variant": "variant", "duration": "duration", "fps": "fps", "interpolate": "interpolation",
-    "resolution": "resolution", "steps": "steps", "seed": "seed", "latent_window": "latent_window_size",
-    "sampler": "sampler", "shift": "shift", "cfg": "cfg", "distilled_cfg": "distilled_cfg",
-    "cfg_rescale": "cfg_rescale", "cfg_zero_star": "cfg_zero_star", "teacache_threshold": "teacache_threshold",
-    "start_strength": "start_strength", "end_strength": "end_strength", "vision_strength": "vision_strength",
-    "blank_start": "blank_start",
+REQUEST_FLAGS = {  # argument group -> request fields given as flags, in the order --help shows them
+    "inputs": ("blank_start", "prompt", "negative_prompt", "system_prompt"),
+    "video": ("variant", "duration", "fps", "interpolation", "resolution"),
+    "sampling": ("steps", "seed", "latent_window_size", "sampler", "shift", "cfg", "distilled_cfg", "cfg_rescale",
+                 "cfg_zero_star", "teacache", "teacache_threshold", "start_strength", "end_strength",
+                 "vision_strength", "max_prompt_tokens"),
 }
-OUTPUT_FLAGS = {
-    "codec": "codec", "container": "container", "options": "codec_options", "crf": "crf", "pix_fmt": "pix_fmt",
-    "save_frames": "save_frames", "save_images": "save_images", "image_format": "image_format",
-    "interpolation_method": "interpolation_method", "name": "filename",
+OUTPUT_FLAGS = ("filename", "codec", "container", "codec_options", "crf", "pix_fmt", "save_frames", "save_images",
+                "image_format", "interpolation_method", "keep_incomplete")
+FLAG_NAMES = {  # fields whose flag is not their own name (kept from earlier versions of the CLI)
+    "interpolation": "--interpolate", "latent_window_size": "--latent-window", "codec_options": "--options",
+    "filename": "--name", "keyframes": "--keyframe", "loras": "--lora",
 }
+LONG_DEFAULT = 40
+"""Defaults longer than this (the system prompt) are not repeated in --help."""
+
+
+def flag_for(field: str, default: object = None) -> str:
+    """The flag of a request or output field; a boolean that defaults to on is turned off by --no-NAME."""
+    name = FLAG_NAMES.get(field) or "--" + field.replace("_", "-")
+    return "--no-" + name[2:] if default is True else name
 
 
 def add_generate(subparsers) -> None:
+    from framepack.request.model import GenerationRequest
+    from framepack.request.output import OutputOptions
+
     parser = subparsers.add_parser(
         "generate", help="generate a video from an image (and optional end image) and prompts",
         description="Generate a FramePack video on this machine (standalone host). "
                     "Use --model tiny for the random-weight smoke-test model (its output is noise).")
     source = parser.add_argument_group("inputs")
-    source.add_argument("--image", help="start image (omit with --blank-start for text-to-video)")
+    source.add_argument("--image", help="start image file (omit with --blank-start for text-to-video)")
     source.add_argument("--end-image", help="last frame to aim at (original model only)")
     source.add_argument("--keyframe", action="append", default=[], metavar="WHEN=IMAGE",
                         help="extra image for a section or time, e.g. 3=key.png or 2.5s=key.png (repeatable)")
-    source.add_argument("--blank-start", choices=["black", "white", "noise"],
-                        help="text-to-video start frame when no --image is given")
-    source.add_argument("--prompt", default="", help="main prompt")
-    source.add_argument("--negative-prompt", default="", help="negative prompt (used when --cfg > 1)")
     source.add_argument("--section-prompts", metavar="FILE", help="file with one '[WHEN:] text' line per section prompt")
-    source.add_argument("--system-prompt", default=argparse.SUPPRESS, help="Llama system prompt (default: optimized)")
-    video = parser.add_argument_group("video")
-    video.add_argument("--variant", choices=["original", "f1"], default="original",
-                       help="original (inverted anti-drifting, supports an end image) or f1 (forward)")
-    video.add_argument("--duration", type=float, default=5.0, help="seconds (default 5)")
-    video.add_argument("--fps", type=float, default=30.0, help="frames per second of the video (default 30)")
-    video.add_argument("--interpolate", type=int, default=0, metavar="K", help="interpolated frames between generated ones")
-    video.add_argument("--resolution", type=int, default=640, help="bucket size, multiple of 16 (default 640)")
-    sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--steps", type=int, default=25)
-    sampling.add_argument("--seed", type=int, default=-1, help="-1 picks a random seed (reported back)")
-    sampling.add_argument("--latent-window", type=int, default=9, help="latent window size (default 9)")
-    sampling.add_argument("--sampler", choices=["unipc", "euler"], default="unipc")
-    sampling.add_argument("--shift", type=float, default=None, help="sigma shift (default: dynamic)")
-    sampling.add_argument("--cfg", type=float, default=1.0, help="real CFG scale (1 = off)")
-    sampling.add_argument("--distilled-cfg", type=float, default=10.0, help="distilled guidance (default 10)")
-    sampling.add_argument("--cfg-rescale", type=float, default=0.0)
-    sampling.add_argument("--cfg-zero-star", action="store_true", help="CFG-Zero* (optimized scale, zero-init)")
-    sampling.add_argument("--no-teacache", action="store_true", help="disable TeaCache")
-    sampling.add_argument("--teacache-threshold", type=float, default=0.15)
-    sampling.add_argument("--start-strength", type=float, default=1.0)
-    sampling.add_argument("--end-strength", type=float, default=1.0)
-    sampling.add_argument("--vision-strength", type=float, default=0.5)
+    groups = {"inputs": source}
+    for title, names in REQUEST_FLAGS.items():
+        group = groups.get(title) or parser.add_argument_group(title)
+        for name in names:
+            _add_field(group, GenerationRequest, name)
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=None, help="'tiny', a local model folder, or omit for the hub models")
     model.add_argument("--cache-dir", default=None, help="Hugging Face cache folder")
@@ -80,41 +79,84 @@ def add_generate(subparsers) -> None:
     model.add_argument("--attention", default="default", help="default, native, flash, sage or xformers")
     output = parser.add_argument_group("output")
     output.add_argument("--out", default="outputs", help="output folder (default ./outputs)")
-    output.add_argument("--name", default="framepack", help="file name stem")
-    output.add_argument("--codec", default="libx264", help="video codec, 'none' for no video")
-    output.add_argument("--container", default="mp4", choices=["mp4", "mkv", "mov", "webm", "avi"])
-    output.add_argument("--options", default="", help="codec options key=value,...")
-    output.add_argument("--crf", type=int, default=16)
-    output.add_argument("--pix-fmt", default=None)
-    output.add_argument("--save-frames", action="store_true", help="also save raw frames (.safetensors)")
-    output.add_argument("--save-images", action="store_true", help="also save numbered frame images")
-    output.add_argument("--image-format", choices=["png", "jpg", "webp"], default="png")
-    output.add_argument("--interpolation-method", choices=["flow", "blend"], default="flow")
-    output.add_argument("--no-keep-incomplete", action="store_true", help="write nothing if stopped")
+    for name in OUTPUT_FLAGS:
+        _add_field(output, OutputOptions, name)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar")
     parser.set_defaults(func=run_generate)
 
 
-def build_job(args):
-    """argparse namespace -> (GenerationRequest, OutputOptions); all validation happens here."""
-    from framepack.errors import InputError
-    from framepack.jobs.output import OutputOptions
-    from framepack.jobs.request import build_request, format_validation_error
-    from pydantic import ValidationError
+def _add_field(group, model, name: str) -> None:
+    """One flag from one model field: its type, default, choices and help."""
+    info = model.model_fields[name]
+    kind, choices = _flag_type(info.annotation)
+    default = info.get_default(call_default_factory=True)
+    text = info.description or name.replace("_", " ")
+    if kind is bool:
+        group.add_argument(flag_for(name, default), dest=name, action="store_false" if default else "store_true",
+                           help=f"off: {text}" if default else text)
+        return
+    if default not in (None, "") and len(str(default)) <= LONG_DEFAULT:
+        text = f"{text} (default {default})"
+    flag = flag_for(name)
+    metavar = None if choices else flag[2:].upper().replace("-", "_")
+    group.add_argument(flag, dest=name, type=kind, choices=choices, default=default, metavar=metavar, help=text)
 
-    fields = {field: getattr(args, flag) for flag, field in ENGINE_FLAGS.items() if hasattr(args, flag)}
-    fields.update(image=args.image, end_image=args.end_image, teacache=not args.no_teacache,
-                  keyframes=[_keyframe(text) for text in args.keyframe], loras=args.lora)
-    if args.section_prompts:
-        fields["section_prompts"] = _read_text(args.section_prompts, "--section-prompts")
-    request = build_request(**fields)
+
+def _flag_type(annotation) -> tuple[type, list | None]:
+    """(argparse type, choices) of a field annotation: Literal -> its values, Optional[X] -> X."""
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return type(args[0]), list(args)
+    if args:  # Optional[X] / Union
+        return _flag_type(args[0])
+    return annotation, None
+
+
+# ---------------------------------------------------------------------------------------------- the job
+
+def build_job(args):
+    """argparse namespace -> (GenerationRequest, OutputOptions); an error names the flag of each problem."""
+    from framepack.errors import FramePackError
+    from framepack.request.model import build_request
+    from framepack.request.output import build_output
+
+    problems, request, options = [], None, None
     try:
-        options = OutputOptions(save_video=args.codec != "none", keep_incomplete=not args.no_keep_incomplete,
-                                **{field: getattr(args, flag) for flag, field in OUTPUT_FLAGS.items()})
-    except ValidationError as error:
-        raise InputError(format_validation_error(error)) from None
+        fields = {name: getattr(args, name) for names in REQUEST_FLAGS.values() for name in names}
+        fields.update(image=_read_image(args.image, "--image"), end_image=_read_image(args.end_image, "--end-image"),
+                      keyframes=[_keyframe(text) for text in args.keyframe], loras=args.lora)
+        if args.section_prompts:
+            fields["section_prompts"] = _read_text(args.section_prompts, "--section-prompts")
+        request = build_request(**fields)
+    except FramePackError as error:
+        problems.extend(error.problems())
+    try:
+        options = build_output(save_video=args.codec != "none", **{name: getattr(args, name) for name in OUTPUT_FLAGS})
+    except FramePackError as error:
+        problems.extend(error.problems())
+    if problems:
+        raise flag_errors(problems)
     return request, options
+
+
+def flag_errors(problems):
+    """One `InputError` whose message names the flag of each problem (from its field)."""
+    from framepack.errors import InputError
+
+    return InputError("; ".join(_with_flag(problem) for problem in problems))
+
+
+def _with_flag(problem) -> str:
+    field = list(problem.field or ())
+    if field[:1] == ["output"]:
+        field = field[1:]
+    if not field:
+        return problem.message
+    flag = flag_for(str(field[0]))
+    if len(field) > 1 and isinstance(field[1], int):
+        flag += f" #{field[1] + 1}"
+    return f"{flag}: {problem.message}"
 
 
 def runtime_settings(args) -> dict:
@@ -138,7 +180,7 @@ def _keyframe(text: str) -> dict:
     when, separator, image = text.partition("=")
     if not separator or not when.strip() or not image.strip():
         raise InputError(f"--keyframe {text!r}: use WHEN=IMAGE, e.g. 3=key.png or 2.5s=key.png")
-    return {"when": when.strip(), "image": image.strip()}
+    return {"when": when.strip(), "image": _read_image(image.strip(), "--keyframe")}
 
 
 def _read_text(path: str, flag: str) -> str:
@@ -150,22 +192,58 @@ def _read_text(path: str, flag: str) -> str:
         raise InputError(f"{flag}: cannot read {path}: {error.strerror or error}") from None
 
 
+def _read_image(path: str | None, flag: str) -> bytes | None:
+    """The CLI is the one face that reads image files: its user names files on their own machine."""
+    from framepack.errors import InputError
+
+    if path is None:
+        return None
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InputError(f"{flag}: file not found: {file}")
+    try:
+        return file.read_bytes()
+    except OSError as error:
+        raise InputError(f"{flag}: cannot read {file}: {error.strerror or error}") from None
+
+
 def run_generate(args) -> int:
+    from framepack.errors import InputError
     from framepack.host.standalone import StandaloneHost
+    from framepack.jobs.queue import JobQueue
+    from framepack.request.events import Status
 
     request, options = build_job(args)
-    host = StandaloneHost(output_dir=args.out, model=args.model, cache_dir=args.cache_dir,
+    host = StandaloneHost(output_dir=args.out, videos=args.out, model=args.model, cache_dir=args.cache_dir,
                           offline=True if args.offline else None, device=args.device,
                           settings=runtime_settings(args))
-    plan = request.plan()
     if not args.json:
-        print(f"plan: {plan.summary()}", file=sys.stderr)
-    pipe = host.pipeline(request.variant)
-    result = _run_with_progress(args, pipe, request, options, Path(args.out), plan)
+        print(f"plan: {request.plan().summary()}", file=sys.stderr)
+    jobs_log = logging.getLogger("framepack.jobs")
+    level = jobs_log.level
+    if not getattr(args, "debug", False):  # this command reports the job's outcome itself
+        jobs_log.setLevel(logging.CRITICAL)
+    progress = _Progress(args, request.plan().num_sections * request.steps)
+    queue = JobQueue(host)
+    try:
+        try:
+            job = queue.submit(request, options, listener=progress)
+        except InputError as error:
+            raise flag_errors(error.problems()) from None
+        with _Interrupts(queue, job):
+            while not job.wait(0.2):  # an Event wait, not Thread.join: Ctrl-C reaches our handler at once
+                pass
+    finally:
+        progress.close()
+        queue.shutdown()
+        jobs_log.setLevel(level)
+    if job.status == Status.FAILED:
+        raise job.exception
+    record = job.record
     summary = {
-        "status": result.done.status, "video": result.video, "frames": result.frames, "images": result.images,
-        "frame_count": result.done.frames, "seed": result.done.seed, "seconds": round(result.done.seconds, 2),
-        "plan": plan.summary(), "timings": {k: round(v, 3) for k, v in result.done.timings.items()},
+        "status": record.status.value, "video": record.video, "frames": record.frames, "images": record.images,
+        "frame_count": record.frame_count, "seed": record.seed, "seconds": round(progress.seconds, 2),
+        "plan": record.plan, "timings": {k: round(v, 3) for k, v in record.timings.items()},
     }
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -173,47 +251,65 @@ def run_generate(args) -> int:
         for kind in ("video", "frames", "images"):
             if summary[kind]:
                 print(f"{kind}: {summary[kind]}")
-        print(f"{result.done.status}: {result.done.frames} frames, seed {result.done.seed}, {result.done.seconds:.1f} s")
-    return 0 if result.done.status == "completed" else 130
+        print(f"{record.status}: {record.frame_count} frames, seed {record.seed}, {progress.seconds:.1f} s")
+    return 0 if record.status == Status.COMPLETED else 130
 
 
-def _run_with_progress(args, pipe, request, options, folder: Path, plan):
-    """Run on a worker thread so Ctrl-C can ask for a clean stop instead of killing the writers."""
-    from tqdm import tqdm
+class _Progress:
+    """The job's listener: a progress bar on a terminal, else one stderr line per finished section."""
 
-    from framepack.engine.control import GenerationControl
-    from framepack.engine.events import Progress
-    from framepack.jobs.output import run_job
+    def __init__(self, args, total: int):
+        from tqdm import tqdm
 
-    control = GenerationControl()
-    total = plan.num_sections * request.steps
-    bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True,
-               disable=True if getattr(args, "quiet", False) or args.json else None)
-    outcome: dict = {}
+        quiet = getattr(args, "quiet", False)
+        self.bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True,
+                        disable=True if quiet or args.json else None)
+        self.lines = not quiet and self.bar.disable
+        self.seconds = 0.0
 
-    def on_event(event) -> None:
+    def __call__(self, event) -> None:
+        from framepack.request.events import Done, Progress, SectionDone
+
         if isinstance(event, Progress):
-            bar.n = event.position * event.steps + event.step
-            bar.set_description(f"section {event.position + 1}/{event.section_count}")
-            bar.refresh()
+            self.bar.n = event.position * event.steps + event.step
+            self.bar.set_description(f"section {event.position + 1}/{event.section_count}")
+            self.bar.refresh()
+        elif isinstance(event, SectionDone) and self.lines:
+            print(f"section {event.position + 1}/{event.section_count} done", file=sys.stderr, flush=True)
+        elif isinstance(event, Done):
+            self.seconds = event.seconds
 
-    def work() -> None:
-        try:
-            outcome["result"] = run_job(pipe, request, options, folder, control=control, on_event=on_event)
-        except BaseException as error:  # re-raised on the main thread
-            outcome["error"] = error
+    def close(self) -> None:
+        self.bar.close()
 
-    worker = threading.Thread(target=work, name="framepack-cli", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.2)
-    except KeyboardInterrupt:
-        print("\nstopping after the current step...", file=sys.stderr)
-        control.stop()
-        worker.join()
-    finally:
-        bar.close()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+
+class _Interrupts:
+    """SIGINT while generating: the first asks for a stop, the second deletes the work and quits."""
+
+    def __init__(self, queue, job):
+        self.queue, self.job = queue, job
+        self.count = 0
+        self.previous = None
+
+    def __enter__(self) -> "_Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self.handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def handle(self, signum, frame) -> None:
+        self.count += 1
+        if self.count == 1:
+            print("\nstopping after the current step (Ctrl-C again to quit at once, saving nothing)...",
+                  file=sys.stderr, flush=True)
+            self.queue.cancel(self.job.id)
+            return
+        work = self.job.work
+        if work is not None:
+            work.close()  # the spill and partial files; nothing was published yet
+        print("interrupted again: quit without saving", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)  # the worker is inside torch: only the process can end it, and at once

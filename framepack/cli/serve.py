@@ -1,9 +1,11 @@
 """`framepack_cli.py serve`: the standalone web app (tab + REST API) on the standalone host.
 
-Binds 127.0.0.1:7870 by default. The standalone app has no authentication, so binding another
-address prints a warning. Ctrl-C (or SIGTERM) stops the server gracefully: a running job stops
-after its current step (its partial video is kept when keep-incomplete is on), queued jobs
-are cancelled, then the process exits.
+Binds 127.0.0.1:7870 by default: only programs on this machine can reach it, and requests
+naming another host (DNS rebinding) are refused. `--auth USER:PASS` or `--auth-file FILE` puts
+the API (HTTP Basic) and the tab (a login page) behind credentials; binding another address
+without them prints a warning. Ctrl-C (or SIGTERM) stops the server gracefully: a running job
+stops after its current step (its partial video is kept when keep-incomplete is on), queued
+jobs are cancelled, then the process exits.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
+from pathlib import Path
 
 DEFAULT_BIND = "127.0.0.1"
 DEFAULT_PORT = 7870
@@ -34,8 +37,13 @@ def add_serve(subparsers) -> None:
                     "on this machine, with the standalone host. Jobs run one at a time. "
                     "Use --model tiny for the random-weight smoke-test model (its output is noise).")
     parser.add_argument("--host", default=DEFAULT_BIND, metavar="ADDRESS",
-                        help=f"address to bind (default {DEFAULT_BIND}, this machine only; there is no "
-                             f"authentication, so think twice before 0.0.0.0)")
+                        help=f"address to bind (default {DEFAULT_BIND}, this machine only; before 0.0.0.0, "
+                             f"set --auth)")
+    parser.add_argument("--auth", default=None, metavar="USER:PASS[,USER:PASS]",
+                        help="require these credentials for the tab (login page) and the API (HTTP Basic)")
+    parser.add_argument("--auth-file", default=None, metavar="FILE",
+                        help="like --auth, read from FILE (one USER:PASS per line; keeps it out of the "
+                             "process list)")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--model", default=None, metavar="DIR|tiny",
                         help="'tiny', a local model folder, or omit for the hub models")
@@ -63,25 +71,51 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
+def credentials(args) -> list[tuple[str, str]] | None:
+    """The --auth / --auth-file logins, or None; a malformed one is a usage error."""
+    from framepack.api.guard import parse_credentials
+    from framepack.errors import InputError
+
+    pairs = []
+    try:
+        if args.auth:
+            pairs += parse_credentials(args.auth, "--auth")
+        if args.auth_file:
+            try:
+                text = Path(args.auth_file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise InputError(f"--auth-file: cannot read {args.auth_file}: "
+                                 f"{getattr(error, 'strerror', None) or error}") from None
+            pairs += parse_credentials(text, "--auth-file", one_per_line=True)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    return pairs or None
+
+
 def run_serve(args) -> int:
     import uvicorn
 
+    from framepack.api.guard import LOOPBACK_HOSTS
     from framepack.app import create_app
     from framepack.host.standalone import StandaloneHost
+
+    auth = credentials(args)
 
     host = StandaloneHost(output_dir=args.output_dir, model=args.model, cache_dir=args.cache_dir,
                           offline=True if args.offline else None, device=args.device,
                           settings={"keep_incomplete": not args.no_keep_incomplete})
-    app = create_app(host, ui=not args.no_ui, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+    loopback = _is_loopback(args.host)
+    app = create_app(host, ui=not args.no_ui, max_body_bytes=int(args.max_body_mb * 1024 * 1024), auth=auth,
+                     allowed_hosts=sorted(LOOPBACK_HOSTS | {args.host}) if loopback else None)
     queue = app.state.framepack_queue
     shown = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{shown}:{args.port}"
     tab = f"tab {url}/, " if app.state.framepack_ui is not None else ""
     print(f"FramePack: {tab}API {url}/framepack/v1, docs {url}/docs; outputs in {host.video_dir()} "
           f"(Ctrl-C to stop)", file=sys.stderr, flush=True)
-    if not _is_loopback(args.host):
-        print(f"warning: serving on {args.host} without authentication: anyone who can reach this port can "
-              f"run jobs and download results", file=sys.stderr, flush=True)
+    if not loopback and auth is None:
+        print(f"warning: serving on {args.host} without authentication (--auth): anyone who can reach this port "
+              f"can run jobs and download results", file=sys.stderr, flush=True)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
     try:

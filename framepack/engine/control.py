@@ -1,15 +1,27 @@
-"""Stop / skip-section / pause signals and stage hooks shared by the loop and every host.
+"""What the running loop reads from outside (stop / skip / pause) and what it lets a host do per stage.
 
-The loop checks these between sampler steps. Hosts subclass `GenerationControl` to read their
-own state (SD.Next's `shared.state`) and to offload models around stages.
+`GenerationControl` carries only flags, set by a UI, API or signal handler, and the stage
+timings. `StageHooks` is the host's say around each stage (offload, progress text, moving an
+encoder); the loop takes both separately, and either may be left at its default.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
-from typing import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import ContextManager, Iterator
+
+class StageHooks:
+    """What a host does around one stage of a generation; by default, nothing.
+
+    Hosts subclass it (or give any object with this `stage` method): SD.Next offloads models,
+    moves SigLIP and shows progress text there. The loop times the stage itself.
+    """
+
+    def stage(self, name: str) -> ContextManager[None]:
+        """Wrap one stage: text, vision, vae_encode, sample or vae_decode."""
+        return nullcontext()
 
 
 class GenerationControl:
@@ -55,8 +67,8 @@ class GenerationControl:
                 return
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        """Wrap one stage (text, vision, vae_encode, sample, vae_decode); hosts offload here."""
+    def timed(self, name: str) -> Iterator[None]:
+        """Add the time spent inside to `timings[name]`."""
         started = time.perf_counter()
         try:
             yield

@@ -46,6 +46,10 @@ class GuidanceConfig:
         """The value of the transformer's ``guidance`` input (the embedder expects x1000)."""
         return self.distilled_cfg * 1000.0
 
+    def zeroes(self, step_index: int) -> bool:
+        """Whether CFG-Zero* zeroes this step's velocity (then no prediction is needed at all)."""
+        return self.cfg_zero_star and step_index < self.zero_init_steps
+
 
 def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Reshape a [B] tensor so it broadcasts over ``like``'s non-batch dims."""
@@ -70,17 +74,12 @@ def _rescale(v: torch.Tensor, v_cond: torch.Tensor, amount: float) -> torch.Tens
     return amount * v_rescaled + (1.0 - amount) * v
 
 
-def combine(v_cond: torch.Tensor, v_uncond: torch.Tensor | None, config: GuidanceConfig,
-            step_index: int) -> torch.Tensor:
-    """The guided velocity for one step.
+def combine(v_cond: torch.Tensor, v_uncond: torch.Tensor | None, config: GuidanceConfig) -> torch.Tensor:
+    """The guided velocity of one step that is not zeroed (see ``GuidanceConfig.zeroes``).
 
     ``v_uncond`` may be None only when ``config.uses_negative`` is False. Statistics are computed in
     float32 and the result is cast back to ``v_cond``'s dtype.
     """
-    if config.cfg_zero_star and step_index < config.zero_init_steps:
-        # CFG-Zero*'s zero-init: the earliest predictions are the least reliable; a zero velocity
-        # makes x0 = x, i.e. the step keeps the current latent.
-        return torch.zeros_like(v_cond)
     if not config.uses_negative:
         return v_cond
     if v_uncond is None:
@@ -99,14 +98,16 @@ def combine(v_cond: torch.Tensor, v_uncond: torch.Tensor | None, config: Guidanc
 def make_denoiser(velocity_fn: VelocityFn, config: GuidanceConfig) -> Denoiser:
     """Wrap ``velocity_fn`` into ``denoise(x, sigma, step) -> x0 = x - sigma * v_guided``.
 
-    The model is called on zero-init steps too, although the result is discarded: stateful wrappers
-    such as TeaCache count calls to know the first and last step of a section.
+    A step that CFG-Zero* zeroes calls no model: its velocity is zero whatever the model says, so
+    x0 = x and the step keeps the current latent (the earliest predictions are the least reliable).
     """
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor, step_index: int) -> torch.Tensor:
+        if config.zeroes(step_index):
+            return x.clone()
         v_cond = velocity_fn(x, sigma, step_index, False)
         v_uncond = velocity_fn(x, sigma, step_index, True) if config.uses_negative else None
-        v = combine(v_cond, v_uncond, config, step_index)
+        v = combine(v_cond, v_uncond, config)
         return x - sigma.to(x.dtype) * v.to(x.dtype)
 
     return denoise

@@ -1,35 +1,53 @@
 """The section loop: plan, condition, then for each section sample, decode and emit frames.
 
-`run_generation` does the work and reports through an `emit` callback (it is what hosts and
-tests call when they want to stay on one thread); `generate` wraps it as a generator of events
-for faces that prefer to iterate. Frames leave through the sink in time order as soon as no
-later blend can touch them.
+`run_generation` does the work on the calling thread and reports through an `emit` callback.
+Frames leave through the sink in time order as soon as no later blend can touch them. After
+every finished section the loop can hand out its `SectionState` (latent context, frame
+assembler, position), and a new loop started from that state produces the same frames as if
+the run had never stopped.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from typing import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from framepack.engine import conditioning as cond
-from framepack.engine.context import ForwardContext, InvertedContext
-from framepack.engine.control import GenerationControl
-from framepack.engine.events import Done, Frames, Preview, Progress, SectionDone
+from framepack.engine.context import LatentContext, new_context
+from framepack.engine.control import GenerationControl, StageHooks
+from framepack.request.events import Done, Frames, Preview, Progress, SectionDone, Stage, Status
 from framepack.engine.frames import FrameAssembler, FrameSink
 from framepack.engine.guidance import GuidanceConfig, make_denoiser
-from framepack.engine.planner import SectionPlan, VideoPlan
+from framepack.request.planner import SectionPlan, VideoPlan
 from framepack.engine.preview import preview_image
 from framepack.engine.sampler import SAMPLERS, dynamic_shift, flow_sigmas
 from framepack.engine.teacache import TeaCacheState, run_transformer
-from framepack.jobs.request import GenerationRequest
+from framepack.request.model import GenerationRequest
 
 Emit = Callable[[object], None]
 NoiseFn = Callable[[int, tuple[int, ...]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SectionState:
+    """Where a generation stands after `position` finished sections (in generation order).
+
+    Plain data: `context_state` and `assembler_state` are dicts of tensors, numbers and strings
+    that `torch.save` / `torch.load(weights_only=True)` round-trip exactly. Give the three to
+    `SectionLoop.run` to continue from here.
+    """
+
+    position: int
+    context_state: dict[str, Any]
+    assembler_state: dict[str, Any]
+
+
+SectionStateFn = Callable[[SectionState], None]
 
 
 def section_noise(seed: int, section_index: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -48,17 +66,25 @@ class _SectionEnded(Exception):
 
 
 class SectionLoop:
-    """One generation: owns the plan, the conditioning and the latent context."""
+    """One generation: owns the plan, the conditioning and the latent context.
+
+    `control` carries Stop / Skip / Pause; `hooks` is what the host does around each stage;
+    `spill_dir` is the folder for the inverted order's spill file (the job's work folder);
+    `on_section_state`, when given, receives the state a checkpoint needs after every section.
+    """
 
     def __init__(self, pipe, request: GenerationRequest, sink: FrameSink, control: GenerationControl | None = None,
-                 noise_fn: NoiseFn | None = None, spill_dir: str | None = None):
+                 noise_fn: NoiseFn | None = None, spill_dir: str | None = None, hooks: StageHooks | None = None,
+                 on_section_state: SectionStateFn | None = None):
         self.pipe = pipe
         self.request = request
         self.plan: VideoPlan = request.plan()
         self.sink = sink
         self.control = control or GenerationControl()
+        self.hooks = hooks or StageHooks()
         self.noise_fn = noise_fn or (lambda index, shape: section_noise(request.seed, index, shape))
         self.spill_dir = spill_dir
+        self.on_section_state = on_section_state
         self.device = pipe._execution_device
         self.dtype = pipe.transformer.dtype
         self.guidance = GuidanceConfig(
@@ -67,39 +93,59 @@ class SectionLoop:
         )
         self.text_encodes = 0
         self._text_cache: tuple[str, cond.TextEmbedding] | None = None
+        self._emit: Emit = lambda event: None
 
     # ---- table of contents -------------------------------------------------------------
-    def run(self, emit: Emit) -> Done:
+    def run(self, emit: Emit, start_position: int = 0, context_state: dict | None = None,
+            assembler_state: dict | None = None) -> Done:
+        """Generate the sections from `start_position` on (in generation order).
+
+        A run that starts past 0 continues from a `SectionState` of an earlier run of the same
+        request: its context and assembler states (the assembler's spill file in `spill_dir`).
+        """
+        self.check_start(start_position, context_state, assembler_state)
+        self._emit = emit
         started = time.perf_counter()
         with torch.no_grad():
             images = self.condition_images()
             negative = self.encode_negative()
-            assembler = FrameAssembler(4 * self.request.latent_window_size - 3, self._counting_sink(emit),
-                                       reverse=self.plan.variant == "original", spill_dir=self.spill_dir)
+            context = self.new_context(images, context_state)
+            assembler = self.new_assembler(emit, assembler_state)
             try:
-                status = self.sample_sections(images, negative, assembler, emit)
+                status = self.sample_sections(images, negative, context, assembler, emit, start_position)
                 frames = assembler.finish()
-            finally:
-                assembler.close()
+            except BaseException:
+                # In the caller's folder the spill file outlives a failure: the last SectionState names it.
+                assembler.close(remove_spill=self.spill_dir is None)
+                raise
         done = Done(status=status, frames=frames, seed=self.request.seed, seconds=time.perf_counter() - started,
                     timings=dict(self.control.timings), plan=self.plan.to_dict())
         emit(done)
         return done
 
-    def sample_sections(self, images: cond.ImageConditioning, negative, assembler: FrameAssembler, emit: Emit) -> str:
-        context = self.new_context(images)
-        for position, index in enumerate(self.plan.generation_order):
+    def sample_sections(self, images: cond.ImageConditioning, negative, context: LatentContext,
+                        assembler: FrameAssembler, emit: Emit, start_position: int = 0) -> Status:
+        for position in range(start_position, self.plan.num_sections):
             if self.control.should_stop():
-                return "interrupted"
-            section = self.plan.sections[index]
+                return Status.INTERRUPTED
+            section = self.plan.sections[self.plan.generation_order[position]]
             section_started = time.perf_counter()
             latents, skipped = self.sample_section(section, position, context, images, negative, emit)
             if latents is None:
-                return "interrupted"
-            finished = assembler.add(self.decode(self.add_to_context(context, section, latents)))
+                return Status.INTERRUPTED
+            finished = assembler.add(self.decode(context.add(section, latents)))
+            if self.on_section_state is not None:
+                self.on_section_state(SectionState(position + 1, context.state_dict(), assembler.state_dict()))
             emit(SectionDone(section.number, position, self.plan.num_sections, finished,
                              time.perf_counter() - section_started, skipped))
-        return "completed"
+        return Status.COMPLETED
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """One stage (text, vision, vae_encode, sample, vae_decode): the host's hooks, then timed."""
+        self._emit(Stage(name))
+        with self.hooks.stage(name), self.control.timed(name):
+            yield
 
     # ---- conditioning ------------------------------------------------------------------
     def condition_images(self) -> cond.ImageConditioning:
@@ -114,11 +160,11 @@ class SectionLoop:
         fit = lambda image: cond.resize_and_crop(image, height, width)  # noqa: E731
         end = None if request.end_image is None else fit(request.end_image)
         keys = [fit(keyframe.image) for keyframe in request.keyframes]
-        with self.control.stage("vision"):
+        with self.stage("vision"):
             start_embeds = cond.encode_vision(self.pipe, start, self.device)
             end_embeds = None if end is None else cond.encode_vision(self.pipe, end, self.device)
             key_embeds = [cond.encode_vision(self.pipe, image, self.device) for image in keys]
-        with self.control.stage("vae_encode"):
+        with self.stage("vae_encode"):
             start_latent = cond.encode_latent(self.pipe, start, self.device)
             end_latent = None if end is None else cond.encode_latent(self.pipe, end, self.device)
             key_latents = [cond.encode_latent(self.pipe, image, self.device) for image in keys]
@@ -129,7 +175,7 @@ class SectionLoop:
     def text_for(self, prompt: str) -> cond.TextEmbedding:
         """Encode a section's prompt only when it differs from the previous section's."""
         if self._text_cache is None or self._text_cache[0] != prompt:
-            with self.control.stage("text"):
+            with self.stage("text"):
                 embedding = cond.encode_text(self.pipe, prompt, self.request.system_prompt,
                                              self.request.max_prompt_tokens, self.device)
             self.text_encodes += 1
@@ -139,37 +185,50 @@ class SectionLoop:
     def encode_negative(self) -> cond.TextEmbedding | None:
         if not self.guidance.uses_negative:
             return None
-        with self.control.stage("text"):
+        with self.stage("text"):
             return cond.encode_text(self.pipe, self.request.negative_prompt, self.request.system_prompt,
                                     self.request.max_prompt_tokens, self.device)
 
-    # ---- context -----------------------------------------------------------------------
-    def new_context(self, images: cond.ImageConditioning):
+    # ---- context and assembler -----------------------------------------------------------
+    def check_start(self, start_position: int, context_state: dict | None, assembler_state: dict | None) -> None:
+        if type(start_position) is not int or not 0 <= start_position <= self.plan.num_sections:
+            raise ValueError(f"start position {start_position!r} is not between 0 and {self.plan.num_sections}")
+        if (context_state is None) != (assembler_state is None):
+            raise ValueError("continuing needs both the latent context state and the frame assembler state")
+        if start_position > 0 and context_state is None:
+            raise ValueError(f"starting at section position {start_position} needs the state saved there")
+
+    def new_context(self, images: cond.ImageConditioning, state: dict | None = None) -> LatentContext:
         window = self.request.latent_window_size
-        if self.plan.variant == "original":
-            return InvertedContext(images.start_latent, window)
-        return ForwardContext(images.start_latent, window)
+        if state is None:
+            return new_context(self.plan.variant, images.start_latent, window, self.request.end_strength)
+        context = LatentContext.from_state(state)
+        restored = (context.variant, context.window, context.anchor_strength, tuple(context.start_latent.shape))
+        expected = (self.plan.variant, window, float(self.request.end_strength), tuple(images.start_latent.shape))
+        if restored != expected:
+            raise ValueError(f"the latent context state (variant, window, end strength, latent shape) {restored} "
+                             f"does not belong to this request {expected}")
+        return context
 
-    def model_context(self, context, section: SectionPlan, images: cond.ImageConditioning):
-        if isinstance(context, ForwardContext):
-            return context.model_context()
-        return context.model_context(section.padding, self.post_anchor(context, section, images))
+    def new_assembler(self, emit: Emit, state: dict | None = None) -> FrameAssembler:
+        overlap, reverse = 4 * self.request.latent_window_size - 3, self.plan.variant == "original"
+        if state is None:
+            return FrameAssembler(overlap, self._counting_sink(emit, 0), reverse=reverse, spill_dir=self.spill_dir)
+        restored = (state.get("overlap"), state.get("reverse")) if isinstance(state, dict) else None
+        if restored != (overlap, reverse):
+            raise ValueError(f"the frame assembler state (overlap, reverse) {restored} "
+                             f"does not belong to this request {(overlap, reverse)}")
+        assembler = FrameAssembler.from_state(state, self.sink, self.spill_dir)
+        assembler.sink = self._counting_sink(emit, assembler.emitted)
+        return assembler
 
-    def post_anchor(self, context: InvertedContext, section: SectionPlan, images: cond.ImageConditioning):
-        """The clean frame after the window: the end image for the last section, else its keyframe."""
-        anchor = None
+    def anchor(self, section: SectionPlan, images: cond.ImageConditioning) -> torch.Tensor | None:
+        """The clean latent meant to follow the window: its keyframe, or the end image for the last section."""
         if section.keyframe is not None:
-            anchor = images.keyframe_latents[section.keyframe]
-        elif section.index == self.plan.num_sections - 1 and images.end_latent is not None:
-            anchor = images.end_latent
-        if anchor is None:
-            return context.post_latent
-        return cond.weighted(anchor.cpu(), context.post_latent, self.request.end_strength)
-
-    def add_to_context(self, context, section: SectionPlan, latents: torch.Tensor) -> torch.Tensor:
-        if isinstance(context, ForwardContext):
-            return context.add(latents)
-        return context.add(latents, reaches_start=section.index == 0)
+            return images.keyframe_latents[section.keyframe]
+        if section.index == self.plan.num_sections - 1:
+            return images.end_latent
+        return None
 
     # ---- sampling ----------------------------------------------------------------------
     def sample_section(self, section, position, context, images, negative, emit: Emit):
@@ -182,7 +241,7 @@ class SectionLoop:
         denoise = make_denoiser(self.velocity_fn(section, context, images, negative), self.guidance)
         callback = self.step_callback(section, position, emit)
         try:
-            with self.control.stage("sample"):
+            with self.stage("sample"):
                 return SAMPLERS[request.sampler](denoise, noise, sigmas, callback=callback).float().cpu(), False
         except _SectionEnded as ended:
             return (None, False) if ended.latents is None else (ended.latents.float().cpu(), True)
@@ -194,28 +253,38 @@ class SectionLoop:
     def velocity_fn(self, section, context, images, negative):
         request = self.request
         positive = self.text_for(section.prompt)
-        inputs = self.model_context(context, section, images).as_kwargs(self.dtype)
+        inputs = context.model_context(section, self.anchor(section, images)).as_kwargs(self.dtype)
         inputs["image_embeds"] = images.image_embeds(section.keyframe, request.vision_strength).to(self.dtype)
-        inputs["guidance"] = torch.tensor([request.distilled_cfg * 1000.0], dtype=self.dtype, device=self.device)
+        inputs["guidance"] = torch.tensor([self.guidance.transformer_guidance], dtype=self.dtype, device=self.device)
         inputs = {key: value.to(self.device) for key, value in inputs.items()}
         caches = {False: self.new_cache(), True: self.new_cache()}  # cond and uncond never share state
 
         def velocity(x: torch.Tensor, sigma: torch.Tensor, step: int, use_negative: bool) -> torch.Tensor:
+            self.check_control()  # before every model call, computed by TeaCache or not
             text = negative if use_negative else positive
             return run_transformer(
-                self.pipe.transformer, caches[use_negative], hidden_states=x.to(self.dtype),
+                self.pipe.transformer, caches[use_negative], step=step, hidden_states=x.to(self.dtype),
                 timestep=(sigma * 1000.0).expand(x.shape[0]).float(), encoder_hidden_states=text.embeds,
                 encoder_attention_mask=text.mask, pooled_projections=text.pooled, **inputs,
             ).float()
 
         return velocity
 
+    def check_control(self) -> None:
+        """Honour Pause and Stop at once, also in the middle of a step.
+
+        A step is one or two model calls (two with real CFG) and a TeaCache-skipped call is much
+        shorter than a computed one; checking here, not only between steps, makes a Stop take
+        effect before the next model call, however the cache decided.
+        """
+        self.control.wait_while_paused()
+        if self.control.should_stop():
+            raise _SectionEnded(None)
+
     def new_cache(self) -> TeaCacheState | None:
         if not self.request.teacache:
             return None
-        cache = TeaCacheState(self.request.teacache_threshold)
-        cache.reset(self.request.steps)
-        return cache
+        return TeaCacheState(self.request.teacache_threshold, self.request.steps)
 
     def step_callback(self, section: SectionPlan, position: int, emit: Emit):
         started = time.perf_counter()
@@ -230,9 +299,7 @@ class SectionLoop:
                           remaining / rate if rate else 0.0))
             if self.request.preview:
                 emit(Preview(preview_image(x0), section.number, done))
-            self.control.wait_while_paused()
-            if self.control.should_stop():
-                raise _SectionEnded(None)
+            self.check_control()
             if done < steps and self.control.take_skip():
                 raise _SectionEnded(x0)
 
@@ -241,12 +308,12 @@ class SectionLoop:
     # ---- decoding ----------------------------------------------------------------------
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae
-        with self.control.stage("vae_decode"):
+        with self.stage("vae_decode"):
             scaled = latents.to(device=self.device, dtype=vae.dtype) / vae.config.scaling_factor
             return vae.decode(scaled, return_dict=False)[0]
 
-    def _counting_sink(self, emit: Emit) -> FrameSink:
-        total = 0
+    def _counting_sink(self, emit: Emit, total: int) -> FrameSink:
+        """The sink, reporting each batch and the running total (from `total` frames sent before)."""
 
         def sink(frames: np.ndarray) -> None:
             nonlocal total
@@ -257,39 +324,9 @@ class SectionLoop:
         return sink
 
 
-def run_generation(pipe, request: GenerationRequest, sink: FrameSink, emit: Emit | None = None, **options) -> Done:
-    """Generate on the calling thread, reporting events through `emit`."""
-    return SectionLoop(pipe, request, sink, **options).run(emit or (lambda event: None))
-
-
-def generate(pipe, request: GenerationRequest, sink: FrameSink, control: GenerationControl | None = None,
-             **options) -> Iterator[object]:
-    """Generator of events. The work runs on a worker thread; closing the generator stops it."""
-    control = control or GenerationControl()
-    events: queue.Queue = queue.Queue(maxsize=64)
-    finished = object()
-    failure: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            run_generation(pipe, request, sink, events.put, control=control, **options)
-        except BaseException as error:  # handed to the consumer, which re-raises it
-            failure.append(error)
-        finally:
-            events.put(finished)
-
-    worker = threading.Thread(target=work, name="framepack-generate", daemon=True)
-    worker.start()
-    try:
-        while (event := events.get()) is not finished:
-            yield event
-    finally:
-        control.stop()
-        while worker.is_alive():  # drain so a blocked put() can finish
-            try:
-                events.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        worker.join()
-    if failure:
-        raise failure[0]
+def run_generation(pipe, request: GenerationRequest, sink: FrameSink, emit: Emit | None = None, *,
+                   start_position: int = 0, context_state: dict | None = None, assembler_state: dict | None = None,
+                   **options) -> Done:
+    """Generate on the calling thread, reporting events through `emit`; `options` go to `SectionLoop`."""
+    loop = SectionLoop(pipe, request, sink, **options)
+    return loop.run(emit or (lambda event: None), start_position, context_state, assembler_state)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoFramepackPipeline
 
-from framepack.engine.control import GenerationControl
-from framepack.engine.events import Done
+from framepack.request.events import Done
 from framepack.engine.frames import FrameSink
-from framepack.jobs.request import GenerationRequest
+from framepack.request.model import GenerationRequest
 from framepack.models.loader import LazyModel, load_components
 from framepack.models.recipe import Recipe
 
@@ -32,7 +31,7 @@ SCHEDULER_CONFIG = {"shift": 1.0, "use_dynamic_shifting": True, "base_image_seq_
 
 
 class FramePackPipeline(HunyuanVideoFramepackPipeline):
-    """`HunyuanVideoFramepackPipeline` plus `generate()`, the streaming section loop."""
+    """`HunyuanVideoFramepackPipeline` plus `run()`, the streaming section loop."""
 
     @classmethod
     def from_components(cls, components: Mapping[str, Any]) -> "FramePackPipeline":
@@ -41,12 +40,6 @@ class FramePackPipeline(HunyuanVideoFramepackPipeline):
             raise ValueError(f"pipeline needs every component; missing: {', '.join(missing)}")
         scheduler = components.get("scheduler") or FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG)
         return cls(scheduler=scheduler, **{name: components[name] for name in COMPONENT_NAMES})
-
-    def generate(self, request: GenerationRequest, sink: FrameSink, control: GenerationControl | None = None,
-                 **options) -> Iterator[object]:
-        from framepack.engine.loop import generate
-
-        return generate(self, request, sink, control=control, **options)
 
     def run(self, request: GenerationRequest, sink: FrameSink, emit=None, **options) -> Done:
         from framepack.engine.loop import run_generation
@@ -108,6 +101,11 @@ class PipelineManager:
         self._lock = threading.Lock()
 
     def get(self, variant: str, runtime: RuntimeOptions | None = None) -> FramePackPipeline:
+        """The pipeline for `variant`, loaded here if needed.
+
+        Loads while holding the lock: a second caller asking for another variant waits for this
+        load, then unloads it before loading its own, so two pipelines are never built at once.
+        """
         key = (self._recipe_for(variant), runtime or RuntimeOptions())
         with self._lock:
             if self._pipe is None or key != self._key:
@@ -115,8 +113,7 @@ class PipelineManager:
                 self._key = key
                 self._pipe = LazyModel(lambda: build_pipeline(*key, device=self._device, **self._load_options),
                                        name=f"FramePack {variant}")
-            pipe = self._pipe
-        return pipe.get()
+            return self._pipe.get()
 
     @property
     def loaded_variant(self) -> str | None:

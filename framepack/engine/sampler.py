@@ -7,7 +7,7 @@ model's clean-data (x0) prediction, and reports progress through ``callback``.
 Flow-matching convention: ``x_sigma = (1 - sigma) * x0 + sigma * noise``. The transformer predicts the
 velocity ``v = noise - x0``, so ``x0 = x - sigma * v`` (guidance builds that denoiser).
 
-Both samplers call the model exactly ``len(sigmas) - 1`` times, i.e. once per step, and never at
+Both samplers call ``denoise`` exactly ``len(sigmas) - 1`` times, i.e. once per step, and never at
 ``sigma = 0``: the last step's x0 prediction is the result. For UniPC that holds because the corrector
 reuses the evaluation the next predictor needs anyway (UniPC's "free" corrector).
 """

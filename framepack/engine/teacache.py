@@ -31,32 +31,29 @@ def _rescale(rel_l1: float) -> float:
 
 
 class TeaCacheState:
-    """The cache of one guidance branch for one section: counters, last input, last residual."""
+    """The cache of one guidance branch for one section of ``num_steps`` sampler steps.
 
-    def __init__(self, threshold: float):
+    The caller says which step each model call belongs to, so steps without a model call (the
+    zero-init steps of CFG-Zero*) need none; the first and last step always compute.
+    """
+
+    def __init__(self, threshold: float, num_steps: int):
+        if num_steps < 1:
+            raise ValueError(f"a section has at least one step, got {num_steps}")
         self.threshold = float(threshold)
-        self.num_steps: int | None = None  # set by reset(); None means "not started"
-        self._clear()
-
-    def _clear(self) -> None:
-        self.step = 0
+        self.num_steps = int(num_steps)
         self.accumulated = 0.0
         self.previous_modulated: torch.Tensor | None = None
         self.residual: torch.Tensor | None = None
         self.computed_steps = 0
         self.skipped_steps = 0
 
-    def reset(self, num_steps: int) -> None:
-        """Start a section of ``num_steps`` model calls: the first and last of them always compute."""
-        self.num_steps = int(num_steps)
-        self._clear()
-
-    def should_compute(self, modulated: torch.Tensor) -> bool:
-        """Decide whether this call runs the blocks, and advance to the next step."""
-        if self.num_steps is None:
-            raise RuntimeError("TeaCacheState.reset(num_steps) must be called at the start of each section")
+    def should_compute(self, step: int, modulated: torch.Tensor) -> bool:
+        """Decide whether the model call of sampler step ``step`` (0-based) runs the blocks."""
+        if not 0 <= step < self.num_steps:
+            raise ValueError(f"step {step} is outside the section's {self.num_steps} steps")
         previous = self.previous_modulated
-        boundary = self.step == 0 or self.step >= self.num_steps - 1
+        boundary = step == 0 or step == self.num_steps - 1
         unusable = previous is None or self.residual is None or previous.shape != modulated.shape
         if boundary or unusable:
             compute = True
@@ -68,7 +65,6 @@ class TeaCacheState:
         if compute:
             self.accumulated = 0.0
         self.previous_modulated = modulated
-        self.step += 1
         return compute
 
     def record(self, computed: bool) -> None:
@@ -78,8 +74,9 @@ class TeaCacheState:
             self.skipped_steps += 1
 
 
-def run_transformer(transformer, cache: TeaCacheState | None, **transformer_kwargs) -> torch.Tensor:
-    """The transformer's velocity prediction, through ``cache`` when one is given.
+def run_transformer(transformer, cache: TeaCacheState | None, step: int | None = None,
+                    **transformer_kwargs) -> torch.Tensor:
+    """The transformer's velocity prediction for sampler step ``step``, through ``cache`` when one is given.
 
     ``transformer_kwargs`` are the model's forward arguments (see ALGORITHM.md "Transformer call");
     all three history inputs and their 1-D indices are required on the cached path.
@@ -87,14 +84,16 @@ def run_transformer(transformer, cache: TeaCacheState | None, **transformer_kwar
     transformer_kwargs.pop("return_dict", None)
     if cache is None:
         return transformer(**transformer_kwargs, return_dict=False)[0]
-    return _cached_forward(transformer, cache, **transformer_kwargs)
+    if step is None:
+        raise ValueError("TeaCache needs the sampler step of each model call")
+    return _cached_forward(transformer, cache, step, **transformer_kwargs)
 
 
 @apply_lora_scale("attention_kwargs")  # same LoRA scaling as the model's own forward
-def _cached_forward(transformer, cache: TeaCacheState, attention_kwargs=None, **kwargs) -> torch.Tensor:
+def _cached_forward(transformer, cache: TeaCacheState, step: int, attention_kwargs=None, **kwargs) -> torch.Tensor:
     inputs = _embed_inputs(transformer, **kwargs)
     modulated = transformer.transformer_blocks[0].norm1(inputs.hidden, emb=inputs.temb)[0]
-    compute = cache.should_compute(modulated)
+    compute = cache.should_compute(step, modulated)
     if compute:
         hidden = _run_blocks(transformer, inputs)
         cache.residual = hidden - inputs.hidden

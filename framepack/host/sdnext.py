@@ -6,7 +6,7 @@ docs/HOST.md; the names used are exactly those.
 
 What lives here:
 - `SETTINGS`: the "FramePack" settings section (keys `framepack_*`) and `register_settings()`;
-- `SdnextHost`: the `framepack.host.base.Host` services on top of `shared.opts`, `shared.state`,
+- `SdnextHost`: the `framepack.request.host.Host` services on top of `shared.opts`, `shared.state`,
   `call_queue`, `progress`, `devices`, `errors`, `timer`, `paths`, and the model lifecycle
   (load on first use as `shared.sd_model`, SDNQ quantization args, the host's offload around
   each stage, unload on request or when the user switches back to an image model) and
@@ -218,7 +218,7 @@ def _pipeline_class():
 
 
 def _control_class():
-    """`GenerationControl` reading SD.Next's Stop / Skip / Pause and offloading around stages."""
+    """`GenerationControl` reading SD.Next's Stop / Skip / Pause; its `stage_hooks` offload around stages."""
     global _CONTROL_CLASS
     if _CONTROL_CLASS is None:
         from framepack.engine.control import GenerationControl
@@ -255,14 +255,18 @@ def _control_class():
                 while state.paused and not self.should_stop():
                     time.sleep(poll)
 
+            @property
+            def stage_hooks(self) -> "SdnextControl":
+                """The loop's `StageHooks` (this `stage`); becomes its own object when this file is split."""
+                return self
+
             @contextmanager
             def stage(self, name: str) -> Iterator[None]:
                 self.host._start_task(self)
                 self.host._stage_enter(name)
                 started = time.perf_counter()
                 try:
-                    with super().stage(name):
-                        yield
+                    yield
                 finally:
                     self.host._stage_exit(name, time.perf_counter() - started)
 
@@ -310,7 +314,7 @@ class SettingsDefaults:
 
 
 class SdnextHost(SettingsDefaults):
-    """`framepack.host.base.Host` inside SD.Next.
+    """`framepack.request.host.Host` inside SD.Next.
 
     `recipe_for` (optional) replaces the `framepack_model_recipe` setting: a function
     `variant -> Recipe` for programmatic use and tests.
@@ -328,7 +332,6 @@ class SdnextHost(SettingsDefaults):
         self._offload: str | None = None
         self._unload_pending = False
         self._job_running = False
-        self._tasks = threading.local()
         self.queue = None  # the JobQueue (set by get_queue) to find a starting job's progress task
         self._bridge_logging()
 
@@ -410,29 +413,20 @@ class SdnextHost(SettingsDefaults):
 
         return call_queue.get_lock()
 
-    @contextmanager
-    def task(self, task_id: str | None) -> Iterator[None]:
-        """Follow `task_id` (the web UI's `randomId()`) in the host's progress bar.
-
-        Queued on enter; the task becomes active when its job starts, finished on exit. Jobs
-        submitted on this thread inside the block belong to the task.
-        """
-        if not task_id:
-            yield
-            return
+    def task_queued(self, task_id: str) -> None:
+        """Show `task_id` (the web UI's `randomId()`) as queued in the host's progress bar."""
         from modules import progress
 
         progress.add_task_to_queue(task_id)
-        previous = getattr(self._tasks, "current", None)
-        self._tasks.current = task_id
-        try:
-            yield
-        finally:
-            self._tasks.current = previous
-            progress.finish_task(task_id)
 
-    def new_control(self):
-        return _control_class()(self, getattr(self._tasks, "current", None))
+    def task_finished(self, task_id: str) -> None:
+        from modules import progress
+
+        progress.finish_task(task_id)
+
+    def new_control(self, task_id: str | None = None):
+        """Follows SD.Next's Stop / Skip / Pause; with a task id, `begin_job` makes that task active."""
+        return _control_class()(self, task_id)
 
     def begin_job(self, title: str, control=None) -> Any:
         state = self._shared().state
@@ -464,23 +458,24 @@ class SdnextHost(SettingsDefaults):
             state.textinfo = None
 
     def report(self, event: object) -> None:
+        from framepack.request.events import Done, Preview, Progress, SectionDone
+
         state = self._shared().state
-        kind = getattr(event, "kind", None)
-        if kind == "progress":
+        if isinstance(event, Progress):
             state.sampling_steps = event.section_count * event.steps
             state.sampling_step = event.position * event.steps + event.step
             state.job_count = 1
             state.textinfo = f"FramePack: {event.describe()}"
-        elif kind == "preview":
+        elif isinstance(event, Preview):
             if not getattr(state, "disable_preview", False):
                 from PIL import Image
 
                 state.current_image = Image.fromarray(event.image)
                 state.id_live_preview += 1
-        elif kind == "section_done":
+        elif isinstance(event, SectionDone):
             note = " (skipped)" if event.skipped else ""
             state.textinfo = f"FramePack: section {event.position + 1}/{event.section_count} done{note}"
-        elif kind == "done":
+        elif isinstance(event, Done):
             state.textinfo = f"FramePack: {event.status}, {event.frames} frames in {event.seconds:.1f} s"
 
     def record_output(self, path: Path) -> None:
@@ -510,7 +505,7 @@ class SdnextHost(SettingsDefaults):
         stripped, loras, ignored = _lora_tags_from_prompts(texts)
         if not loras and not ignored:
             return request
-        from framepack.jobs.request import build_request
+        from framepack.request.model import LoraSpec
 
         for tag in ignored:
             log.warning("FramePack: %s is not supported by FramePack; removed from the prompt", tag)
@@ -518,10 +513,8 @@ class SdnextHost(SettingsDefaults):
         if files:
             log.info("FramePack LoRA from the prompt: %s",
                      ", ".join(f"{name}:{weight:g} ({Path(path).name})" for name, weight, path in files))
-        fields = request.model_dump()
-        fields.update(stripped)
-        fields["loras"] = [*request.loras, *(f"{path}:{weight!r}" for _, weight, path in files)]
-        return build_request(**fields)
+        added = (LoraSpec(path=path, weight=weight) for _, weight, path in files)
+        return request.replace(**stripped, loras=(*request.loras, *added))
 
     def _resolve_loras(self, loras: dict[str, float]) -> list[tuple[str, float, str]]:
         """(name, weight, file) for every wanted LoRA, through SD.Next's LoRA list."""

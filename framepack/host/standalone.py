@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import uuid
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +62,15 @@ DEFAULT_SETTINGS = _default_settings()
 
 
 class StandaloneHost(SettingsDefaults):
-    """Plain-Python implementation of the host services (framepack.host.base.Host)."""
+    """Plain-Python implementation of the host services (framepack.request.host.Host)."""
 
     name = "standalone"
 
     def __init__(self, output_dir: str | os.PathLike = "outputs", model: str | None = None,
                  cache_dir: str | None = None, offline: bool | None = None, device: str | None = None,
-                 settings: dict[str, Any] | None = None):
+                 settings: dict[str, Any] | None = None, videos: str | os.PathLike | None = None):
         self.output_dir = Path(output_dir).expanduser().resolve()
+        self.videos = None if videos is None else Path(videos).expanduser().resolve()  # default: <output>/video
         self.model = model
         self.cache_dir = cache_dir or os.environ.get("HF_HOME") or None
         self.offline = bool(os.environ.get("HF_HUB_OFFLINE")) if offline is None else offline
@@ -77,47 +78,17 @@ class StandaloneHost(SettingsDefaults):
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.outputs: list[Path] = []
         self.last_event: object | None = None
-        self.timers: dict[str, float] = {}
         self._manager = None
         self._gpu_lock = threading.Lock()
 
     def option(self, key: str, default: Any = None) -> Any:
         return self.settings.get(key, default)
 
-    def task(self, task_id: str | None) -> AbstractContextManager:
+    def task_queued(self, task_id: str) -> None:
         """No progress-bar tasks outside SD.Next."""
-        return nullcontext()
 
-    def torch_device(self) -> Any:
-        import torch
-
-        return torch.device(self.device)
-
-    def torch_dtype(self) -> Any:
-        """The transformer's dtype on this device (bf16 on CUDA with bf16, fp16 without, fp32 on CPU)."""
-        from framepack.models.loader import default_dtypes
-
-        return default_dtypes(self.device)["transformer"]
-
-    def gc(self) -> None:
-        from framepack.models.loader import free_memory
-
-        free_memory()
-
-    def hf_cache_dir(self) -> str | None:
-        return self.cache_dir
-
-    def offline_mode(self) -> bool:
-        return bool(self.offline)
-
-    def logger(self) -> logging.Logger:
-        return log
-
-    def display_error(self, error: BaseException, title: str) -> None:
-        log.error("%s: %s: %s", title, type(error).__name__, error, exc_info=error)
-
-    def add_timer(self, name: str, seconds: float) -> None:
-        self.timers[name] = self.timers.get(name, 0.0) + seconds
+    def task_finished(self, task_id: str) -> None:
+        """No progress-bar tasks outside SD.Next."""
 
     def keep_incomplete(self) -> bool:
         return bool(self.settings["keep_incomplete"])
@@ -146,7 +117,7 @@ class StandaloneHost(SettingsDefaults):
         return None if self._manager is None else self._manager.loaded_variant
 
     def video_dir(self) -> Path:
-        folder = self.output_dir / "video"
+        folder = self.videos or self.output_dir / "video"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
@@ -180,5 +151,5 @@ class StandaloneHost(SettingsDefaults):
         if self._manager is not None:
             self._manager.unload()
 
-    def new_control(self) -> GenerationControl:
+    def new_control(self, task_id: str | None = None) -> GenerationControl:
         return GenerationControl()

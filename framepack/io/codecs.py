@@ -9,17 +9,18 @@ in-memory test encode or mux), not from a hand-written table that drifts from th
 from __future__ import annotations
 
 import contextlib
-import difflib
 import io
 import os
-import re
 import threading
 from fractions import Fraction
 from pathlib import Path
 
 from framepack.errors import InputError
+from framepack.request.limits import NO_VIDEO_CODEC
+from framepack.io.codec_options import (FF_QP2LAMBDA, QUALITY_OPTION, allowed_options, check_options,  # noqa: F401
+                                        expand_aliases, format_options, parse_options, with_quality)
 
-NONE = "none"
+NONE = NO_VIDEO_CODEC
 """Pseudo-codec: skip writing a video (raw frames or images only)."""
 
 HARDWARE_ENCODERS = (
@@ -52,12 +53,6 @@ RGB_NATIVE_CODECS = frozenset(
 
 FULL_RANGE_CODECS = {"mjpeg": "yuvj420p"}
 """Codecs whose 4:2:0 output must be full range (FFmpeg refuses limited-range yuv420p)."""
-
-QUALITY_OPTION = {"libx264": "crf", "libx264rgb": "crf", "libx265": "crf", "libvpx-vp9": "crf",
-                  "libvpx": "crf", "libsvtav1": "crf", "libaom-av1": "crf",
-                  "h264_nvenc": "cq", "hevc_nvenc": "cq", "av1_nvenc": "cq",
-                  "h264_qsv": "global_quality", "hevc_qsv": "global_quality"}
-"""Codec -> the private option that a `crf` setting maps to."""
 
 PROBE_SIZE = 256
 """Test-encode size: hardware encoders refuse very small frames."""
@@ -218,134 +213,8 @@ def chroma_alignment(pix_fmt: str) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- options
-
-_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(:[a-z])?$")
-
-
-def parse_options(text: str | dict | None) -> dict[str, str]:
-    """Parse `crf=16,preset=fast` (or the original extension's `crf:16`) into a dict of strings.
-
-    Pieces are separated by commas; each is `key=value`, or `key:value` when it has no `=`
-    (so `x264-params=keyint=60:min-keyint=30` keeps its value). ffmpeg-style stream specifiers
-    (`b:v=2M`) are accepted. Empty pieces are ignored; anything else malformed is refused,
-    naming the piece.
-    """
-    if text is None:
-        return {}
-    if isinstance(text, dict):
-        return {_check_key(str(k), f"{k}={v}"): _check_value(str(v), f"{k}={v}")
-                for k, v in text.items()}
-    if not isinstance(text, str):
-        raise InputError(f"codec options must be text like 'crf=16,preset=fast', got {text!r}")
-    result: dict[str, str] = {}
-    for raw_piece in text.split(","):
-        piece = raw_piece.strip()
-        if not piece:
-            continue
-        if "=" in piece:
-            key, value = piece.split("=", 1)
-        elif ":" in piece:
-            key, value = piece.split(":", 1)
-        else:
-            raise InputError(f"codec option {piece!r} has no value: write it as key=value "
-                             f"(for example crf=16)")
-        key = _check_key(key.strip(), piece)
-        value = _check_value(value.strip(), piece)
-        if key in result:
-            raise InputError(f"codec option {key!r} is given twice ({piece!r})")
-        result[key] = value
-    return result
-
-
-def _check_key(key: str, piece: str) -> str:
-    """Return the option name without its `:v` stream specifier, refusing odd characters."""
-    if not key or not _KEY.match(key):
-        raise InputError(f"codec option {piece!r} has an invalid name {key!r}")
-    return key.split(":", 1)[0]
-
-
-def _check_value(value: str, piece: str) -> str:
-    """Refuse empty values and control characters (they would be passed on to FFmpeg)."""
-    if not value:
-        raise InputError(f"codec option {piece!r} has an empty value")
-    if any(ord(c) < 32 for c in value):
-        raise InputError(f"codec option {piece!r} contains a control character")
-    return value
-
-
-def format_options(options: dict[str, str]) -> str:
-    """Inverse of parse_options, for messages and metadata."""
-    return ",".join(f"{k}={v}" for k, v in options.items())
-
-
-def known_option_names(codec: str) -> set[str]:
-    """Option names FFmpeg accepts for `codec` (its private ones plus the generic ones)."""
-    import av
-    found = av.CodecContext.create(codec, "w").supported_options
-    return {o.name for o in (*found.generic, *found.private)}
-
-
-def check_option_names(codec: str, options: dict[str, str]) -> None:
-    """Refuse misspelled options with a suggestion, before any encoder is opened."""
-    known = known_option_names(codec)
-    for key in options:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise InputError(f"unknown option {key!r} for codec {codec}{hint}")
-
-
-def with_quality(codec: str, options: dict[str, str], crf: float | int | None) -> dict[str, str]:
-    """Fold a `crf` setting into the options under the name this codec uses for it."""
-    if crf is None:
-        return dict(options)
-    name = QUALITY_OPTION.get(codec)
-    if name is None:
-        raise InputError(f"codec {codec} has no crf/quality setting; use its own options "
-                         f"instead (for example 'q=2' or 'b=8M')")
-    try:
-        value = float(crf)
-    except (TypeError, ValueError):
-        raise InputError(f"crf must be a number, got {crf!r}") from None
-    if not 0 <= value <= 63:
-        raise InputError(f"crf {crf} is out of range (0-63; 16-23 is typical)")
-    merged = dict(options)
-    if name in merged and merged[name] != _num(value):
-        raise InputError(f"crf={crf} conflicts with option {name}={merged[name]}")
-    merged[name] = _num(value)
-    if codec in ("libvpx-vp9", "libvpx") and "b" not in merged:
-        merged["b"] = "0"  # constant quality: without b=0 libvpx treats crf as a cap
-    return merged
-
-
-FF_QP2LAMBDA = 118
-
-
-def expand_aliases(options: dict[str, str]) -> dict[str, str]:
-    """Translate ffmpeg command-line shorthands that are not codec options into real ones.
-
-    `q=2` / `qscale=2` (fixed quantizer, as in `ffmpeg -q:v 2` for mpeg4/mjpeg) becomes
-    `flags=+qscale` plus `global_quality=2*QP2LAMBDA`, which is what the ffmpeg tool does.
-    """
-    result = dict(options)
-    for alias in ("q", "qscale"):
-        if alias not in result:
-            continue
-        text = result.pop(alias)
-        try:
-            quantizer = float(text)
-        except ValueError:
-            raise InputError(f"option {alias}={text} must be a number (1-31)") from None
-        if not 0 < quantizer <= 69:
-            raise InputError(f"option {alias}={text} is out of range (1-31 typical)")
-        result["flags"] = result.get("flags", "") + "+qscale"
-        result["global_quality"] = str(int(round(quantizer * FF_QP2LAMBDA)))
-    return result
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
+# Parsing, the allowlist and value checks live in codec_options; every face reaches them through
+# check_encoder_settings (the request's output options, the video writer, the CLI).
 
 # --------------------------------------------------------------------------- containers
 
@@ -375,6 +244,8 @@ def pair_problem(codec: str, muxer: str) -> str | None:
         if key in _pair_cache:
             return _pair_cache[key]
     problem = _try_mux(codec, muxer)
+    if problem is not None:  # once more: a passing failure (memory, threads) must not stick for the process
+        problem = _try_mux(codec, muxer)
     with _cache_lock:
         _pair_cache[key] = problem
     return problem
@@ -447,27 +318,12 @@ def _opens_cached(codec: str) -> bool:
 
 def check_encoder_settings(codec: str, muxer: str, options: dict[str, str],
                            pix_fmt: str) -> None:
-    """Validate everything about an encode before it starts.
+    """Validate everything about an encode before it starts, without opening an encoder on them.
 
-    Codec usable, container compatible, option names known, and the codec really opening with
-    these option values (a test encode); a failing value is pinned down to the piece at fault.
+    Codec usable here and container compatible (probes with our own fixed settings, in memory),
+    then every option against the allowlist and FFmpeg's declared types and ranges. The user's
+    options reach an encoder only when the video is written, after all of this passed.
     """
     check_codec(codec)
     check_compatible(codec, muxer)
-    check_option_names(codec, options)
-    problem = _open_problem(codec, pix_fmt, options)
-    if problem is None:
-        return
-    for key, value in options.items():
-        if _open_problem(codec, pix_fmt, {key: value}) is not None:
-            raise InputError(f"codec {codec} refused option {key}={value}")
-    raise InputError(f"codec {codec} refused options {format_options(options)}: {problem}")
-
-
-def _open_problem(codec: str, pix_fmt: str, options: dict[str, str]) -> str | None:
-    try:
-        with _quiet_env(codec):
-            _test_encode(codec, pix_fmt, options)
-    except Exception as e:
-        return str(e) or type(e).__name__
-    return None
+    check_options(codec, options)

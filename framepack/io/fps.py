@@ -5,8 +5,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 from framepack.errors import InputError
+from framepack.request.limits import MAX_ENCODE_FPS as MAX_FPS
 
-MAX_FPS = 1000
 _NTSC_BASES = (24, 30, 48, 60, 120, 240)
 
 

@@ -47,8 +47,9 @@ class FrameImageWriter(AtomicWriter):
     """
 
     def __init__(self, parent, name: str = "frames", fmt: str = "png", quality: int = 95,
-                 prefix: str = "frame_"):
+                 prefix: str = "frame_", work=None):
         self.ext = image_extension(fmt)
+        self.work = work  # WorkFolder for the unfinished folder (None: hidden next to the final one)
         if not 1 <= int(quality) <= 100:
             raise InputError(f"image quality must be 1-100, got {quality}")
         self.quality = int(quality)
@@ -60,7 +61,7 @@ class FrameImageWriter(AtomicWriter):
 
     def open(self) -> "FrameImageWriter":
         if self._temp is None:
-            self._temp = temp_sibling(self.folder, keep_suffix=False)
+            self._temp = temp_sibling(self.folder, keep_suffix=False, work=self.work)
             try:
                 self._temp.mkdir()
             except OSError as e:

@@ -88,12 +88,16 @@ def unique_output_path(folder: str | os.PathLike, stem: str, ext: str) -> Path:
     raise OutputError(f"no free file name for {clean!r} in {str(base)!r}")
 
 
-def temp_sibling(final: str | os.PathLike, keep_suffix: bool = True) -> Path:
-    """A hidden, random temporary name next to `final` (same folder, so rename is atomic).
+def temp_sibling(final: str | os.PathLike, keep_suffix: bool = True, work=None) -> Path:
+    """A random temporary name for the unfinished `final`: in `work` (a WorkFolder in the same
+    output folder) when given, else hidden next to `final`. Either way on the same filesystem,
+    so the rename into place is atomic.
 
     `keep_suffix` keeps the real extension at the end, for writers (OpenCV) that choose the
     container from the file name.
     """
+    if work is not None:
+        return work.temp_path(final, keep_suffix)
     final = Path(final)
     token = secrets.token_hex(4)
     tail = final.suffix if keep_suffix else ""

@@ -89,8 +89,9 @@ class RawFramesWriter(AtomicWriter):
     """
 
     def __init__(self, path, height: int, width: int, metadata: dict | None = None, *,
-                 fps=None, overwrite: bool = False):
+                 fps=None, overwrite: bool = False, work=None):
         self.path = Path(path)
+        self.work = work  # WorkFolder for the unfinished file (None: hidden next to the final one)
         if not (isinstance(height, (int, np.integer)) and isinstance(width, (int, np.integer))
                 and 0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
             raise InputError(f"raw frames need a positive frame size, got {width}x{height}")
@@ -127,7 +128,7 @@ class RawFramesWriter(AtomicWriter):
         biggest = 10 ** 13
         worst = _header_bytes(biggest, self.height, self.width, self._final_metadata(biggest))
         self._reserved = _round8(len(worst) + _HEADER_SLACK)
-        self._temp = temp_sibling(self.path)
+        self._temp = temp_sibling(self.path, work=self.work)
         try:
             self._file = open(self._temp, "w+b")
             self._file.write(b"\0" * (8 + self._reserved))
@@ -192,7 +193,7 @@ class RawFramesWriter(AtomicWriter):
     def _rewrite_with_header(self, header: bytes) -> None:
         """Metadata grew past the reserve: copy the data behind a bigger header, in chunks."""
         size = _round8(len(header))
-        bigger = temp_sibling(self.path)
+        bigger = temp_sibling(self.path, work=self.work)
         with open(bigger, "wb") as out:
             out.write(struct.pack("<Q", size))
             out.write(header + b" " * (size - len(header)))

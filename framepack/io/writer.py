@@ -83,8 +83,9 @@ class VideoWriter(AtomicWriter):
 
     def __init__(self, path, fps, codec: str = "libx264", options=None, pix_fmt: str | None = None,
                  metadata: dict | None = None, crf: float | int | None = None, *,
-                 overwrite: bool = False):
+                 overwrite: bool = False, work=None):
         self.path = Path(path)
+        self.work = work  # WorkFolder for the unfinished file (None: hidden next to the final one)
         self.muxer = codecs.container_for(self.path)
         self.fps = parse_fps(fps)
         self.codec = codec
@@ -120,7 +121,7 @@ class VideoWriter(AtomicWriter):
         if self.path.is_dir():
             raise OutputError(f"{str(self.path)!r} is a folder, not a video file name")
         import av
-        self._temp = temp_sibling(self.path)
+        self._temp = temp_sibling(self.path, work=self.work)
         try:
             self._container = av.open(str(self._temp), "w", format=self.muxer,
                                       options=dict(_MUXER_OPTIONS.get(self.muxer, {})))
@@ -268,8 +269,9 @@ class Cv2VideoWriter(AtomicWriter):
 
     FOURCC = "mp4v"
 
-    def __init__(self, path, fps, *, overwrite: bool = False):
+    def __init__(self, path, fps, *, overwrite: bool = False, work=None):
         self.path = Path(path)
+        self.work = work
         if self.path.suffix.lower() not in (".mp4", ".mov", ".avi", ".mkv", ".m4v"):
             raise InputError(f"the cv2 backend writes .mp4/.mov/.avi/.mkv files, "
                              f"not {self.path.suffix or 'files without extension'}")
@@ -305,7 +307,7 @@ class Cv2VideoWriter(AtomicWriter):
         if not self.path.parent.is_dir():
             raise OutputError(f"output folder {str(self.path.parent)!r} does not exist")
         self.height, self.width = height, width
-        self._temp = temp_sibling(self.path)
+        self._temp = temp_sibling(self.path, work=self.work)
         fourcc = cv2.VideoWriter_fourcc(*self.FOURCC)
         self._writer = cv2.VideoWriter(str(self._temp), fourcc, float(self.fps), (width, height))
         if not self._writer.isOpened():

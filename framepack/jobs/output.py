@@ -1,4 +1,4 @@
-"""Output options and the job runner: engine frames -> raw file, interpolation, video, images.
+"""Output writers for one job: engine frames -> raw file, interpolation, video, images.
 
 Frames flow through once, in time order: the raw `.safetensors` keeps the generated frames
 (what the model made), the interpolator adds in-between frames, and the video and image
@@ -10,65 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from framepack.engine.control import GenerationControl
-from framepack.engine.events import Done
-from framepack.errors import FramePackError
-from framepack.jobs.request import GenerationRequest
-from framepack.io import codecs
-
-CONTAINER_EXTENSIONS = ("mp4", "mkv", "mov", "webm", "avi")
-
-
-class OutputOptions(BaseModel):
-    """What to write for a finished (or stopped) generation, validated before sampling starts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    save_video: bool = True
-    codec: str = "libx264"
-    container: Literal["mp4", "mkv", "mov", "webm", "avi"] = "mp4"
-    codec_options: str = Field("", max_length=2000, description="key=value,... (key:value also accepted)")
-    crf: int | None = Field(16, ge=0, le=63)
-    pix_fmt: str | None = None
-    save_frames: bool = Field(False, description="raw frames as .safetensors")
-    save_images: bool = False
-    image_format: Literal["png", "jpg", "webp"] = "png"
-    interpolation_method: Literal["flow", "blend"] = "flow"
-    filename: str = Field("framepack", max_length=120)
-    keep_incomplete: bool = True
-
-    @field_validator("codec")
-    @classmethod
-    def _codec_works(cls, codec: str) -> str:
-        if codec != codecs.NONE:
-            try:
-                codecs.check_codec(codec)
-            except FramePackError as error:
-                raise ValueError(str(error)) from None
-        return codec
-
-    @model_validator(mode="after")
-    def _settings_fit(self) -> "OutputOptions":
-        if self.writes_video:
-            try:
-                options = codecs.with_quality(self.codec, codecs.parse_options(self.codec_options), self.crf)
-                pix_fmt = codecs.pick_pix_fmt(self.codec, self.pix_fmt)
-                codecs.check_encoder_settings(self.codec, codecs.container_for(f"x.{self.container}"),
-                                              codecs.expand_aliases(options), pix_fmt)
-            except FramePackError as error:
-                raise ValueError(str(error)) from None
-        if not (self.writes_video or self.save_frames or self.save_images):
-            raise ValueError("nothing to save: enable the video (with a codec), raw frames or frame images")
-        return self
-
-    @property
-    def writes_video(self) -> bool:
-        return self.save_video and self.codec != codecs.NONE
+from framepack.request.events import Done, Status
+from framepack.request.limits import RANDOM_SEED
+from framepack.request.model import GenerationRequest
+from framepack.request.output import OutputOptions
 
 
 @dataclass
@@ -83,10 +33,10 @@ class JobResult:
 class OutputWriters:
     """Opens the writers at the first frame (its size is known only then) and fans frames out."""
 
-    def __init__(self, folder: Path, request: GenerationRequest, options: OutputOptions, stem: str):
+    def __init__(self, folder: Path, request: GenerationRequest, options: OutputOptions, stem: str, work=None):
         from framepack.io.paths import unique_output_path
 
-        self.folder, self.request, self.options = folder, request, options
+        self.folder, self.request, self.options, self.work = folder, request, options, work
         plan = request.plan()
         self.plan = plan
         self.metadata = {"settings": request.settings(), "output": options.model_dump(),
@@ -116,14 +66,16 @@ class OutputWriters:
         if self.frames_path is not None:
             self.raw = RawFramesWriter(self.frames_path, height, width, {
                 "fps": plan.generated_fps, "generated_fps": plan.generated_fps, "interpolation": 0,
-                "settings": self.metadata}).open()
+                "settings": self.metadata}, work=self.work).open()
             self._writers.append(self.raw)
         if self.video_path is not None:
             self.video = VideoWriter(self.video_path, plan.fps, codec=options.codec, options=options.codec_options,
-                                     pix_fmt=options.pix_fmt, metadata=self.metadata, crf=options.crf).open()
+                                     pix_fmt=options.pix_fmt, metadata=self.metadata, crf=options.crf,
+                                     work=self.work).open()
             self._writers.append(self.video)
         if options.save_images:
-            self.images = FrameImageWriter(self.folder, f"{self.stem}_frames", options.image_format).open()
+            self.images = FrameImageWriter(self.folder, f"{self.stem}_frames", options.image_format,
+                                           work=self.work).open()
             self._writers.append(self.images)
         targets = [w.write for w in (self.video, self.images) if w is not None]
         if targets:
@@ -146,26 +98,44 @@ class OutputWriters:
 
 def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: str | Path,
             control: GenerationControl | None = None, on_event: Callable[[object], None] | None = None,
-            spill_dir: str | None = None) -> JobResult:
-    """Generate and write the outputs; a stop keeps partial files only with keep_incomplete."""
+            work=None) -> JobResult:
+    """Generate and write the outputs; a stop keeps partial files only with keep_incomplete.
+
+    Unfinished files (spill, partial video / raw frames / images) live in a work folder inside
+    `folder` (framepack.io.workdir): `work` when the caller made one (the CLI, to delete it on a
+    second Ctrl-C), else one of its own. Either way it is gone when this returns or raises, and
+    work folders left by runs that crashed before are removed first.
+    """
     from framepack.engine.loop import run_generation
     from framepack.io.paths import sanitize_filename
+    from framepack.io.workdir import WorkFolder, remove_abandoned
     from framepack.models.lora import apply_loras, loaded_adapters
 
+    if request.seed == RANDOM_SEED:
+        raise ValueError("the request's seed is still -1: resolve it when the job is submitted (resolve_seed)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(folder)
     stem = f"{sanitize_filename(options.filename)}-{request.seed}"
     if request.loras or loaded_adapters(pipe):  # also unloads the previous job's LoRAs
         apply_loras(pipe, request.loras)
-    writers = OutputWriters(folder, request, options, stem)
+    own_work = work is None
+    work = WorkFolder(folder) if own_work else work
     try:
-        done = run_generation(pipe, request, writers, on_event, control=control, spill_dir=spill_dir)
-    except BaseException:
-        writers.abort()
-        raise
-    if (done.status != "completed" and not options.keep_incomplete) or done.frames == 0:
-        writers.abort()
-        return JobResult(done)
-    published = writers.close()
+        writers = OutputWriters(folder, request, options, stem, work=work)
+        try:
+            hooks = getattr(control, "stage_hooks", None)  # a host's control may bring its stage hooks
+            done = run_generation(pipe, request, writers, on_event, control=control, hooks=hooks,
+                                  spill_dir=str(work.path))
+        except BaseException:
+            writers.abort()
+            raise
+        if (done.status != Status.COMPLETED and not options.keep_incomplete) or done.frames == 0:
+            writers.abort()
+            return JobResult(done)
+        published = writers.close()
+    finally:
+        if own_work:
+            work.close()
     return JobResult(done, published.get("video"), published.get("frames"), published.get("images"),
                      list(published.values()))

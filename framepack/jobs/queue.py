@@ -1,9 +1,11 @@
-"""A first-in, first-out queue of generation jobs, run one at a time under the host's GPU lock.
+"""A first-in, first-out queue of generation jobs, run one at a time through the `JobRunner`.
 
-The REST API and the tab both submit here, so a generation started from the browser and one
-posted by a script never fight over the GPU. A job that fails records its message and the
-queue moves on; a cancelled job stops between steps and keeps partial outputs only when
-keep-incomplete is on.
+The REST API, the tab, SD.Next and the CLI all submit here, so a generation started from the
+browser and one posted by a script never fight over the GPU. Submission validates what needs io
+(codec, encoder options, LoRA files), resolves a random seed, and opens the host's progress task
+when the face gave one; the task is closed when the job ends, however it ends. A job that fails
+records its message and the queue moves on; a stopped job ends `interrupted` (keeping partial
+outputs when keep-incomplete is on); a job removed before it started ends `cancelled`.
 """
 
 from __future__ import annotations
@@ -11,159 +13,116 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
-
-from framepack.engine.control import GenerationControl
-from framepack.engine.events import Done, Preview, Progress, SectionDone
-from framepack.engine.planner import VideoPlan
 from framepack.errors import FramePackError
-from framepack.jobs.output import JobResult, OutputOptions, run_job
-from framepack.jobs.request import GenerationRequest
+from framepack.jobs.checks import check_job
+from framepack.jobs.handle import JobHandle, Listener
+from framepack.jobs.runner import JobRunner
+from framepack.request.events import Status
+from framepack.request.limits import MAX_WAITING_JOBS
+from framepack.request.model import GenerationRequest
+from framepack.request.output import OutputOptions
 
-log = logging.getLogger("framepack")
-
-QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
-FINISHED = (DONE, FAILED, CANCELLED)
+log = logging.getLogger("framepack.jobs")
 
 
-@dataclass
-class Job:
-    """The live record of one submission; faces poll it (`to_dict`) or wait on it."""
-
-    request: GenerationRequest
-    options: OutputOptions
-    control: GenerationControl
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    status: str = QUEUED
-    created: float = field(default_factory=time.time)
-    started: float | None = None
-    finished: float | None = None
-    position: int = 0  # sections finished
-    sections: int = 0
-    section_number: int | None = None
-    step: int = 0
-    steps: int = 0
-    progress: float = 0.0
-    it_per_s: float = 0.0
-    eta: float | None = None
-    error: str | None = None
-    preview: np.ndarray | None = None
-    result: JobResult | None = None
-    updates: int = 0  # bumped on every change, so pollers can tell something happened
-    plan: VideoPlan = field(init=False, repr=False)  # planned once: faces poll to_dict() several times a second
-    _finished_event: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    def __post_init__(self) -> None:
-        self.plan = self.request.plan()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._finished_event.wait(timeout)
-
-    @property
-    def video(self):
-        return None if self.result is None else self.result.video
-
-    @property
-    def frames_file(self):
-        return None if self.result is None else self.result.frames
-
-    def describe(self) -> str:
-        if self.status == RUNNING and self.steps:
-            return (f"section {min(self.position + 1, self.sections)}/{self.sections}, step {self.step}/{self.steps}, "
-                    f"{self.it_per_s:.2f} it/s, ETA {self.eta or 0:.0f} s")
-        return self.error or self.status
-
-    def to_dict(self) -> dict[str, Any]:
-        done = None if self.result is None else self.result.done
-        return {
-            "id": self.id, "status": self.status, "created": self.created, "started": self.started,
-            "finished": self.finished, "section": self.section_number, "sections_done": self.position,
-            "sections": self.sections, "step": self.step, "steps": self.steps, "progress": round(self.progress, 4),
-            "it_per_s": round(self.it_per_s, 3), "eta": None if self.eta is None else round(self.eta, 1),
-            "error": self.error, "seed": self.request.seed, "plan": self.plan.summary(),
-            "video": self.video is not None, "frames": self.frames_file is not None,
-            "frame_count": None if done is None else done.frames,
-            "timings": {} if done is None else {k: round(v, 3) for k, v in done.timings.items()},
-        }
-
-    def apply(self, event: object) -> None:
-        """Fold one engine event into the record."""
-        if isinstance(event, Progress):
-            self.section_number, self.step, self.steps = event.section_number, event.step, event.steps
-            self.sections, self.progress, self.it_per_s, self.eta = (
-                event.section_count, event.fraction, event.it_per_s, event.eta)
-        elif isinstance(event, Preview):
-            self.preview = event.image
-        elif isinstance(event, SectionDone):
-            self.position = event.position + 1
-        elif isinstance(event, Done):
-            self.progress = 1.0 if event.status == "completed" else self.progress
-        self.updates += 1
+class QueueFull(FramePackError):
+    """Too many jobs are waiting; the face asks the user to try again later (HTTP 429)."""
 
 
 class JobQueue:
-    """Runs submitted jobs in order on one worker thread."""
+    """Runs submitted jobs in order on one worker thread.
 
-    def __init__(self, host, history: int = 200):
+    A finished job keeps its record, options and last preview, never its request or images; at
+    most `max_waiting` jobs wait at a time and the last `history` jobs are remembered.
+    """
+
+    def __init__(self, host, history: int = 200, max_waiting: int = MAX_WAITING_JOBS,
+                 runner: JobRunner | None = None):
         self.host = host
+        self.runner = runner or JobRunner(host)
         self.history = history
-        self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._pending: deque[Job] = deque()
+        self.max_waiting = max_waiting
+        self._jobs: OrderedDict[str, JobHandle] = OrderedDict()
+        self._pending: deque[JobHandle] = deque()
         self._lock = threading.Condition()
         self._worker: threading.Thread | None = None
         self._closed = False
 
     # ---- faces ---------------------------------------------------------------------
-    def submit(self, request: GenerationRequest, options: OutputOptions | None = None) -> Job:
-        job = Job(request, options or OutputOptions(keep_incomplete=self.host.keep_incomplete()),
-                  self.host.new_control())
+    def submit(self, request: GenerationRequest, options: OutputOptions | None = None, *,
+               task_id: str | None = None, listener: Listener | None = None) -> JobHandle:
+        """Queue a job; raises `InputErrors` (located) for what the io checks refuse, `QueueFull`, or
+        `FramePackError` when the queue is shutting down. `task_id`: the host progress task that
+        follows this job (SD.Next's progress bar), queued now and closed when the job ends.
+        `listener`: called with every event of the job, on the worker thread."""
+        options = options or OutputOptions(keep_incomplete=self.host.keep_incomplete())
+        check_job(request, options)
+        handle = JobHandle(request.resolve_seed(), options, self.host.new_control(task_id), task_id, listener)
         with self._lock:
             if self._closed:
                 raise FramePackError("the job queue is shutting down")
-            self._jobs[job.id] = job
-            self._pending.append(job)
+            if len(self._pending) >= self.max_waiting:
+                raise QueueFull(f"{len(self._pending)} jobs are already waiting, the most this server queues; "
+                                f"submit again when one has started")
+            if task_id:
+                self.host.task_queued(task_id)  # before the worker can see the job, so "queued" comes first
+            self._jobs[handle.id] = handle
+            self._pending.append(handle)
             self._forget_old_locked()
             self._ensure_worker_locked()
             self._lock.notify_all()
-        return job
+        return handle
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str) -> JobHandle | None:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def list(self) -> list[Job]:
+    def list(self) -> list[JobHandle]:
         with self._lock:
             return list(self._jobs.values())
 
-    def cancel(self, job_id: str) -> Job | None:
-        """Cancel a queued job at once, or ask a running one to stop between steps."""
+    def ahead_of(self, handle: JobHandle) -> int:
+        """Jobs that run before `handle` (0 unless it is queued)."""
         with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None or job.status in FINISHED:
-                return job
-            if job.status == QUEUED:
-                self._pending.remove(job)
-                self._finish(job, CANCELLED)
-                return job
-        job.control.stop()
-        return job
+            if handle.status != Status.QUEUED:
+                return 0
+            running = sum(1 for job in self._jobs.values() if job.status == Status.RUNNING)
+            return running + next((n for n, job in enumerate(self._pending) if job is handle), 0)
+
+    def cancel(self, job_id: str) -> JobHandle | None:
+        """Remove a queued job at once (`cancelled`), or ask a running one to stop after its step."""
+        with self._lock:
+            handle = self._jobs.get(job_id)
+            if handle is None or handle.status.finished:
+                return handle
+            if handle.status == Status.QUEUED:
+                self._pending.remove(handle)
+                self._finish_locked(handle, Status.CANCELLED)
+                removed = True
+            else:
+                removed = False
+        if removed:
+            self._release(handle)
+        else:
+            handle.control.stop()
+        return handle
 
     def shutdown(self, timeout: float = 30.0) -> None:
+        """Cancel the waiting jobs, stop the running one after its step, and end the worker."""
         with self._lock:
             self._closed = True
             pending = list(self._pending)
             self._pending.clear()
-            for job in pending:
-                self._finish(job, CANCELLED)
-            running = [job for job in self._jobs.values() if job.status == RUNNING]
+            for handle in pending:
+                self._finish_locked(handle, Status.CANCELLED)
+            running = [handle for handle in self._jobs.values() if handle.status == Status.RUNNING]
             self._lock.notify_all()
-        for job in running:
-            job.control.stop()
+        for handle in pending:
+            self._release(handle)
+        for handle in running:
+            handle.control.stop()
         if self._worker is not None:
             self._worker.join(timeout)
 
@@ -180,61 +139,30 @@ class JobQueue:
                     self._lock.wait()
                 if self._closed and not self._pending:
                     return
-                job = self._pending.popleft()
-                job.status, job.started = RUNNING, time.time()
-                job.updates += 1
-            self._run(job)
+                handle = self._pending.popleft()
+                handle.record.status, handle.record.started = Status.RUNNING, time.time()
+                handle.record.updates += 1
+            status, error = self.runner.run(handle)
+            with self._lock:
+                self._finish_locked(handle, status, error)
+            self._release(handle)
 
-    def _run(self, job: Job) -> None:
-        status, error = DONE, None
-        log.info("FramePack job %s started: %s", job.id, job.plan.summary())
+    def _finish_locked(self, handle: JobHandle, status: Status, error: str | None = None) -> None:
+        record = handle.record
+        record.status, record.error, record.finished = status, error, time.time()
+        record.updates += 1
+
+    def _release(self, handle: JobHandle) -> None:
+        """After the job's end: close its host task, then wake whoever waits for it."""
         try:
-            with self.host.gpu_lock():
-                token = self.host.begin_job(f"FramePack {job.id}", control=job.control)
-                try:
-                    job.result = self._generate(job)
-                    for path in job.result.outputs:  # while the host still has the job open
-                        self.host.record_output(path)
-                finally:
-                    self.host.end_job(token)
-            if job.result.done.status != "completed":
-                status = CANCELLED
-        except FramePackError as problem:
-            status, error = FAILED, str(problem)
-        except Exception as problem:  # a bug must not stop the queue; keep the detail in the log
-            log.exception("FramePack job %s failed", job.id)
-            status, error = FAILED, f"internal error: {type(problem).__name__}: {problem}"
-        _log_outcome(job, status, error)
-        with self._lock:
-            self._finish(job, status, error)
-
-    def _generate(self, job: Job) -> JobResult:
-        def on_event(event: object) -> None:
-            job.apply(event)
-            self.host.report(event)
-
-        request = self.host.prepare_request(job.request)  # before the model loads: a bad LoRA tag fails fast
-        pipe = self.host.pipeline(request.variant)
-        return run_job(pipe, request, job.options, self.host.video_dir(), control=job.control, on_event=on_event)
-
-    def _finish(self, job: Job, status: str, error: str | None = None) -> None:
-        job.status, job.error, job.finished = status, error, time.time()
-        job.updates += 1
-        job._finished_event.set()
+            if handle.task_id:
+                self.host.task_finished(handle.task_id)
+        except Exception:  # the host's progress bar must not keep a finished job from reporting
+            log.exception("FramePack job %s: closing progress task %s failed", handle.id, handle.task_id)
+        finally:
+            handle.mark_finished()
 
     def _forget_old_locked(self) -> None:
-        finished = [job_id for job_id, job in self._jobs.items() if job.status in FINISHED]
+        finished = [job_id for job_id, handle in self._jobs.items() if handle.status.finished]
         for job_id in finished[: max(0, len(self._jobs) - self.history)]:
             del self._jobs[job_id]
-
-
-def _log_outcome(job: Job, status: str, error: str | None) -> None:
-    """One line per finished job in the host's log: failures the user caused included."""
-    seconds = time.time() - (job.started or job.created)
-    files = ", ".join(str(path) for path in job.result.outputs) if job.result is not None else ""
-    if status == FAILED:
-        log.warning("FramePack job %s failed after %.1f s: %s", job.id, seconds, error)
-    elif status == CANCELLED:
-        log.info("FramePack job %s stopped after %.1f s: %s", job.id, seconds, files or "nothing kept")
-    else:
-        log.info("FramePack job %s done in %.1f s: %s", job.id, seconds, files or "nothing saved")

@@ -1,19 +1,19 @@
 """Standalone LoRA through diffusers' loader (`HunyuanVideoLoraLoaderMixin` on our pipeline).
 
-Inside SD.Next, LoRAs come from the prompt (`<lora:name:w>`) through the host's networks; this
-module is the standalone path (`--lora FILE[:weight]`, several allowed). diffusers does the real
-work: reading the file, converting the original HunyuanVideo key layout, injecting PEFT layers
-(`load_lora_weights`), weighting (`set_adapters`) and removing them (`unload_lora_weights`).
-What is ours:
+Inside SD.Next, LoRAs come from the prompt (`<lora:name:w>`) through the host's networks and
+reach this module as files in the request; standalone they come from `--lora FILE[:weight]`
+(several allowed), parsed once into the request's `LoraSpec`s. `lora_formats` reads each file and converts whatever layout it was saved in
+(kohya/musubi, ComfyUI, diffusers, PEFT, original HunyuanVideo names) to diffusers' layout,
+checked against the transformer; diffusers/PEFT then inject the layers (`load_lora_weights`),
+weight them (`set_adapters`) and remove them (`unload_lora_weights`). What is ours here:
 
 - one adapter per file, named after the file *and* its size and modification time, so
   `apply_loras` can be called before every run with the wanted list: files already loaded are
   only re-weighted (no reload of the model or the LoRA), files no longer listed are deleted, a
   file changed on disk is loaded again;
-- files are checked first (missing, not `.safetensors`, listed twice) and a LoRA that does not
-  fit the transformer is a `ModelError` naming the file instead of a PEFT traceback;
-- keys saved without diffusers' `transformer.` prefix (plain PEFT `save_pretrained` output of
-  the transformer) are accepted;
+- files are checked first (missing, not `.safetensors`, listed twice), every new file is read
+  and converted before any is injected, and a failure leaves no new adapter behind; errors are
+  an `InputError` / `ModelError` naming the file, never a PEFT traceback;
 - LoRA works on a quanto-quantized transformer (PEFT wraps quanto's Linear subclass) but not on
   an NNCF-compressed one, which is refused. Quantize first, then apply LoRAs.
 """
@@ -25,24 +25,18 @@ import logging
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from framepack.errors import InputError, ModelError
+from framepack.models.lora_formats import ConvertedLora, read_lora
+from framepack.request.model import LoraSpec
 
 log = logging.getLogger(__name__)
 
 LORA_SUFFIXES = (".safetensors",)  # pickled .bin/.pt files can run code when loaded: not accepted
-_PREFIX = "transformer."
-
-
-@dataclass(frozen=True)
-class LoraSpec:
-    """One LoRA file and its weight (1.0 = as trained, 0 = no effect, negative allowed)."""
-
-    path: Path
-    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -52,56 +46,15 @@ class AppliedLora:
     weight: float
 
 
-# ----------------------------------------------------------------------------- parsing
+# ----------------------------------------------------------------------------- specs
 
 
-def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value
-
-
-def parse_lora_spec(text: str) -> tuple[str, float]:
-    """`"file.safetensors:0.8"` -> `("file.safetensors", 0.8)`; no `:weight` means 1.0.
-
-    Only a number after the last colon is a weight, so `C:\\loras\\x.safetensors` stays a path.
-    """
-    spec = str(text or "").strip()
-    if not spec:
-        raise InputError("empty LoRA entry; write FILE or FILE:WEIGHT")
-    head, sep, tail = spec.rpartition(":")
-    weight = _number(tail.strip()) if sep and head.strip() else None
-    path, weight = (head.strip(), weight) if weight is not None else (spec, 1.0)
-    if not math.isfinite(weight):
-        raise InputError(f"LoRA weight in {spec!r} must be a finite number")
-    return path, weight
-
-
-def parse_lora_specs(values: str | Iterable[str] | None) -> list[LoraSpec]:
-    """Several entries: a list (repeated `--lora`) and/or text with one entry per line."""
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    specs = []
-    for value in values:
-        for line in str(value).splitlines():
-            if line.strip():
-                path, weight = parse_lora_spec(line)
-                specs.append(LoraSpec(Path(os.path.expanduser(path)), weight))
-    return specs
-
-
-def _as_spec(item: Any) -> LoraSpec:
+def _as_spec(item: LoraSpec | tuple[Any, float]) -> LoraSpec:
+    """A `LoraSpec`, or a `(path, weight)` pair made into one (typed data; text is parsed by `LoraSpec.parse`)."""
     if isinstance(item, LoraSpec):
         return item
-    if isinstance(item, str):
-        path, weight = parse_lora_spec(item)
-        return LoraSpec(Path(os.path.expanduser(path)), weight)
     path, weight = item
-    return LoraSpec(Path(os.path.expanduser(os.fspath(path))), float(weight))
+    return LoraSpec(path=os.fspath(path), weight=float(weight))
 
 
 # ----------------------------------------------------------------------------- checks
@@ -164,19 +117,6 @@ def loaded_adapters(pipe: Any) -> list[str]:
         return []
 
 
-def _state_dict(pipe: Any, path: Path) -> dict:
-    """The file as diffusers reads it (original HunyuanVideo keys converted), with the prefix."""
-    try:
-        state = pipe.lora_state_dict(str(path))
-    except Exception as exc:  # noqa: BLE001 - unreadable or not a LoRA: say which file
-        raise InputError(f"LoRA {path.name} cannot be read: {type(exc).__name__}: {exc}") from exc
-    if not state:
-        raise ModelError(f"LoRA {path.name} holds no tensors")
-    if not any(key.startswith(_PREFIX) for key in state):
-        state = {_PREFIX + key.removeprefix("base_model.model."): value for key, value in state.items()}
-    return state
-
-
 def _headline(exc: BaseException, limit: int = 400) -> str:
     """First line of an error, plus the next one when the first only announces a list (torch's
     "Error(s) in loading state_dict for X:" is followed by the useful "size mismatch ..." line)."""
@@ -185,23 +125,34 @@ def _headline(exc: BaseException, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _load(pipe: Any, path: Path, name: str) -> None:
-    state = _state_dict(pipe, path)
+# diffusers/PEFT warnings that are expected here: several adapters on one model is the point, and
+# PEFT notes that a LoRA for `proj_out` also names the single blocks' `proj_out` (it injects only
+# what the state dict holds).
+_EXPECTED_WARNINGS = ("Already found a `peft_config` attribute", "an inconsistency was discovered between the PEFT")
+
+
+def _inject(pipe: Any, path: Path, name: str, lora: ConvertedLora) -> None:
+    """Let diffusers/PEFT add the converted LoRA as adapter `name`."""
     try:
-        pipe.load_lora_weights(state, adapter_name=name)
+        with warnings.catch_warnings():
+            for message in _EXPECTED_WARNINGS:
+                warnings.filterwarnings("ignore", message=".*" + re.escape(message))
+            pipe.load_lora_weights(lora.state_dict, adapter_name=name)
     except Exception as exc:  # noqa: BLE001 - PEFT/diffusers errors become one line naming the file
         raise ModelError(f"LoRA {path.name} does not fit the FramePack transformer: "
                          f"{type(exc).__name__}: {_headline(exc)}") from exc
     if name not in loaded_adapters(pipe):
         raise ModelError(f"LoRA {path.name}: none of its keys match the FramePack transformer "
                          "(is it a LoRA for another model?)")
+    log.info("LoRA %s: %s, %d layers -> %d transformer layers", path.name, lora.format, lora.layers,
+             lora.targets)
 
 
-def apply_loras(pipe: Any, specs: Sequence[Any]) -> list[AppliedLora]:
+def apply_loras(pipe: Any, specs: Sequence[LoraSpec | tuple[Any, float]]) -> list[AppliedLora]:
     """Make exactly `specs` active on the transformer, with their weights; return what is active.
 
-    `specs`: `LoraSpec`s, `(path, weight)` pairs or `"FILE[:weight]"` strings. Files already
-    loaded are only re-weighted; adapters not listed are deleted; an empty list unloads all.
+    `specs`: `LoraSpec`s (a request's `loras`) or `(path, weight)` pairs. Files already loaded are
+    only re-weighted; adapters not listed are deleted; an empty list unloads all.
     """
     wanted: dict[str, AppliedLora] = {}
     for item in specs:
@@ -219,12 +170,21 @@ def apply_loras(pipe: Any, specs: Sequence[Any]) -> list[AppliedLora]:
     _require_peft()
     _check_quantization(pipe)
     loaded = loaded_adapters(pipe)
+    # every new file is read and checked before anything changes, and an injection that fails
+    # removes the new adapters again
+    new = {name: read_lora(lora.path, pipe.transformer) for name, lora in wanted.items() if name not in loaded}
     stale = [name for name in loaded if name not in wanted]
     if stale:
         pipe.delete_adapters(stale)
-    for name, lora in wanted.items():
-        if name not in loaded:
-            _load(pipe, lora.path, name)
+    injected: list[str] = []
+    try:
+        for name, converted in new.items():
+            _inject(pipe, wanted[name].path, name, converted)
+            injected.append(name)
+    except Exception:
+        if injected:
+            pipe.delete_adapters(injected)
+        raise
     pipe.set_adapters(list(wanted), [lora.weight for lora in wanted.values()])
     log.info("LoRA: %s", ", ".join(f"{lora.path.name}:{lora.weight:g}" for lora in wanted.values()))
     return list(wanted.values())

@@ -6,14 +6,15 @@ The tab (`framepack.ui.tab`) only lays out components and wires events to these 
   ``ui_defaults`` option: a dict of control name -> value, e.g. small sizes for browser tests);
 - `plan_html(...)`: the live plan line and section table, or the schedule error in red;
 - `validate(values, host)`: the shared request model (`build_request`) plus `OutputOptions`,
-  messages labelled with the names the user sees;
-- `generate_stream(host, queue, values, task_id, stream)`: submit to the `JobQueue`, then follow
-  the job until it ends, yielding `Update`s: with `stream`, the progress text and preview while
-  it runs (the standalone page); without, only the start, a "Stopping" line and the end, because
-  inside SD.Next every Gradio update costs the browser about a second of work (its page has
-  thousands of components): there the page's script draws the progress and live preview from
-  SD.Next's own progress API instead (javascript/framepack.js). Closing the page only stops the
-  following: the job itself runs on in the queue;
+  each problem labelled with the name of its control (from the error's field);
+- `generate_stream(host, queue, values, task_id, stream)`: submit to the `JobQueue` (which opens
+  the host's progress task and closes it when the job ends), then follow the job until it ends,
+  yielding `Update`s: with `stream`, the progress text and preview while it runs (the standalone
+  page); without, only the start, a "Stopping" line and the end, because inside SD.Next every
+  Gradio update costs the browser about a second of work (its page has thousands of components):
+  there the page's script draws the progress and live preview from SD.Next's own progress API
+  instead (javascript/framepack.js). Closing the page only stops the following: the job itself
+  runs on in the queue;
 - Stop / Skip / Pause (by job id, or by the page's progress task id when the page has not yet
   received the job id), keyframes, codecs, model load / unload / recipe / settings helpers.
 """
@@ -25,8 +26,6 @@ import html
 import io
 import json
 import logging
-import queue as queue_module
-import re
 import sys
 import threading
 import time
@@ -35,7 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
 from framepack.errors import FramePackError, InputError
-from framepack.jobs.request import DEFAULT_SYSTEM_PROMPT
+from framepack.request.events import STAGES, Status
+from framepack.request.model import DEFAULT_SYSTEM_PROMPT
 
 log = logging.getLogger("framepack")
 
@@ -288,7 +288,7 @@ def keyframe_whens(keyframes: Sequence[Mapping[str, Any]] | None) -> list[str]:
 def plan_view(duration: Any, fps: Any, interpolation: Any, latent_window_size: Any, variant: Any, prompt: Any,
               section_prompts: Any, keyframes: Sequence[Mapping[str, Any]] | None = None) -> PlanView:
     """The planner's answer for these settings; errors (bad numbers, schedule syntax) as text."""
-    from framepack.engine.planner import plan_video
+    from framepack.request.planner import plan_video
 
     try:
         plan = plan_video(duration=_number(duration), fps=_number(fps), interpolation=_whole(interpolation),
@@ -363,7 +363,7 @@ def add_keyframe(keyframes: Sequence[Mapping[str, Any]] | None, image: Any, when
     Whether the WHEN exists in the video (section 7 of 3) is the plan's business: it depends on
     the duration, which may still change.
     """
-    from framepack.engine.planner import parse_when
+    from framepack.request.planner import parse_when
 
     items = list(keyframes or [])
     if image is None:
@@ -385,18 +385,11 @@ def keyframe_gallery(keyframes: Sequence[Mapping[str, Any]] | None) -> list[tupl
 
 # ----------------------------------------------------------------------------- validation
 
-_FIELD_PREFIX = re.compile(r"^(?P<field>[a-z_]+)(?P<rest>(?:\.\d+(?:\.[a-z_]+)?)?): ")
-
-
-def relabel(message: str) -> str:
-    """'latent_window_size: ...' -> 'Latent window: ...' in each part of a validation message."""
-    parts = []
-    for part in message.split("; "):
-        match = _FIELD_PREFIX.match(part)
-        if match and match["field"] in LABELS:
-            part = f"{LABELS[match['field']]}{match['rest']}: {part[match.end():]}"
-        parts.append(part)
-    return "; ".join(parts)
+def labelled(problem: FramePackError) -> str:
+    """A problem as the tab shows it: the label of its control (from `problem.field`), then the message."""
+    field = [part for part in (problem.field or ()) if part != "output" and not isinstance(part, int)]
+    label = LABELS.get(field[0]) if field else None
+    return f"{label}: {problem.message}" if label else problem.message
 
 
 def request_fields(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -436,22 +429,22 @@ def output_fields(values: Mapping[str, Any], host) -> dict[str, Any]:
 
 def validate(values: Mapping[str, Any], host):
     """(GenerationRequest, OutputOptions) or InputError naming every problem with the tab's labels."""
-    from pydantic import ValidationError
-
-    from framepack.jobs.output import OutputOptions
-    from framepack.jobs.request import build_request, format_validation_error
+    from framepack.jobs.checks import check_output
+    from framepack.request.model import build_request
+    from framepack.request.output import build_output
 
     problems, request, options = [], None, None
     try:
         request = build_request(**request_fields(values))
-    except InputError as error:
-        problems.append(relabel(str(error)))
+    except FramePackError as error:
+        problems.extend(error.problems())
     try:
-        options = OutputOptions(**output_fields(values, host))
-    except ValidationError as error:
-        problems.append(relabel(format_validation_error(error)))
+        options = build_output(**output_fields(values, host))
+        check_output(options)
+    except FramePackError as error:
+        problems.extend(error.problems())
     if problems:
-        raise InputError("; ".join(problems))
+        raise InputError("; ".join(labelled(problem) for problem in problems))
     return request, options
 
 
@@ -474,64 +467,34 @@ class Update:
     finished: bool = False
 
 
-def submit_in_task(host, job_queue, request, options, task_id: str | None = None, timeout: float = 60.0):
-    """Submit the job inside the host's progress task (`host.task(id)`, SD.Next's progress bar).
-
-    The task must stay open until the job ends, and SdnextHost binds it to the submitting
-    thread. Gradio runs each step of a generator on any worker thread, so the task is opened,
-    the job submitted and the task closed on one small thread of ours that waits for the job:
-    the host's progress bar ends with the job even when the page was closed.
-    """
-    task = getattr(host, "task", None)
-    if not task_id or not callable(task):
-        return job_queue.submit(request, options)
-    box: queue_module.Queue = queue_module.Queue(maxsize=1)
-
-    def follow() -> None:
-        job = None
-        try:
-            with task(task_id):
-                job = job_queue.submit(request, options)
-                box.put(job)
-                job.wait()
-        except BaseException as error:  # noqa: BLE001 - handed to the caller
-            if job is None:
-                box.put(error)
-            else:
-                log.warning("FramePack: progress task %s ended with %s", task_id, error)
-
-    threading.Thread(target=follow, name=f"framepack-task-{task_id}", daemon=True).start()
-    try:
-        result = box.get(timeout=timeout)
-    except queue_module.Empty:
-        raise FramePackError(f"the host did not accept the job within {timeout:.0f} s; see the server log") from None
-    if isinstance(result, BaseException):
-        raise result
-    return result
-
-
 def _queue_position(job_queue, job) -> int:
-    waiting = [j for j in job_queue.list() if j.status == "queued"]
+    ahead_of = getattr(job_queue, "ahead_of", None)
+    if callable(ahead_of):
+        return ahead_of(job) + 1
+    waiting = [j for j in job_queue.list() if j.status == Status.QUEUED]
     return next((n for n, j in enumerate(waiting, start=1) if j is job), 0)
 
 
 def progress_html(job, job_queue=None, stats: Mapping[str, int] | None = None) -> str:
     """The live progress box: bar, section, step, it/s, ETA, elapsed, memory."""
     now = time.time()
-    if job.status == "queued":
+    record = job.record
+    if record.status == Status.QUEUED:
         position = _queue_position(job_queue, job) if job_queue is not None else 0
         text = f"Waiting in the queue (position {position})" if position else "Waiting in the queue"
         return _progress_box(0.0, text, "")
-    elapsed = now - (job.started or now)
-    if job.steps:
+    elapsed = now - (record.started or now)
+    if record.steps:
         paused = " · PAUSED" if getattr(job.control, "paused", False) else ""
-        text = (f"Section {min(job.position + 1, job.sections)}/{job.sections}"
-                f"{f' (#{job.section_number})' if job.section_number else ''} · step {job.step}/{job.steps} · "
-                f"{job.it_per_s:.2f} it/s · ETA {format_seconds(job.eta)} · "
+        text = (f"Section {min(record.sections_done + 1, record.sections)}/{record.sections}"
+                f"{f' (#{record.section})' if record.section else ''} · step {record.step}/{record.steps} · "
+                f"{record.it_per_s:.2f} it/s · ETA {format_seconds(record.eta)} · "
                 f"elapsed {format_seconds(elapsed)}{paused}")
+    elif record.stage == "loading":
+        text = f"Starting: loading the model · elapsed {format_seconds(elapsed)}"
     else:
         text = f"Starting: loading the model and encoding the inputs · elapsed {format_seconds(elapsed)}"
-    return _progress_box(job.progress, text, memory_text(stats))
+    return _progress_box(record.progress, text, memory_text(stats))
 
 
 def _progress_box(fraction: float, text: str, memory: str) -> str:
@@ -543,46 +506,46 @@ def _progress_box(fraction: float, text: str, memory: str) -> str:
 
 def final_html(job, stats: Mapping[str, int] | None = None) -> str:
     """The box after the job: outcome, frames, seconds, seed, per-stage timings, files, memory."""
-    result = job.result
-    done = None if result is None else result.done
-    seconds = (job.finished or time.time()) - (job.started or job.created)
+    record = job.record
+    seconds = (record.finished or time.time()) - (record.started or record.created)
     lines = []
-    if job.status == "done":
-        lines.append(f"Done in {format_seconds(seconds)}: {done.frames} frames · seed {job.request.seed}")
-    elif job.status == "cancelled":
-        kept = done is not None and result.outputs
-        frames = f"{done.frames} frames made; " if done is not None else ""
+    if record.status == Status.COMPLETED:
+        lines.append(f"Done in {format_seconds(seconds)}: {record.frame_count} frames · seed {record.seed}")
+    elif record.status == Status.INTERRUPTED:
+        frames = f"{record.frame_count} frames made; " if record.frame_count is not None else ""
         lines.append(f"Stopped after {format_seconds(seconds)}: {frames}"
-                     + ("partial outputs kept" if kept else "nothing kept") + f" · seed {job.request.seed}")
+                     + ("partial outputs kept" if record.outputs else "nothing kept") + f" · seed {record.seed}")
+    elif record.status == Status.CANCELLED:
+        lines.append("Removed from the queue before it started; nothing was made")
     else:
-        lines.append(f"Failed after {format_seconds(seconds)}: {job.error}")
-    if done is not None and done.timings:
-        order = ("load", "text", "vision", "vae_encode", "sample", "vae_decode", "encode")
-        names = sorted(done.timings, key=lambda k: (order.index(k) if k in order else len(order), k))
-        lines.append("Timings: " + " · ".join(f"{name} {done.timings[name]:.2f} s" for name in names))
-    if result is not None:
-        files = [("video", result.video), ("raw frames", result.frames), ("images", result.images)]
-        shown = [f"{kind}: {path}" for kind, path in files if path is not None]
-        if shown:
-            lines.append("Saved " + " · ".join(shown))
+        lines.append(f"Failed after {format_seconds(seconds)}: {record.error}")
+    if record.timings:
+        names = sorted(record.timings, key=lambda k: (STAGES.index(k) if k in STAGES else len(STAGES), k))
+        lines.append("Timings: " + " · ".join(f"{name} {record.timings[name]:.2f} s" for name in names))
+    files = [("video", record.video), ("raw frames", record.frames), ("images", record.images)]
+    shown = [f"{kind}: {path}" for kind, path in files if path is not None]
+    if shown:
+        lines.append("Saved " + " · ".join(shown))
     memory = memory_text(stats)
     if memory:
         lines.append(memory)
-    css = {"done": "fpk-final-done", "cancelled": "fpk-final-stopped"}.get(job.status, "fpk-final-failed")
+    css = {Status.COMPLETED: "fpk-final-done", Status.INTERRUPTED: "fpk-final-stopped",
+           Status.CANCELLED: "fpk-final-stopped"}.get(record.status, "fpk-final-failed")
     body = "".join(f"<div>{_esc(line)}</div>" for line in lines)
     return f'<div class="fpk-progress fpk-final {css}">{body}</div>'
 
 
 def status_line(job, task_id: str | None = None) -> str:
     """The status line once the job has ended; `data-fpk-final` tells the page's script it is over."""
-    if job.status == "done":
-        line = info_html(f"Job {job.id} done · seed {job.request.seed}")
-    elif job.status == "cancelled":
-        line = info_html(f"Job {job.id} stopped · seed {job.request.seed}")
-    elif job.status == "failed":
-        line = error_html(f"Generation failed: {job.error}")
+    record = job.record
+    if record.status == Status.COMPLETED:
+        line = info_html(f"Job {job.id} completed · seed {record.seed}")
+    elif record.status in (Status.INTERRUPTED, Status.CANCELLED):
+        line = info_html(f"Job {job.id} {record.status} · seed {record.seed}")
+    elif record.status == Status.FAILED:
+        line = error_html(f"Generation failed: {record.error}")
     else:
-        return info_html(f"Job {job.id} {job.status} · seed {job.request.seed}")
+        return info_html(f"Job {job.id} {record.status} · seed {record.seed}")
     return _final_marker(line, task_id)
 
 
@@ -636,29 +599,32 @@ def generate_stream(host, job_queue, values: Mapping[str, Any], task_id: str | N
     if PAGE_TASKS.stopped_before_start(task_id):
         yield Update(status=_final_marker(info_html("Stopped before the job was submitted"), task_id), finished=True)
         return
-    try:
-        job = submit_in_task(host, job_queue, request, options, task_id)
+    try:  # the queue opens the host's progress task now and closes it when the job ends
+        job = job_queue.submit(request, options, task_id=task_id or None)
     except FramePackError as error:
-        yield Update(status=_final_marker(error_html(str(error)), task_id), finished=True)
+        problems = error.problems()
+        yield Update(status=_final_marker(error_html("; ".join(labelled(problem) for problem in problems)), task_id),
+                     finished=True)
         return
     PAGE_TASKS.bind(task_id, job, job_queue)  # a Stop that came in meanwhile cancels it now
-    yield Update(status=info_html(f"Job {job.id} submitted · seed {request.seed} · {request.plan().summary()}"),
-                 progress=progress_html(job, job_queue), preview=None, video=None, job_id=job.id, seed=request.seed,
+    seed = job.record.seed
+    yield Update(status=info_html(f"Job {job.id} submitted · seed {seed} · {job.record.plan}"),
+                 progress=progress_html(job, job_queue), preview=None, video=None, job_id=job.id, seed=seed,
                  pause_label="Pause")
-    seen, preview, last, stopping = job.updates, None, time.monotonic(), False
+    seen, preview, last, stopping = job.record.updates, None, time.monotonic(), False
     while not job.wait(poll):
         update = Update()
         if not stopping and _stop_requested(job):
             stopping, update.status = True, stopping_line(job)
         now = time.monotonic()
-        if stream and (job.updates != seen or now - last >= heartbeat):
-            seen, last = job.updates, now
+        if stream and (job.record.updates != seen or now - last >= heartbeat):
+            seen, last = job.record.updates, now
             update.progress = progress_html(job, job_queue)
             if job.preview is not None and job.preview is not preview:
                 preview = update.preview = job.preview
         if update != Update():
             yield update
-    video = None if job.video is None else str(job.video)
+    video = job.record.video
     yield Update(status=status_line(job, task_id), progress=final_html(job),
                  preview=job.preview if job.preview is not None else KEEP, video=video, job_id="", pause_label="Pause",
                  finished=True)
@@ -716,7 +682,7 @@ PAGE_TASKS = PageTasks()
 
 def _running_job(job_queue, job_id: str | None):
     job = job_queue.get(job_id) if job_id else None
-    if job is None or job.status in ("done", "failed", "cancelled"):
+    if job is None or Status(job.status).finished:
         return None
     return job
 
@@ -744,7 +710,7 @@ def stop_job(job_queue, job_id: str | None, task_id: str | None = None, wait: fl
         job = _queue_running(job_queue)
     if job is None:
         return info_html("Nothing to stop")
-    was_queued = job.status == "queued"
+    was_queued = job.status == Status.QUEUED
     job_queue.cancel(job.id)
     if was_queued:
         return info_html(f"Job {job.id} removed from the queue")
@@ -755,7 +721,7 @@ def stop_job(job_queue, job_id: str | None, task_id: str | None = None, wait: fl
 
 def skip_section(job_queue, job_id: str | None, task_id: str | None = None) -> str:
     job = _page_job(job_queue, job_id, task_id)
-    if job is None or job.status != "running":
+    if job is None or job.status != Status.RUNNING:
         return info_html("Nothing to skip")
     job.control.skip()
     return info_html(f"Skipping the rest of the current section of job {job.id}")
@@ -791,7 +757,7 @@ def codec_choices(current: str | None = None, refresh: bool = False) -> tuple[li
 # ----------------------------------------------------------------------------- model
 
 def _busy(job_queue) -> bool:
-    return any(job.status in ("queued", "running") for job in job_queue.list())
+    return any(not Status(job.status).finished for job in job_queue.list())
 
 
 def model_status_html(host) -> str:

@@ -13,10 +13,11 @@ there); everything else (plan, Stop / Skip / Pause, keyframes, codec refresh, se
 with `queue=False`, so it answers at once even while a generation holds the queue's worker.
 Inside SD.Next, Generate sends only its start and its end through Gradio (each Gradio update
 re-renders SD.Next's whole page); the page's script follows the job through SD.Next's progress
-API meanwhile (javascript/framepack.js). Stop / Skip / Pause are not Gradio events at all (even a
-script-only Gradio event re-renders SD.Next's page first): the page's script listens to their
-clicks and posts the page's task id to `framepack.ui.routes`, so they answer at once during a
-run and reach the job before the page has received its id.
+API meanwhile (javascript/framepack.js). There Stop / Skip / Pause are not Gradio events at all
+(even a script-only Gradio event re-renders SD.Next's page first): the page's script listens to
+their clicks and posts the page's task id to `framepack.ui.routes`, so they answer at once during
+a run and reach the job before the page has received its id. On the standalone page (light, and
+behind its own login with `--auth`) they are ordinary Gradio events with the same rules.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 import gradio as gr
 
-from framepack.jobs.request import DEFAULT_SYSTEM_PROMPT
+from framepack.request.model import DEFAULT_SYSTEM_PROMPT
 from framepack.ui import logic
 from framepack.ui.logic import KEEP
 
@@ -321,7 +322,16 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
         # show_progress hidden: the progress box is ours; Gradio's per-output timers would re-render the page
         generate.click(on_generate, [task_id, *values], [status, progress, preview, video, job_id, last_seed, pause],
                        _js=SUBMIT_JS, show_progress="hidden", api_name="fpk_generate")
-        # stop / skip / pause: click listeners of javascript/framepack.js (see the module docstring)
+        if not in_sdnext:  # inside SD.Next: click listeners of javascript/framepack.js (see the module docstring)
+            def on_pause(job, task):
+                label, line = logic.toggle_pause(queue, job or None, task or None)
+                return gr.update(value=label), line
+
+            stop.click(lambda job, task: logic.stop_job(queue, job or None, task or None), [job_id, task_id], status,
+                       queue=False)
+            skip.click(lambda job, task: logic.skip_section(queue, job or None, task or None), [job_id, task_id],
+                       status, queue=False)
+            pause.click(on_pause, [job_id, task_id], [pause, status], queue=False)
 
         if assets:
             blocks.load(None, None, None, _js=_script_loader())

@@ -12,6 +12,9 @@ Facts it encodes (see docs/ALGORITHM.md, "Sections and frames" and "Inverted ant
 - the original ("inverted anti-drifting") model samples the END of the video first.
 
 Prompt schedule lines read ``[WHEN:] text``; WHEN is ``3``, ``2-4``, ``1.5s`` or ``1.5s-3s``.
+
+Every error names the request field it belongs to (``error.field``): ``("section_prompts",)`` for
+the schedule, ``("keyframes", i, "when")`` for keyframe i, ``("duration",)`` and so on.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ from __future__ import annotations
 import bisect
 import math
 import re
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Any, Iterator, NamedTuple, Sequence
 
-from framepack.errors import InputError, ScheduleError
+from framepack.errors import FramePackError, InputError, ScheduleError
+from framepack.request.limits import (LATENT_WINDOW_RANGE, MAX_DURATION, MAX_FPS, MAX_INTERPOLATION, MAX_KEYFRAMES,
+                                      MAX_PROMPT_CHARS, MAX_SCHEDULE_CHARS, MAX_SCHEDULE_LINE_CHARS, MAX_SECTIONS,
+                                      MAX_WHEN_DIGITS, MIN_FPS, VARIANTS)
 
 __all__ = [
     "VARIANTS",
@@ -44,17 +51,11 @@ __all__ = [
     "plan_video",
 ]
 
-VARIANTS = ("original", "f1")
-"""``original``: inverted anti-drifting, END generated first. ``f1``: vanilla forward."""
+DISPLAY_PROMPT_CHARS = 100
+"""Characters of the main prompt and of a section's text shown per row of ``VideoPlan.table``.
 
-MAX_DURATION = 3600.0
-"""Longest video, in seconds, that the planner accepts: an hour is already days of sampling."""
-
-MAX_SECTIONS = 10000
-"""Guard against absurd fps / window combinations that would plan millions of sections."""
-
-MAX_INTERPOLATION = 8
-LATENT_WINDOW_RANGE = (1, 33)
+A table row is for reading; repeating a long prompt in each of thousands of rows would make the
+table (and the JSON or HTML built from it) grow with sections x prompt length."""
 
 _EPS = 1e-6
 """Tolerance, in output frames, when placing user times on frame boundaries (float noise)."""
@@ -66,9 +67,12 @@ _WHEN_HELP = "write a section (3), a section range (2-4), a time (1.5s) or a tim
 # Plan data
 
 
-@dataclass(frozen=True)
-class SectionPlan:
-    """One section of the output video, in time order."""
+class SectionPlan(NamedTuple):
+    """One section of the output video, in time order.
+
+    Its prompt is the video's main prompt plus its own text, joined when asked for: a plan of
+    a thousand sections holds one main prompt, not a thousand copies of it.
+    """
 
     index: int
     number: int
@@ -77,14 +81,22 @@ class SectionPlan:
     time_end: float
     frame_start: int
     frame_end: int
-    prompt: str
     section_text: str
     keyframe: int | None
+    main_prompt: str = ""
+
+    @property
+    def prompt(self) -> str:
+        """What the text encoder reads for this section."""
+        return _join_prompt(self.main_prompt, self.section_text)
 
     @property
     def frame_count(self) -> int:
         """Output frames this section contributes (interpolated ones included)."""
         return self.frame_end - self.frame_start
+
+
+_SECTION_FIELDS = tuple(name for name in SectionPlan._fields if name != "main_prompt")
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,8 @@ class VideoPlan:
     requested_duration: float
     sections: tuple[SectionPlan, ...]
     generation_order: tuple[int, ...]
+    prompt: str = ""
+    """The main prompt; each section's ``prompt`` is it plus the section's own text."""
 
     @property
     def frame_spans(self) -> list[tuple[int, int]]:
@@ -126,35 +140,50 @@ class VideoPlan:
         return f"{head}, {self.generated_frames} generated + {self.interpolation} interpolated per gap"
 
     def table(self) -> list[dict]:
-        """Rows for a section preview table; keyframe and order are 1-based, as users count."""
+        """Rows for a section preview table; keyframe and order are 1-based, as users count.
+
+        ``prompt`` and ``section_text`` are for reading: a long main prompt or section text is
+        shortened (``DISPLAY_PROMPT_CHARS``, ending in "…"), so the table stays small however long
+        the video; the exact prompts are in the sections themselves and in ``to_dict``.
+        """
         position = {index: n for n, index in enumerate(self.generation_order, start=1)}
-        return [
-            {
+        main = _shorten(self.prompt)
+        shown: dict[str, tuple[str, str]] = {}  # section text -> (prompt, text) as shown, built once each
+        rows = []
+        for s in self.sections:
+            if s.section_text not in shown:
+                text = _shorten(s.section_text)
+                shown[s.section_text] = (_join_prompt(main, text), text)
+            prompt, text = shown[s.section_text]
+            rows.append({
                 "number": s.number,
                 "time": f"{s.time_start:.2f}-{s.time_end:.2f} s",
                 "frames": f"{s.frame_start}-{s.frame_end - 1}",
                 "order": position[s.index],
-                "prompt": s.prompt,
-                "section_text": s.section_text,
+                "prompt": prompt,
+                "section_text": text,
                 "keyframe": None if s.keyframe is None else s.keyframe + 1,
-            }
-            for s in self.sections
-        ]
+            })
+        return rows
 
     def to_dict(self) -> dict:
-        """Plain JSON-serialisable data; ``from_dict`` turns it back into the same plan."""
-        data = asdict(self)
-        data["sections"] = [asdict(s) for s in self.sections]
+        """Plain JSON-serialisable data; ``from_dict`` turns it back into the same plan.
+
+        The main prompt is stored once; each section keeps only its own text.
+        """
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sections", "generation_order")}
+        data["sections"] = [dict(zip(_SECTION_FIELDS, s)) for s in self.sections]
         data["generation_order"] = list(self.generation_order)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "VideoPlan":
         """Rebuild a plan saved with ``to_dict`` (checkpoints, job records)."""
-        fields = dict(data)
-        fields["sections"] = tuple(SectionPlan(**s) for s in data["sections"])
-        fields["generation_order"] = tuple(data["generation_order"])
-        return cls(**fields)
+        fields_ = dict(data)
+        main = fields_["prompt"]
+        fields_["sections"] = tuple(SectionPlan(**s, main_prompt=main) for s in data["sections"])
+        fields_["generation_order"] = tuple(data["generation_order"])
+        return cls(**fields_)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,8 +246,7 @@ class When:
         return f"{_fmt_num(self.start)}s-{_fmt_num(self.end)}s"
 
 
-@dataclass(frozen=True)
-class ScheduleLine:
+class ScheduleLine(NamedTuple):
     """One meaningful line of a prompt schedule; ``line_no`` counts every line, from 1."""
 
     line_no: int
@@ -226,21 +254,48 @@ class ScheduleLine:
     text: str
 
 
-_NUM = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_UNIT = r"s(?:ec(?:ond)?s?)?"  # s, sec, secs, second, seconds
-_WHEN_RE = re.compile(
-    rf"^\s*(?P<a>{_NUM})\s*(?P<au>{_UNIT})?\s*(?:-\s*(?P<b>{_NUM})\s*(?P<bu>{_UNIT})?\s*)?$",
-    re.IGNORECASE,
-)
-# A prefix made only of WHEN pieces (digits, '.', '-', spaces, unit words) with a digit in it is
-# meant as a WHEN; anything else before a colon ("a man says") is ordinary prompt text.
-_PIECE = rf"(?:[\d\s.\-]|{_UNIT})"
-_ATTEMPT_RE = re.compile(rf"^{_PIECE}*\d{_PIECE}*$", re.IGNORECASE)
+# WHEN text is read in time linear in its length, whatever the text: a scanner steps through it
+# with regular expressions that cannot backtrack (single character classes, and a possessive
+# loop). The earlier pattern, a loop of overlapping pieces, took seconds on a long run of digits
+# before a colon.
+_SPACES = re.compile(r"\s*")
+_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+_UNIT = re.compile(r"s(?:ec(?:ond)?s?)?", re.IGNORECASE)  # s, sec, secs, second, seconds
+_HAS_DIGIT = re.compile(r"\d")
+# Unit words are s, sec, second (+ s): the letter after each piece decides which one it is, so
+# matching greedily and never giving back (`*+`) accepts exactly the texts made of WHEN pieces.
+_WHEN_PIECES = re.compile(r"(?:[\d\s.\-]|s(?:ec(?:ond)?)?)*+", re.IGNORECASE)
 
 
 def looks_like_when(text: str) -> bool:
-    """True when ``text`` is written with WHEN characters only, so a mistake in it is an error."""
-    return bool(_ATTEMPT_RE.match(text))
+    """True when ``text`` is written with WHEN characters only, so a mistake in it is an error.
+
+    WHEN characters are digits, spaces, '.', '-' and unit words; a digit must be among them. A
+    prefix like "a man says" before a colon is prompt text, "3 ss" or "1..2" is a broken WHEN.
+    """
+    return bool(_HAS_DIGIT.search(text)) and _WHEN_PIECES.fullmatch(text) is not None
+
+
+def _scan_when(text: str) -> tuple[str, bool, str | None, bool] | None:
+    """``A [unit] [- B [unit]]`` with spaces anywhere between: (A, A has a unit, B, B has a unit)."""
+    i = _SPACES.match(text).end()
+    a = _NUMBER.match(text, i)
+    if a is None:
+        return None
+    i = _SPACES.match(text, a.end()).end()
+    a_unit = _UNIT.match(text, i)
+    i = _SPACES.match(text, a_unit.end() if a_unit else i).end()
+    b = b_unit = None
+    if text.startswith("-", i):
+        b = _NUMBER.match(text, _SPACES.match(text, i + 1).end())
+        if b is None:
+            return None
+        i = _SPACES.match(text, b.end()).end()
+        b_unit = _UNIT.match(text, i)
+        i = _SPACES.match(text, b_unit.end() if b_unit else i).end()
+    if i != len(text):
+        return None
+    return a[0], a_unit is not None, None if b is None else b[0], b_unit is not None
 
 
 def parse_when(text: str, where: str = "when") -> When:
@@ -251,11 +306,15 @@ def parse_when(text: str, where: str = "when") -> When:
 
     Raises ScheduleError, prefixed with ``where``, for anything malformed or reversed.
     """
-    match = _WHEN_RE.match(text)
-    if not match:
-        raise ScheduleError(f"{where}: '{text.strip()}' is not a section or time; {_WHEN_HELP}")
-    a, b = match["a"], match["b"]
-    if match["au"] or match["bu"]:
+    scanned = _scan_when(text)
+    if scanned is None:
+        raise ScheduleError(f"{where}: {_quote(text.strip())} is not a section or time; {_WHEN_HELP}")
+    a, a_unit, b, b_unit = scanned
+    for number in (a, b):
+        if number is not None and len(number) - number.count(".") > MAX_WHEN_DIGITS:
+            raise ScheduleError(f"{where}: the number {_quote(number)} is too long for a section or time "
+                                f"(at most {MAX_WHEN_DIGITS} digits)")
+    if a_unit or b_unit:
         return _time_when(float(a), None if b is None else float(b), where)
     return _section_when(a, b, where)
 
@@ -291,33 +350,56 @@ def _section_when(a: str, b: str | None, where: str) -> When:
     return When("section", start, None if end == start else end)
 
 
-def _split_line(line: str, where: str) -> tuple[When | None, str]:
+def _split_line(line: str, line_no: int) -> tuple[When | None, str]:
     """Split ``WHEN: text``; a colon after ordinary words is left in the text."""
     prefix, colon, rest = line.partition(":")
     if not colon:
         return None, line
     if looks_like_when(prefix):
-        return parse_when(prefix, where), rest.strip()
+        return parse_when(prefix, _line_label(line_no)), rest.strip()
     return None, line
 
 
 def parse_schedule(text: str) -> list[ScheduleLine]:
     """Parse a section prompt schedule, one entry a line; blank and ``#`` lines are skipped.
 
-    Line numbers count every line so error messages point where the user looks.
+    Line numbers count every line so error messages point where the user looks. A line longer
+    than ``MAX_SCHEDULE_LINE_CHARS`` is refused: the text encoder would cut it anyway.
     """
     lines: list[ScheduleLine] = []
     for line_no, raw in enumerate((text or "").splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        when, body = _split_line(line, _line_label(line_no))
+        if len(line) > MAX_SCHEDULE_LINE_CHARS:
+            raise ScheduleError(f"{_line_label(line_no)}: {len(line)} characters is too long for one line "
+                                f"(at most {MAX_SCHEDULE_LINE_CHARS})")
+        if len(lines) == MAX_SECTIONS:  # each line needs a section of its own; no video has more
+            raise ScheduleError(f"{_line_label(line_no)}: more than {MAX_SECTIONS} lines, the most sections "
+                                f"a video can have")
+        when, body = _split_line(line, line_no)
         lines.append(ScheduleLine(line_no, when, body.strip()))
     return lines
 
 
 # ----------------------------------------------------------------------------------------------
 # WHEN: placing on sections
+
+
+class _Spans:
+    """Section spans with their start and end frames as sorted lists, for binary search.
+
+    Built once per plan: placing a schedule line or keyframe then costs O(log sections) plus the
+    sections it covers, never a scan of every section per line.
+    """
+
+    def __init__(self, spans: Sequence[tuple[int, int]]):
+        self.spans = spans
+        self.starts = [start for start, _ in spans]
+        self.ends = [end for _, end in spans]
+
+    def __len__(self) -> int:
+        return len(self.spans)
 
 
 def resolve_when(
@@ -330,13 +412,19 @@ def resolve_when(
     A time point falls in the section showing that moment (the very end counts as the last
     section); a time range ``[a, b)`` takes every section it overlaps.
     """
+    return _resolve(when, spans if isinstance(spans, _Spans) else _Spans(spans), fps, where)
+
+
+def _resolve(when: When, spans: _Spans, fps: float, where: str) -> list[int]:
     if when.kind == "section":
         return _resolve_sections(when, len(spans), where)
     _check_times_inside(when, spans, fps, where)
     if when.end is None:
         return [_section_at(when.start * fps, spans)]
     low, high = when.start * fps, when.end * fps
-    return [i for i, (start, end) in enumerate(spans) if start < high - _EPS and end > low + _EPS]
+    first = bisect.bisect_right(spans.ends, low + _EPS)  # first section ending after low
+    last = bisect.bisect_left(spans.starts, high - _EPS)  # sections starting before high
+    return list(range(first, last))
 
 
 def _resolve_sections(when: When, count: int, where: str) -> list[int]:
@@ -349,9 +437,9 @@ def _resolve_sections(when: When, count: int, where: str) -> list[int]:
     return list(range(int(when.start) - 1, int(last)))
 
 
-def _check_times_inside(when: When, spans: Sequence[tuple[int, int]], fps: float, where: str) -> None:
+def _check_times_inside(when: When, spans: _Spans, fps: float, where: str) -> None:
     """Refuse times past the true end of the video (which may be shorter than requested)."""
-    total = spans[-1][1]
+    total = spans.ends[-1]
     for t in (when.start, when.end):
         if t is not None and t * fps > total + _EPS:
             raise ScheduleError(
@@ -359,27 +447,24 @@ def _check_times_inside(when: When, spans: Sequence[tuple[int, int]], fps: float
             )
 
 
-def _section_at(position: float, spans: Sequence[tuple[int, int]]) -> int:
+def _section_at(position: float, spans: _Spans) -> int:
     """Index of the section holding the frame shown at ``position`` (in output frames)."""
-    frame = min(math.floor(position + _EPS), spans[-1][1] - 1)
-    ends = [end for _, end in spans]
-    return bisect.bisect_right(ends, frame)
+    frame = min(math.floor(position + _EPS), spans.ends[-1] - 1)
+    return bisect.bisect_right(spans.ends, frame)
 
 
 # ----------------------------------------------------------------------------------------------
 # Prompts and keyframes per section
 
 
-def _assign_schedule(
-    lines: Sequence[ScheduleLine], spans: Sequence[tuple[int, int]], fps: float
-) -> list[str]:
+def _assign_schedule(lines: Sequence[ScheduleLine], spans: _Spans, fps: float) -> list[str]:
     """Section text per section: timed lines where they say, untimed ones spread over the rest."""
     texts = [""] * len(spans)
     owner: dict[int, int] = {}
     for line in lines:
         if line.when is None:
             continue
-        for index in resolve_when(line.when, spans, fps, _line_label(line.line_no)):
+        for index in _resolve(line.when, spans, fps, _line_label(line.line_no)):
             if index in owner:
                 raise ScheduleError(
                     f"section prompt lines {owner[index]} and {line.line_no} both cover section {index + 1}"
@@ -415,20 +500,19 @@ def _spread(
     return [(index, untimed[j * lines // slots]) for j, index in enumerate(free)]
 
 
-def _assign_keyframes(
-    keyframes: Sequence[str], spans: Sequence[tuple[int, int]], fps: float
-) -> list[int | None]:
+def _assign_keyframes(keyframes: Sequence[str], spans: _Spans, fps: float) -> list[int | None]:
     """Keyframe index per section; each keyframe needs a WHEN and a section takes only one."""
     chosen: list[int | None] = [None] * len(spans)
     for number, raw in enumerate(keyframes, start=1):
         where = f"keyframe {number}"
-        for index in resolve_when(_keyframe_when(raw, where), spans, fps, where):
-            if chosen[index] is not None:
-                raise ScheduleError(
-                    f"keyframes {chosen[index] + 1} and {number} both fall on section {index + 1}; "
-                    "a section takes one keyframe"
-                )
-            chosen[index] = number - 1
+        with _field("keyframes", number - 1, "when"):
+            for index in _resolve(_keyframe_when(raw, where), spans, fps, where):
+                if chosen[index] is not None:
+                    raise ScheduleError(
+                        f"keyframes {chosen[index] + 1} and {number} both fall on section {index + 1}; "
+                        "a section takes one keyframe"
+                    )
+                chosen[index] = number - 1
     return chosen
 
 
@@ -452,25 +536,45 @@ def _join_prompt(main: str, section_text: str) -> str:
 # Settings validation
 
 
-def _check_number(name: str, value: Any, unit: str = "") -> float:
+@contextmanager
+def _field(*field: str | int) -> Iterator[None]:
+    """Errors raised inside belong to `field` (the caller knows which field it is checking)."""
+    try:
+        yield
+    except FramePackError as error:
+        if error.field is None:
+            error.field = field
+        raise
+
+
+def _check_number(name: str, value: Any, field: str, unit: str = "") -> float:
     """A real, finite number; booleans and strings are refused rather than coerced."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{name} must be a number, not {value!r}")
+        raise InputError(f"{name} must be a number, not {_shorten(repr(value), 40)}", (field,))
     if not math.isfinite(value):
-        raise InputError(f"{name} must be a finite number, not {value!r}")
+        raise InputError(f"{name} must be a finite number, not {value!r}", (field,))
     if value <= 0:
-        raise InputError(f"{name} must be greater than 0{unit}")
+        raise InputError(f"{name} must be greater than 0{unit}", (field,))
     return float(value)
 
 
-def _check_whole(name: str, value: Any, low: int, high: int) -> int:
+def _check_fps(value: Any) -> float:
+    """Frames per second within the limits every writer can store exactly."""
+    fps = _check_number("fps", value, "fps")
+    if not MIN_FPS <= fps <= MAX_FPS:
+        raise InputError(f"fps must be between {_fmt_num(MIN_FPS)} and {_fmt_num(MAX_FPS)}, not {_fmt_num(fps)}",
+                         ("fps",))
+    return fps
+
+
+def _check_whole(name: str, value: Any, field: str, low: int, high: int) -> int:
     """A whole number in ``[low, high]``; 2.0 from a UI slider is fine, 2.5 is not."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{name} must be a whole number, not {value!r}")
+        raise InputError(f"{name} must be a whole number, not {value!r}", (field,))
     if isinstance(value, float) and not value.is_integer():
-        raise InputError(f"{name} must be a whole number, not {value!r}")
+        raise InputError(f"{name} must be a whole number, not {value!r}", (field,))
     if not low <= value <= high:
-        raise InputError(f"{name} must be between {low} and {high}, not {_fmt_num(value)}")
+        raise InputError(f"{name} must be between {low} and {high}, not {_fmt_num(value)}", (field,))
     return int(value)
 
 
@@ -478,16 +582,18 @@ def _check_variant(variant: Any) -> str:
     """One of VARIANTS, with the choices in the message."""
     if variant not in VARIANTS:
         choices = ", ".join(f"'{v}'" for v in VARIANTS)
-        raise InputError(f"unknown variant {variant!r}; choose one of {choices}")
+        raise InputError(f"unknown variant {variant!r}; choose one of {choices}", ("variant",))
     return variant
 
 
-def _check_text(name: str, value: Any) -> str:
-    """Prompt text; None means empty."""
+def _check_text(name: str, value: Any, field: str, limit: int) -> str:
+    """Prompt text up to ``limit`` characters; None means empty."""
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise InputError(f"{name} must be text, not {type(value).__name__}")
+        raise InputError(f"{name} must be text, not {type(value).__name__}", (field,))
+    if len(value) > limit:
+        raise InputError(f"{name} is too long: {len(value)} characters, at most {limit}", (field,))
     return value
 
 
@@ -496,19 +602,23 @@ def _check_keyframes(keyframes: Any) -> list:
     if keyframes is None:
         return []
     if isinstance(keyframes, str):
-        raise InputError("keyframes must be a list with one section or time per keyframe image")
-    return list(keyframes)
+        raise InputError("keyframes must be a list with one section or time per keyframe image", ("keyframes",))
+    keyframes = list(keyframes)
+    if len(keyframes) > MAX_KEYFRAMES:
+        raise InputError(f"keyframes: {len(keyframes)} given, at most {MAX_KEYFRAMES}", ("keyframes",))
+    return keyframes
 
 
 def _checked_count(duration: float, generated_fps: float, lws: int) -> int:
-    """Section count, refusing plans too large to be meant."""
+    """Section count, refusing plans too large to be meant (the duration is what to change)."""
     if duration > MAX_DURATION:
-        raise InputError(f"duration {_fmt_num(duration)} s is longer than the {_fmt_num(MAX_DURATION)} s limit")
+        raise InputError(f"duration {_fmt_num(duration)} s is longer than the {_fmt_num(MAX_DURATION)} s limit",
+                         ("duration",))
     count = section_count(duration, generated_fps, lws)
     if count > MAX_SECTIONS:
         raise InputError(
             f"this video would need {count} sections, more than the {MAX_SECTIONS} limit; "
-            "lower fps, raise interpolation or latent window size, or shorten it"
+            "lower fps, raise interpolation or latent window size, or shorten it", ("duration",)
         )
     return count
 
@@ -531,37 +641,32 @@ def plan_video(
     """Decide sections, frames, times, prompts and keyframes for one video.
 
     ``keyframes`` holds one WHEN string per keyframe image; the images are not the planner's
-    business. Raises InputError for bad settings and ScheduleError for schedule problems.
+    business. Raises InputError for bad settings and ScheduleError for schedule problems, each
+    naming its request field (``error.field``).
     """
-    duration = _check_number("duration", duration, " s")
-    fps = _check_number("fps", fps)
-    k = _check_whole("interpolation", interpolation, 0, MAX_INTERPOLATION)
-    lws = _check_whole("latent window size", latent_window_size, *LATENT_WINDOW_RANGE)
+    duration = _check_number("duration", duration, "duration", " s")
+    fps = _check_fps(fps)
+    k = _check_whole("interpolation", interpolation, "interpolation", 0, MAX_INTERPOLATION)
+    lws = _check_whole("latent window size", latent_window_size, "latent_window_size", *LATENT_WINDOW_RANGE)
     variant = _check_variant(variant)
-    prompt = _check_text("prompt", prompt)
-    schedule = parse_schedule(_check_text("section prompts", section_prompts))
+    prompt = _check_text("prompt", prompt, "prompt", MAX_PROMPT_CHARS)
+    with _field("section_prompts"):
+        schedule = parse_schedule(_check_text("section prompts", section_prompts, "section_prompts",
+                                              MAX_SCHEDULE_CHARS))
+    keyframes = _check_keyframes(keyframes)
 
     generated_fps = fps / (k + 1)
     count = _checked_count(duration, generated_fps, lws)
-    spans = frame_spans(count, lws, k)
-    texts = _assign_schedule(schedule, spans, fps)
-    chosen = _assign_keyframes(_check_keyframes(keyframes), spans, fps)
+    spans = _Spans(frame_spans(count, lws, k))
+    with _field("section_prompts"):
+        texts = _assign_schedule(schedule, spans, fps)
+    chosen = _assign_keyframes(keyframes, spans, fps)
     order, paddings = _generation(variant, count)
 
+    main = prompt.strip()
     sections = tuple(
-        SectionPlan(
-            index=i,
-            number=i + 1,
-            padding=paddings[i],
-            time_start=start / fps,
-            time_end=end / fps,
-            frame_start=start,
-            frame_end=end,
-            prompt=_join_prompt(prompt, texts[i]),
-            section_text=texts[i].strip(),
-            keyframe=chosen[i],
-        )
-        for i, (start, end) in enumerate(spans)
+        SectionPlan(i, i + 1, paddings[i], start / fps, end / fps, start, end, texts[i], chosen[i], main)
+        for i, (start, end) in enumerate(spans.spans)
     )
     generated = 4 * lws * count + 1
     total = (generated - 1) * (k + 1) + 1
@@ -578,6 +683,7 @@ def plan_video(
         requested_duration=duration,
         sections=sections,
         generation_order=order,
+        prompt=main,
     )
 
 
@@ -602,6 +708,15 @@ def _generation(variant: str, count: int) -> tuple[tuple[int, ...], list[int | N
 
 def _line_label(line_no: int) -> str:
     return f"section prompt line {line_no}"
+
+
+def _quote(text: str, limit: int = 40) -> str:
+    """``'text'`` for a message, shortened so that a huge input never makes a huge error."""
+    return f"'{_shorten(text, limit)}'"
+
+
+def _shorten(text: str, limit: int = DISPLAY_PROMPT_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _plural(count: int, word: str) -> str:

@@ -1,29 +1,28 @@
-"""Turn whatever a face hands us (PIL image, array, path, bytes, base64) into RGB uint8 pixels.
+"""Turn what a face hands over (image file bytes, a PIL image or a pixel array) into RGB uint8 pixels.
 
-Every image enters the engine through `to_rgb_array`, once, at the request model. Common
-non-RGB inputs are converted rather than refused (a user with a PNG screenshot expects it to
-work); what cannot make a sensible video start (too small, absurdly large, undecodable) is
+Every image enters a request through `to_rgb_array`, once, at the request model. File paths and
+text are refused here: a face that has a file reads it (only the CLI may, for its own user) and
+a face that receives base64 decodes it (the API), so whether a remote client can make the server
+read one of its files never depends on a face remembering to refuse paths.
+
+Common non-RGB inputs are converted rather than refused (a user with a PNG screenshot expects it
+to work); what cannot make a sensible video start (too small, absurdly large, undecodable) is
 refused with a message naming the image.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from framepack.errors import InputError
-
-MIN_SIDE = 16
-MAX_SIDE = 8192
-MAX_PIXELS = 64 * 1024 * 1024
-_BASE64_MIN_LENGTH = 64
+from framepack.request.limits import MAX_IMAGE_PIXELS as MAX_PIXELS
+from framepack.request.limits import MAX_IMAGE_SIDE as MAX_SIDE
+from framepack.request.limits import MIN_IMAGE_SIDE as MIN_SIDE
+from framepack.request.limits import image_limit_text
 
 
 def to_rgb_array(value: Any, name: str = "image") -> np.ndarray:
@@ -39,25 +38,31 @@ def to_rgb_array(value: Any, name: str = "image") -> np.ndarray:
 def _open_image(value: Any, name: str) -> Image.Image:
     if isinstance(value, Image.Image):
         return value
-    if isinstance(value, (bytes, bytearray)):
+    if isinstance(value, (bytes, bytearray, memoryview)):
         return _decode_bytes(bytes(value), name)
-    if isinstance(value, (str, os.PathLike)):
-        text = str(value)
-        if text.startswith("data:") or (len(text) >= _BASE64_MIN_LENGTH and not Path(text).exists()):
-            return _decode_bytes(_decode_base64(text, name), name)
-        path = Path(text).expanduser()
-        if not path.is_file():
-            raise InputError(f"{name}: file not found: {path}")
-        return _decode_bytes(path.read_bytes(), name)
+    if isinstance(value, str):
+        raise InputError(f"{name}: expected image data (file bytes, pixels or a PIL image), not text; "
+                         "file paths and base64 are read by the CLI and the API, never here")
     raise InputError(f"{name}: expected an image, got {type(value).__name__}")
 
 
-def _decode_base64(text: str, name: str) -> bytes:
-    payload = text.split(",", 1)[1] if text.startswith("data:") else text
+def declared_pixels(data: bytes, name: str = "image") -> int:
+    """Pixels the image file `data` declares in its header, refusing absurd sizes before decoding.
+
+    Only the header is read (Pillow opens lazily), so a file declaring 20000x20000 costs nothing.
+    Data that is not an image declares nothing (0): decoding it later says so.
+    """
     try:
-        return base64.b64decode("".join(payload.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise InputError(f"{name}: not valid base64 image data") from None
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Image.DecompressionBombError:  # Pillow refuses the declared size itself, before we see it
+        raise InputError(f"{name}: too large, the image declares far too many pixels; "
+                         f"{image_limit_text()}") from None
+    except Exception:  # not an image: the decoder words that message
+        return 0
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise InputError(f"{name}: {width}x{height} is too large; {image_limit_text()}")
+    return width * height
 
 
 def _decode_bytes(data: bytes, name: str) -> Image.Image:
@@ -68,8 +73,7 @@ def _decode_bytes(data: bytes, name: str) -> Image.Image:
     except InputError:
         raise
     except Image.DecompressionBombError:  # Pillow refuses the declared size before we can look at it
-        raise InputError(f"{name}: too large; the limit is {MAX_SIDE} px per side and "
-                         f"{MAX_PIXELS // (1024 * 1024)} megapixels") from None
+        raise InputError(f"{name}: too large; {image_limit_text()}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise InputError(f"{name}: not a readable image file") from None
     return image
@@ -79,10 +83,7 @@ def _check_size(width: int, height: int, name: str) -> None:
     if min(width, height) < MIN_SIDE:
         raise InputError(f"{name}: {width}x{height} is too small; each side must be at least {MIN_SIDE} px")
     if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
-        raise InputError(
-            f"{name}: {width}x{height} is too large; the limit is {MAX_SIDE} px per side and "
-            f"{MAX_PIXELS // (1024 * 1024)} megapixels"
-        )
+        raise InputError(f"{name}: {width}x{height} is too large; {image_limit_text()}")
 
 
 def _pil_to_rgb(image: Image.Image, name: str) -> np.ndarray:

@@ -1,0 +1,13 @@
+"""The vocabulary every layer shares (layer 0): what a user may ask for and what a job reports.
+
+    limits.py    every range and choice, once
+    images.py    image bytes / arrays / PIL images -> RGB uint8 arrays (never paths, never base64)
+    planner.py   sections, frames, times, prompt schedule and keyframe placement (no torch)
+    model.py     the frozen `GenerationRequest` (+ `Keyframe`, `LoraSpec`) and `build_request`
+    output.py    `OutputOptions`: what to write, with the checks that need no codec probe
+    events.py    what a running generation reports, and the one `Status` vocabulary
+    host.py      the `Host` protocol: the services a host gives the extension
+
+Nothing here imports torch, the models, io, the engine or a host; errors carry their field
+(`framepack.errors`). Importing this package imports none of its modules.
+"""

@@ -1,0 +1,94 @@
+"""Every limit and choice of what a user may ask for, defined once.
+
+The request model (field ranges and `Literal` choices), the planner (its own checks, for callers
+that skip the model), the writers (fps), the API (schema, image headers) and the CLI (flag
+choices) all read these names, so a value that one layer accepts is never refused later by
+another: a request that validates can be planned, sampled and written. Each limit is generous for
+real use and small enough that no single request can exhaust the machine (memory, CPU time of
+the planner, disk).
+"""
+
+from __future__ import annotations
+
+# ---- video length and rate -------------------------------------------------------------
+MIN_FPS = 1.0
+"""Slowest frame rate; below it the writers cannot represent the rate exactly (and no one plays it)."""
+MAX_FPS = 240.0
+"""Fastest frame rate of a generated video (the output rate, interpolated frames included)."""
+MAX_ENCODE_FPS = 1000
+"""Fastest rate the writers accept when re-encoding saved frames (`framepack_cli.py encode`)."""
+MAX_DURATION = 3600.0
+"""Longest video, in seconds: an hour is already days of sampling."""
+MAX_SECTIONS = 1000
+"""Sections in one video (20 minutes at 30 fps with the default window; days of sampling).
+
+Also what keeps planning fast: the plan, its table and its JSON grow with the section count."""
+MAX_INTERPOLATION = 8
+LATENT_WINDOW_RANGE = (1, 33)
+STEPS_RANGE = (1, 200)
+RESOLUTION_RANGE = (32, 960)
+"""Bucket size in px; multiples of 16 (240-960 for the real models, smaller for the tiny one)."""
+RESOLUTION_STEP = 16
+
+# ---- choices ------------------------------------------------------------------------------
+VARIANTS = ("original", "f1")
+"""``original``: inverted anti-drifting, END generated first. ``f1``: vanilla forward."""
+SAMPLERS = ("unipc", "euler")
+BLANK_STARTS = ("black", "white", "noise")
+"""Start frames for text-to-video when no start image is given."""
+CONTAINERS = ("mp4", "mkv", "mov", "webm", "avi")
+NO_VIDEO_CODEC = "none"
+"""The codec name that writes no video (raw frames or images only)."""
+DEFAULT_CODEC = "libx264"
+IMAGE_FORMATS = ("png", "jpg", "webp")
+INTERPOLATION_METHODS = ("flow", "blend")
+
+# ---- sampling -----------------------------------------------------------------------------
+MAX_SEED = 2**63 - 1
+RANDOM_SEED = -1
+"""The seed a user gives for "pick one"; resolved when the job is submitted, never sampled with."""
+MAX_SHIFT = 100.0
+MAX_CFG = 100.0
+MAX_TEACACHE_THRESHOLD = 10.0
+PROMPT_TOKENS_RANGE = (8, 1024)
+CRF_RANGE = (0, 63)
+
+# ---- text ---------------------------------------------------------------------------------
+MAX_PROMPT_CHARS = 8000
+"""Main, negative and system prompt; the text encoder reads at most 1024 tokens of it anyway."""
+MAX_SCHEDULE_CHARS = 100000
+MAX_WHEN_CHARS = 200
+"""A keyframe's WHEN text."""
+MAX_SCHEDULE_LINE_CHARS = 1000
+"""One section prompt line; longer text is cut by the text encoder's token limit anyway."""
+MAX_WHEN_DIGITS = 12
+"""Digits in one number of a WHEN (section 3, 2.5s): more is a typo, never a real section or time."""
+
+# ---- images -------------------------------------------------------------------------------
+MIN_IMAGE_SIDE = 16
+MAX_IMAGE_SIDE = 8192
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+"""Decoded size of one image (192 MB as RGB); larger files are refused from their header."""
+MAX_REQUEST_IMAGE_PIXELS = 96 * 1024 * 1024
+"""All images of one request together (start, end, keyframes): 288 MB as RGB while it waits."""
+MAX_KEYFRAMES = 32
+"""Keyframe images per request: each is decoded and encoded by the VAE and the vision encoder."""
+MAX_WAITING_JOBS = 32
+"""Jobs waiting in a queue; each holds its decoded images until it runs."""
+
+# ---- outputs ------------------------------------------------------------------------------
+MAX_CODEC_OPTIONS_CHARS = 2000
+MAX_CODEC_NAME_CHARS = 64
+"""A codec or pixel format name."""
+MAX_FILENAME_CHARS = 120
+MAX_LORAS = 16
+MAX_LORA_PATH_CHARS = 4096
+
+
+def image_limit_text() -> str:
+    """The image limit as users read it in error messages."""
+    return f"the limit is {MAX_IMAGE_SIDE} px per side and {MAX_IMAGE_PIXELS // (1024 * 1024)} megapixels"
+
+
+def request_pixels_text() -> str:
+    return f"the limit is {MAX_REQUEST_IMAGE_PIXELS // (1024 * 1024)} megapixels for all images of a request"
