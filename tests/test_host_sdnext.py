@@ -427,7 +427,7 @@ def test_host_model_and_sequential_offload_on_a_cpu_run_without_hooks(sd, mode, 
     sd.shared.opts.diffusers_offload_mode = mode
     host = make_host()
     job = run(host, request(sections=1))
-    assert job.status == DONE, job.error
+    assert job.status == Status.COMPLETED, job.record.error
     assert sd.calls("set_diffuser_offload") == [] and f"SD.Next's {mode} offload has no accelerator" in caplog.text
 
 
@@ -442,9 +442,9 @@ def test_host_group_offload_failure_is_a_clear_message(sd, monkeypatch):
     monkeypatch.setattr(_pipeline_class(), "enable_group_offload", no_accelerator)
     sd.shared.opts.diffusers_offload_mode = "group"
     job = run(make_host(), request(sections=1))
-    assert job.status == "failed" and not job.error.startswith("internal error")
-    assert "SD.Next's group offload could not be applied" in job.error and "NoneType" in job.error
-    assert "Model offload mode" in job.error
+    assert job.status == "failed" and not job.record.error.startswith("internal error")
+    assert "SD.Next's group offload could not be applied" in job.record.error and "NoneType" in job.record.error
+    assert "Model offload mode" in job.record.error
     assert not sd.shared.sd_loaded  # nothing half set up is left as the host's model
 
 
@@ -464,12 +464,12 @@ def test_progress_api_is_idle_after_a_job(sd):
     """SD.Next's end() leaves the step counters, and /sdapi/v1/progress reports a fraction and an ETA
     until job_count == 0 and sampling_step == 0: an interrupted job left it at 0.29 while idle."""
     def stop_in_second_section(event, state):
-        if event.kind == "section_done":
+        if isinstance(event, SectionDone):
             state.interrupt()
 
     job = run(reacting_host(stop_in_second_section), request(sections=3))
     state = sd.shared.state
-    assert job.status == CANCELLED
+    assert job.status == Status.INTERRUPTED
     assert (state.job_count, state.sampling_step, state.sampling_steps) == (0, 0, 0)
     assert not state.interrupted and not state.textinfo
 
@@ -489,7 +489,7 @@ def test_jobs_leave_started_finished_and_failed_lines_in_the_host_log(sd, caplog
         sd.shared.log.removeHandler(handler)
     lines = [record.getMessage() for record in records]
     assert any(line.startswith(f"FramePack job {done.id} started: ") for line in lines)
-    assert f"FramePack job {done.id} completed: " in "\n".join(lines) and str(done.video) in "\n".join(lines)
+    assert f"FramePack job {done.id} completed: " in "\n".join(lines) and str(done.record.video) in "\n".join(lines)
     failed = [line for line in lines if line.startswith(f"FramePack job {refused.id} failed")]
     assert failed and "turn one of them off" in failed[0]
     assert [r.levelname for r in records if r.getMessage() == failed[0]] == ["WARNING"]

@@ -243,7 +243,8 @@ def test_stop_keeps_a_partial_video(host, job_queue):
             stopped = logic.stop_job(job_queue, job_id)
         last = update
     # Stop waits a moment for the job to end: its line is then the final one, the same as the stream's
-    assert f"Job {job_id} interrupted" in stopped and f"Job {job_id} interrupted" in last.status
+    assert f"Job {job_id} interrupted" in last.status
+    assert f"Job {job_id} interrupted" in stopped or stopped == logic.stopping_line(job)  # a busy machine: "Stopping"
     assert job.status == "interrupted" and job.record.sections_done < job.record.sections
     assert "Stopped after" in last.progress and "partial outputs kept" in last.progress
     assert last.video and Path(last.video).exists()
@@ -274,7 +275,8 @@ def test_stop_finds_the_job_by_the_page_task_before_the_page_knows_its_id(host, 
         threading.Event().wait(0.05)
     line = logic.stop_job(job_queue, "", "task(page1)")  # the page has not received the job id yet
     assert job.wait(60) and job.status == "interrupted"
-    assert f"Job {job.id} interrupted" in line and 'data-fpk-final="task(page1)"' in line
+    assert (f"Job {job.id} interrupted" in line and 'data-fpk-final="task(page1)"' in line) \
+        or line == logic.stopping_line(job)  # the step outlasted Stop's one-second wait (a busy machine)
     assert 'data-fpk-final="task(page1)"' in list(stream)[-1].status
 
 

@@ -32,7 +32,16 @@ class _BadBody(ValueError):
     pass
 
 
+class _NotJson(ValueError):
+    pass
+
+
 async def _ids(request: Request) -> tuple[str, str]:
+    # only application/json: another site's page can POST text/plain or a form here without asking (no CORS
+    # preflight) and stop the user's job; it cannot send application/json
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise _NotJson(f"the body must be sent as Content-Type: application/json (got {media_type or 'none'!r})")
     body = b""
     async for chunk in request.stream():
         body += chunk
@@ -60,6 +69,8 @@ def register_page_routes(add_api_route: Callable[..., Any], queue, prefix: str =
         async def handle(request: Request) -> JSONResponse:
             try:
                 job, task = await _ids(request)
+            except _NotJson as error:
+                return JSONResponse({"detail": str(error)}, status_code=415)
             except _BadBody as error:
                 return JSONResponse({"detail": str(error)}, status_code=400)
             return JSONResponse(await run_in_threadpool(action, job, task))
