@@ -161,7 +161,7 @@ def test_generate_from_the_tab(server, site, tab):
             time.sleep(0.25)
     assert any(0 < value < 1 for value in probe.values), probe.values  # SD.Next's own progress moved
     assert any(re.search(r"[1-9]\d*% · ", text) for text in seen), seen[-5:]  # drawn in the tab from it
-    pages.wait_for_status(page, r"done · seed 7")
+    pages.wait_for_status(page, r"completed · seed 7")
     video = pages.saved_video(page)
     assert video.parent == site.data / "outputs" / "video" and pages.frame_count(video) == planned
     pages.video_plays(page)

@@ -75,7 +75,7 @@ def test_generate_in_modernui_with_auth(server, site, modern_page):
     # drawn by the page from SD.Next's progress API, fetched with the logged-in user's token
     assert any(re.search(r"[1-9]\d*% · ", text) for text in seen), seen[-5:]
     assert "preview" in seen
-    pages.wait_for_status(page, r"done · seed 7")
+    pages.wait_for_status(page, r"completed · seed 7")
     video = pages.saved_video(page)
     assert pages.frame_count(video) == planned
     pages.video_plays(page)
