@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from framepack.engine.control import GenerationControl
-from framepack.host.sdnext import SETTING_DEFAULTS, SettingsDefaults  # plain data; nothing from SD.Next
-from framepack.models.recipe import Recipe, default_recipe, local_recipe
+from framepack.models.recipe import Recipe, default_recipe, local_recipe, parse_recipe_setting
+from framepack.request.settings import SETTING_DEFAULTS, SettingsDefaults
 
 log = logging.getLogger("framepack")
 
@@ -123,8 +123,6 @@ class StandaloneHost(SettingsDefaults):
 
     def recipe(self, variant: str) -> Recipe:
         """`--model` (hub, tiny or a folder), with the recipe setting's overrides on top."""
-        from framepack.host.sdnext import parse_recipe_setting  # plain parsing; imports nothing from SD.Next
-
         base = recipe_source(self.model)(variant)
         return parse_recipe_setting(self.option("framepack_model_recipe"), variant, base=base)
 
