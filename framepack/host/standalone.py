@@ -77,7 +77,6 @@ class StandaloneHost(SettingsDefaults):
         self.device = device or _best_device()
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.outputs: list[Path] = []
-        self.last_event: object | None = None
         self._manager = None
         self._gpu_lock = threading.Lock()
 
@@ -108,7 +107,7 @@ class StandaloneHost(SettingsDefaults):
         log.info("job finished: %s", token)
 
     def report(self, event: object) -> None:
-        self.last_event = event
+        """Faces follow a job through its record; there is no host progress bar to update."""
 
     def record_output(self, path: Path) -> None:
         self.outputs.append(Path(path))
