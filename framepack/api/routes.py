@@ -129,7 +129,8 @@ class FramePackApi:
             return body
         defaults = {"keep_incomplete": bool(self.host.keep_incomplete())}
         try:  # image decoding and codec probes block: keep them off the event loop
-            generation, options = await run_in_threadpool(parse_job_body, body, defaults)
+            generation, options = await run_in_threadpool(parse_job_body, body, defaults, self.host.lora_folder(),
+                                                          self.host.model_folder())
         except BodyError as error:
             return _problem(422, error.items)
         try:

@@ -27,6 +27,8 @@ OUTPUT_KEY = OUTPUT
 """Body key holding the `OutputOptions` fields (the generation fields sit at the top level)."""
 
 IMAGE_FIELDS = ("image", "end_image")
+BUILTIN_MODEL_NAMES = ("lanczos",)
+"""Output model choices that are no file (the upscaler's built-in Lanczos)."""
 
 Loc = tuple  # ("body", field, index, ...)
 
@@ -85,18 +87,21 @@ def _decode_image_text(value: Any, name: str, loc: Loc, errors: list, budget: li
 
 # ----------------------------------------------------------------------------------- bodies
 
-def parse_job_body(body: Any, default_output: dict[str, Any] | None = None
+def parse_job_body(body: Any, default_output: dict[str, Any] | None = None, lora_folder=None, model_folder=None
                    ) -> tuple[GenerationRequest, OutputOptions]:
-    """Validate a POST /jobs body; raises BodyError listing every problem found."""
+    """Validate a POST /jobs body; raises BodyError listing every problem found.
+
+    LoRAs and model files (upscaler, RIFE) are names looked up in the server's folders
+    (`framepack.models.library.ModelFolder`): a client never names a server path.
+    """
     if not isinstance(body, dict):
         raise BodyError([item((), f"the body must be a JSON object, got {_json_type(body)}", "type_error")])
     errors: list[dict[str, Any]] = []
     fields = dict(body)
     output = fields.pop(OUTPUT_KEY, None)
     _check_unknown(fields, GenerationRequest.model_fields, errors, hint_fields=OutputOptions.model_fields)
-    if fields.pop("loras", None):  # server file paths: never chosen by a remote client
-        errors.append(item(("loras",), "loras: LoRA files are chosen on the server (SD.Next: <lora:name:weight> "
-                                       "in the prompt; standalone: framepack_cli.py --lora), not through the API"))
+    if fields.get("loras"):
+        fields["loras"] = _resolve_loras(fields["loras"], lora_folder, errors)
     if _too_many_keyframes(fields.get("keyframes"), errors):
         fields.pop("keyframes")  # refused before a single one of them is decoded
     _decode_images(fields, errors)
@@ -115,6 +120,7 @@ def parse_job_body(body: Any, default_output: dict[str, Any] | None = None
         merged = {**(default_output or {}), **(output or {})}
         try:
             options = build_output_from(merged, strict=True)
+            options = _resolve_model_files(options, model_folder)
             check_output(options)  # codec, container, pixel format, encoder options: FFmpeg answers
         except FramePackError as error:
             errors.extend(error_items(error))
@@ -123,6 +129,47 @@ def parse_job_body(body: Any, default_output: dict[str, Any] | None = None
     if errors:
         raise BodyError(_dedupe(errors))
     return request, options
+
+
+def _resolve_loras(loras: Any, folder, errors: list) -> Any:
+    """Each entry `NAME[:WEIGHT...]` or `{"name", "weight", "schedule"}` -> a `LoraSpec` on the folder's file."""
+    from framepack.models.library import ModelFolder
+    from framepack.request.limits import MAX_LORAS
+    from framepack.request.model import LoraSpec
+
+    if not isinstance(loras, list) or len(loras) > MAX_LORAS:
+        return loras  # the request model reports it
+    folder = folder or ModelFolder(None, "LoRA", "framepack_lora_dir")
+    resolved = []
+    for index, entry in enumerate(loras):
+        if isinstance(entry, dict):
+            if "path" in entry:
+                errors.append(item(("loras", index, "path"), "loras: give the LoRA's name from the server's LoRA "
+                                                              "folder as \"name\", not a path", "extra_forbidden"))
+                continue
+            entry = {("path" if key == "name" else key): value for key, value in entry.items()}
+        try:
+            spec = validated(LoraSpec, entry, strict=True)
+            resolved.append(spec.model_copy(update={"path": str(folder.resolve(spec.path, ()))}))
+        except FramePackError as error:
+            errors.extend(entry for entry in error_items(error.located("loras", index)))
+    return resolved
+
+
+def _resolve_model_files(options: OutputOptions, folder) -> OutputOptions:
+    """The upscaler / RIFE model names of the output options -> the folder's files."""
+    from framepack.models.library import ModelFolder
+
+    folder = folder or ModelFolder(None, "model", "framepack_model_dir")
+    changes = {}
+    for name in ("upscaler", "interpolation_model"):
+        value = getattr(options, name, None)
+        if value and value not in BUILTIN_MODEL_NAMES:
+            try:
+                changes[name] = str(folder.resolve(value, ()))
+            except FramePackError as error:
+                raise error.located(OUTPUT_KEY, name) from None
+    return options.model_copy(update=changes) if changes else options
 
 
 def parse_plan_body(body: Any):

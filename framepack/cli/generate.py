@@ -32,10 +32,10 @@ REQUEST_FLAGS = {  # argument group -> request fields given as flags, in the ord
                  "vision_strength", "max_prompt_tokens"),
 }
 OUTPUT_FLAGS = ("filename", "codec", "container", "codec_options", "crf", "pix_fmt", "save_frames", "save_images",
-                "image_format", "interpolation_method", "keep_incomplete")
+                "image_format", "interpolation_method", "interpolation_model", "upscale", "upscaler", "keep_incomplete")
 FLAG_NAMES = {  # fields whose flag is not their own name (kept from earlier versions of the CLI)
     "interpolation": "--interpolate", "latent_window_size": "--latent-window", "codec_options": "--options",
-    "filename": "--name", "keyframes": "--keyframe", "loras": "--lora",
+    "filename": "--name", "keyframes": "--keyframe", "loras": "--lora", "interpolation_model": "--rife-model",
 }
 VIDEO_SUFFIXES = tuple(f".{container}" for container in ("mp4", "mkv", "mov", "webm", "avi"))
 """What `--out FILE` may end with (the request's containers); anything else without an extension is a folder."""
@@ -76,8 +76,9 @@ def add_generate(subparsers) -> None:
     model.add_argument("--cache-dir", default=None, help="Hugging Face cache folder")
     model.add_argument("--offline", action="store_true", help="never download")
     model.add_argument("--device", default=None, help="cuda, xpu, mps or cpu (default: best available)")
-    model.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
-                       help="LoRA file (diffusers/HunyuanVideo formats), weight default 1.0; repeatable")
+    model.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT[@WHEN],...]",
+                       help="LoRA file (musubi/kohya, ComfyUI, diffusers/PEFT, HunyuanVideo names), weight default "
+                            "1.0; WEIGHT@WHEN weights sections, e.g. style.safetensors:0.8@1-3; repeatable")
     model.add_argument("--quantization", default="none",
                        help="none, quanto-int8, quanto-fp8, quanto-int4, nncf-int8 or nncf-int4")
     model.add_argument("--offload", default="auto", help="auto, none, model, sequential or group")

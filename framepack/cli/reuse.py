@@ -4,8 +4,9 @@ The writers embed `{"settings": request.settings(), "output": options, "plan": .
 (framepack.jobs.output). Only the fields a flag could set are taken, each value is validated by
 the request model like any flag (so a forged file gets an error naming the field, never a
 crash), and a flag given on the command line always wins. Images are not embedded (only their
-size), so `--image`, `--end-image` and `--keyframe` are given again; LoRA paths are never taken
-from a file (a video from elsewhere must not make this machine read paths it names).
+size), so `--image`, `--end-image` and `--keyframe` are given again; LoRA, upscaler and RIFE model
+paths are never taken from a file (a video from elsewhere must not make this machine read paths
+it names).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-NOT_REUSED = frozenset({"image", "end_image", "keyframes", "loras"})
+NOT_REUSED = frozenset({"image", "end_image", "keyframes", "loras", "upscaler", "interpolation_model"})
 
 
 @dataclass
@@ -46,7 +47,7 @@ def read_embedded(path: str, request_fields, output_fields) -> Embedded:
     embedded = Embedded(path)
     embedded.request = {name: settings[name] for name in request_fields
                         if name in settings and name not in NOT_REUSED}
-    embedded.output = {name: output[name] for name in output_fields if name in output}
+    embedded.output = {name: output[name] for name in output_fields if name in output and name not in NOT_REUSED}
     embedded.images = {name: settings.get(name) for name in ("image", "end_image", "keyframes")}
     return embedded
 

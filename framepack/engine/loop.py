@@ -70,12 +70,14 @@ class SectionLoop:
 
     `control` carries Stop / Skip / Pause; `hooks` is what the host does around each stage;
     `spill_dir` is the folder for the inverted order's spill file (the job's work folder);
-    `on_section_state`, when given, receives the state a checkpoint needs after every section.
+    `on_section_state`, when given, receives the state a checkpoint needs after every section;
+    `on_section_start` is called with each section's plan before it is sampled (LoRA weights).
     """
 
     def __init__(self, pipe, request: GenerationRequest, sink: FrameSink, control: GenerationControl | None = None,
                  noise_fn: NoiseFn | None = None, spill_dir: str | None = None, hooks: StageHooks | None = None,
-                 on_section_state: SectionStateFn | None = None):
+                 on_section_state: SectionStateFn | None = None,
+                 on_section_start: Callable[[SectionPlan], None] | None = None):
         self.pipe = pipe
         self.request = request
         self.plan: VideoPlan = request.plan()
@@ -85,6 +87,7 @@ class SectionLoop:
         self.noise_fn = noise_fn or (lambda index, shape: section_noise(request.seed, index, shape))
         self.spill_dir = spill_dir
         self.on_section_state = on_section_state
+        self.on_section_start = on_section_start  # e.g. the section's LoRA weights (models.lora.LoraSchedule)
         self.device = pipe._execution_device
         self.dtype = pipe.transformer.dtype
         self.guidance = GuidanceConfig(
@@ -130,6 +133,8 @@ class SectionLoop:
                 return Status.INTERRUPTED
             section = self.plan.sections[self.plan.generation_order[position]]
             section_started = time.perf_counter()
+            if self.on_section_start is not None:
+                self.on_section_start(section)
             latents, skipped = self.sample_section(section, position, context, images, negative, emit)
             if latents is None:
                 return Status.INTERRUPTED

@@ -24,7 +24,8 @@ from typing import Any, Callable
 from framepack.host import sdnext_lora
 from framepack.host.sdnext_models import SdnextModels
 from framepack.host.sdnext_settings import register_settings
-from framepack.request.settings import OFFLOAD_CHOICES, SETTING_DEFAULTS, SettingsDefaults
+from framepack.host.defaults import SettingsDefaults
+from framepack.request.settings import OFFLOAD_CHOICES, SETTING_DEFAULTS
 
 log = logging.getLogger("framepack")
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from framepack.engine.control import GenerationControl
 from framepack.models.recipe import Recipe, default_recipe, local_recipe, parse_recipe_setting
-from framepack.request.settings import SETTING_DEFAULTS, SettingsDefaults
+from framepack.host.defaults import SettingsDefaults
+from framepack.request.settings import SETTING_DEFAULTS
 
 log = logging.getLogger("framepack")
 

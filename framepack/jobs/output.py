@@ -34,7 +34,7 @@ class OutputWriters:
     """Opens the writers at the first frame (its size is known only then) and fans frames out."""
 
     def __init__(self, folder: Path, request: GenerationRequest, options: OutputOptions, stem: str, work=None,
-                 exact: bool = False, overwrite: bool = False):
+                 exact: bool = False, overwrite: bool = False, device: Any = "cpu"):
         from framepack.io.paths import unique_output_path
 
         self.folder, self.request, self.options, self.work = folder, request, options, work
@@ -53,6 +53,15 @@ class OutputWriters:
         self._writers: list[Any] = []
         self._output_sink: Callable[[np.ndarray], None] | None = None
         self.video = self.raw = self.images = None
+        self.upscaler = self.interpolator = None
+        if options.upscale != 1.0 and (options.writes_video or options.save_images):  # loaded before sampling
+            from framepack.io.upscale import make_upscaler
+
+            self.upscaler = make_upscaler(options.upscaler, options.upscale, device)
+        if plan.interpolation and options.interpolation_method == "rife":
+            from framepack.io.interpolate import load_rife
+
+            self.interpolator = load_rife(options.interpolation_model, device)
 
     def __call__(self, frames: np.ndarray) -> None:
         if not self._writers:
@@ -74,6 +83,10 @@ class OutputWriters:
                 "fps": plan.generated_fps, "generated_fps": plan.generated_fps, "interpolation": 0,
                 "settings": self.metadata}, overwrite=self.overwrite, work=self.work).open()
             self._writers.append(self.raw)
+        if self.upscaler is not None:  # the video and images are written at the upscaled size
+            from framepack.io.upscale import scaled_size
+
+            height, width = scaled_size(height, width, options.upscale)
         if self.video_path is not None:
             self.video = VideoWriter(self.video_path, plan.fps, codec=options.codec, options=options.codec_options,
                                      pix_fmt=options.pix_fmt, metadata=self.metadata, crf=options.crf,
@@ -85,9 +98,15 @@ class OutputWriters:
             self._writers.append(self.images)
         targets = [w.write for w in (self.video, self.images) if w is not None]
         if targets:
-            fan_out = targets[0] if len(targets) == 1 else (lambda batch: [write(batch) for write in targets])
-            self._output_sink = InterpolatingSink(fan_out, plan.interpolation, options.interpolation_method).write \
-                if plan.interpolation else fan_out
+            sink = targets[0] if len(targets) == 1 else (lambda batch: [write(batch) for write in targets])
+            if plan.interpolation:  # the generated frames are upscaled once, then interpolated at output size
+                sink = InterpolatingSink(sink, plan.interpolation, options.interpolation_method,
+                                         model=self.interpolator).write
+            if self.upscaler is not None:
+                from framepack.io.upscale import UpscalingSink
+
+                sink = UpscalingSink(sink, self.upscaler).write
+            self._output_sink = sink
 
     def close(self) -> dict[str, Path]:
         """Publish every file; returns {kind: path}."""
@@ -118,7 +137,7 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
     from framepack.engine.loop import run_generation
     from framepack.io.paths import sanitize_filename
     from framepack.io.workdir import WorkFolder, remove_abandoned
-    from framepack.models.lora import apply_loras, loaded_adapters
+    from framepack.models.lora import apply_loras, loaded_adapters, section_schedule
 
     if request.seed == RANDOM_SEED:
         raise ValueError("the request's seed is still -1: resolve it when the job is submitted (resolve_seed)")
@@ -128,17 +147,18 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
     if name is not None and (not name or Path(name).name != name or name in (".", "..")):
         raise ValueError(f"output name {name!r} must be one file name")
     stem = name if name is not None else f"{sanitize_filename(options.filename)}-{request.seed}"
+    schedule = None
     if request.loras or loaded_adapters(pipe):  # also unloads the previous job's LoRAs
-        apply_loras(pipe, request.loras)
+        schedule = section_schedule(pipe, apply_loras(pipe, request.loras), request.plan())
     own_work = work is None
     work = WorkFolder(folder) if own_work else work
     try:
         writers = OutputWriters(folder, request, options, stem, work=work, exact=name is not None,
-                                overwrite=overwrite)
+                                overwrite=overwrite, device=getattr(pipe, "_execution_device", "cpu"))
         try:
             hooks = getattr(control, "stage_hooks", None)  # a host's control may bring its stage hooks
             done = run_generation(pipe, request, writers, on_event, control=control, hooks=hooks,
-                                  spill_dir=str(work.path))
+                                  spill_dir=str(work.path), on_section_start=schedule)
         except BaseException:
             writers.abort()
             raise

@@ -67,26 +67,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("framepack_save_images", False, "Save frames as images", "checkbox"),
     Setting("framepack_image_format", limits.IMAGE_FORMATS[0], "Frame image format", "radio",
             choices=limits.IMAGE_FORMATS),
+    Setting("framepack_lora_dir", "", "LoRA folder for the tab's LoRA list and the API's LoRA names "
+            "(.safetensors files)", "textbox"),
+    Setting("framepack_model_dir", "", "Folder of upscaler (ESRGAN family) and RIFE interpolation model files "
+            "(.safetensors) chosen by name in the tab and API", "textbox"),
 )
 SETTING_DEFAULTS: dict[str, Any] = {setting.key: setting.default for setting in SETTINGS}
 
-
-class SettingsDefaults:
-    """Request and output defaults read from the settings (`self.option`); the same in every host."""
-
-    def output_defaults(self) -> dict[str, Any]:
-        """Defaults for `OutputOptions`."""
-        return {
-            "codec": self.option("framepack_codec"),
-            "container": self.option("framepack_container"),
-            "crf": int(self.option("framepack_crf")),
-            "save_frames": bool(self.option("framepack_save_frames")),
-            "save_images": bool(self.option("framepack_save_images")),
-            "image_format": self.option("framepack_image_format"),
-            "keep_incomplete": self.keep_incomplete(),
-        }
-
-    def request_defaults(self) -> dict[str, Any]:
-        """Defaults for `GenerationRequest` fields that are settings."""
-        return {"variant": self.option("framepack_variant"),
-                "teacache_threshold": float(self.option("framepack_teacache_threshold"))}
