@@ -77,7 +77,3 @@ class ModelError(FramePackError):
 
 class OutputError(FramePackError):
     """A video, raw-frames or image file cannot be written or read."""
-
-
-class Interrupted(FramePackError):
-    """The user stopped a running generation."""

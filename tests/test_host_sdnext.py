@@ -59,7 +59,6 @@ def make_host(cls=None):
 
 def run(host, req, options=None, task_id=None, timeout=120):
     queue = JobQueue(host)
-    host.queue = queue
     try:
         job = queue.submit(req, options, task_id=task_id)
         assert job.wait(timeout), "job did not finish"
@@ -346,7 +345,7 @@ def test_job_failure_is_reported_not_raised(sd):
 
 
 def test_recipe_setting_syntax(tiny_model_dir):
-    from framepack.host.sdnext import parse_recipe_setting
+    from framepack.models.recipe import parse_recipe_setting
 
     default = parse_recipe_setting("", "f1")
     assert default["transformer"].source == "lllyasviel/FramePack_F1_I2V_HY_20250503"
@@ -430,7 +429,7 @@ def test_host_sequential_offload_keeps_siglip_out_of_the_leaf_hooks(sd, monkeypa
     host = make_host()
     pipe = host.pipeline("f1")  # on this CPU: no hooks at all (next test)
     monkeypatch.setattr(sd.devices, "device", torch.device("cuda"))  # what an accelerator machine passes on
-    host._apply_offload(pipe, "sequential")
+    host.models.apply_offload(pipe, "sequential")
     (call,) = sd.calls("set_diffuser_offload")
     assert call["mode"] == "sequential" and "image_encoder" in call["exclude"]
 
@@ -449,12 +448,12 @@ def test_host_model_and_sequential_offload_on_a_cpu_run_without_hooks(sd, mode, 
 def test_host_group_offload_failure_is_a_clear_message(sd, monkeypatch):
     """diffusers 0.39's group offload fails at load on a machine without an accelerator; SD.Next lets
     the error through: the job says what failed and what to change, not 'internal error'."""
-    from framepack.host.sdnext import _pipeline_class
+    from framepack.host.sdnext_models import pipeline_class
 
     def no_accelerator(self, **kwargs):
         raise AttributeError("'NoneType' object has no attribute 'type'")
 
-    monkeypatch.setattr(_pipeline_class(), "enable_group_offload", no_accelerator)
+    monkeypatch.setattr(pipeline_class(), "enable_group_offload", no_accelerator)
     sd.shared.opts.diffusers_offload_mode = "group"
     job = run(make_host(), request(sections=1))
     assert job.status == "failed" and not job.record.error.startswith("internal error")

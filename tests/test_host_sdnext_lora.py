@@ -174,7 +174,6 @@ def test_the_standalone_host_leaves_the_request_alone(tmp_path):
 
 def run_jobs(host, *requests, options=None):
     queue = JobQueue(host)
-    host.queue = queue
     try:
         jobs = [queue.submit(req, options) for req in requests]
         for job in jobs:
@@ -218,19 +217,21 @@ def test_prompt_loras_are_active_while_sampling_and_gone_after(sd, monkeypatch):
 
     monkeypatch.setattr(conditioning, "encode_text", spy_encode)
 
-    class Host(SdnextHost):
-        seen: list[dict] = []
+    host = SdnextHost()
+    seen: list[dict] = []
+    stage_enter = host.models.stage_enter
 
-        def _stage_enter(self, name):
-            super()._stage_enter(name)
-            if name == "sample" and self._pipe is not None:
-                probe = dict(self._pipe.transformer.named_modules())[PROBE]
-                scaling = dict(getattr(probe, "scaling", {}))
-                self.seen.append({"adapters": loaded_adapters(self._pipe), "scaling": scaling,
-                                  "layers": {k: id(v) for k, v in getattr(probe, "lora_A", {}).items()},
-                                  "pipe": id(self._pipe)})
+    def probe_at_sampling(name):
+        stage_enter(name)
+        pipe = host.models.pipe
+        if name == "sample" and pipe is not None:
+            probe = dict(pipe.transformer.named_modules())[PROBE]
+            scaling = dict(getattr(probe, "scaling", {}))
+            seen.append({"adapters": loaded_adapters(pipe), "scaling": scaling,
+                              "layers": {k: id(v) for k, v in getattr(probe, "lora_A", {}).items()},
+                              "pipe": id(pipe)})
 
-    host = Host()
+    monkeypatch.setattr(host.models, "stage_enter", probe_at_sampling)
     pipe = host.pipeline("f1")
     fox = write_lora(sd.lora_dir / "fox.safetensors", pipe.transformer, seed=1)
     options = OutputOptions(save_video=False, save_frames=True)
@@ -248,9 +249,9 @@ def test_prompt_loras_are_active_while_sampling_and_gone_after(sd, monkeypatch):
     assert encoded and not any("<" in prompt for prompt in encoded)
     assert set(encoded) == {"a fox jumps", "a fox sits", "blurry"}, encoded
 
-    per_job = len(host.seen) // 4  # one record per section sampled
-    assert per_job >= 1 and len(host.seen) == 4 * per_job
-    chunks = [host.seen[i * per_job:(i + 1) * per_job] for i in range(4)]
+    per_job = len(seen) // 4  # one record per section sampled
+    assert per_job >= 1 and len(seen) == 4 * per_job
+    chunks = [seen[i * per_job:(i + 1) * per_job] for i in range(4)]
     assert all(chunk == chunk[:1] * per_job for chunk in chunks)  # the same adapters in every section
     baseline, half, full, after = (chunk[0] for chunk in chunks)
     assert baseline["adapters"] == [] and after["adapters"] == []  # nothing active without tags
@@ -258,7 +259,7 @@ def test_prompt_loras_are_active_while_sampling_and_gone_after(sd, monkeypatch):
     assert name.startswith("fox_") and full["adapters"] == [name]
     assert half["scaling"] == {name: pytest.approx(0.5)} and full["scaling"] == {name: pytest.approx(1.0)}
     assert full["layers"] == half["layers"]  # re-weighted in place: the LoRA was not loaded again
-    assert len({seen["pipe"] for seen in host.seen}) == 1  # nor the model
+    assert len({record["pipe"] for record in seen}) == 1  # nor the model
     assert len(sd.calls("unload_model_weights")) == 1  # only the first load cleared the host's model
     assert loaded_adapters(pipe) == []  # and nothing is left on the model after the last job
 

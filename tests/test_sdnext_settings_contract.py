@@ -22,7 +22,8 @@ import gradio as gr
 import pytest
 from gradio.blocks import postprocess_update_dict
 
-from framepack.host import sdnext
+from framepack.host import sdnext_settings
+from framepack.request.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 VENDOR = Path(os.environ.get("FRAMEPACK_VENDOR_DIR", ROOT.parent / "shared" / "vendor"))
@@ -74,9 +75,10 @@ class _Opts:
 
 def _settings():
     infos, values = {}, {}
-    for setting in sdnext.SETTINGS:
+    for setting in SETTINGS:  # built as register_settings() builds each OptionInfo
         infos[setting.key] = _Info(default=setting.default, label=setting.label,
-                                   component=COMPONENTS[setting.component], component_args=setting.args)
+                                   component=COMPONENTS[setting.component],
+                                   component_args=sdnext_settings.component_args(setting))
         values[setting.key] = setting.default
     return infos, values
 
@@ -86,7 +88,7 @@ def test_ui_settings_still_builds_and_updates_settings_the_way_this_contract_ass
     assert "return gr.update(value=value, **args)" in ui_settings_source
 
 
-@pytest.mark.parametrize("key", [setting.key for setting in sdnext.SETTINGS])
+@pytest.mark.parametrize("key", [setting.key for setting in SETTINGS])
 def test_every_setting_survives_the_real_page_load_update(ui_settings_source, key):
     infos, values = _settings()
     info = infos[key]
@@ -107,6 +109,6 @@ def test_the_codec_setting_keeps_a_stored_codec_that_does_not_open_here(monkeypa
 
     shared = SimpleNamespace(opts=SimpleNamespace(data={"framepack_codec": "made_up_encoder"}))
     monkeypatch.setitem(sys.modules, "modules.shared", shared)
-    choices = sdnext._codec_choices()["choices"]
+    choices = sdnext_settings._codec_choices()["choices"]
     assert choices[0] == "made_up_encoder" and "libx264" in choices
-    assert set(sdnext._codec_choices()) == {"choices"}
+    assert set(sdnext_settings._codec_choices()) == {"choices"}

@@ -424,7 +424,7 @@ def test_settings_are_stored_in_the_host(tmp_path):
 
 
 def test_recipe_view_edit_reset(tmp_path):
-    from framepack.host.sdnext import parse_recipe_setting
+    from framepack.models.recipe import parse_recipe_setting
 
     class RecipeHost(StandaloneHost):  # a host that reads the recipe setting, as SdnextHost does
         def recipe(self, variant):

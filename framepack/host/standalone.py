@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from framepack.engine.control import GenerationControl
-from framepack.host.sdnext import SETTING_DEFAULTS, SettingsDefaults  # plain data; nothing from SD.Next
-from framepack.models.recipe import Recipe, default_recipe, local_recipe
+from framepack.models.recipe import Recipe, default_recipe, local_recipe, parse_recipe_setting
+from framepack.host.defaults import SettingsDefaults
+from framepack.request.settings import SETTING_DEFAULTS
 
 log = logging.getLogger("framepack")
 
@@ -77,7 +78,6 @@ class StandaloneHost(SettingsDefaults):
         self.device = device or _best_device()
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
         self.outputs: list[Path] = []
-        self.last_event: object | None = None
         self._manager = None
         self._gpu_lock = threading.Lock()
 
@@ -108,7 +108,7 @@ class StandaloneHost(SettingsDefaults):
         log.info("job finished: %s", token)
 
     def report(self, event: object) -> None:
-        self.last_event = event
+        """Faces follow a job through its record; there is no host progress bar to update."""
 
     def record_output(self, path: Path) -> None:
         self.outputs.append(Path(path))
@@ -123,8 +123,6 @@ class StandaloneHost(SettingsDefaults):
 
     def recipe(self, variant: str) -> Recipe:
         """`--model` (hub, tiny or a folder), with the recipe setting's overrides on top."""
-        from framepack.host.sdnext import parse_recipe_setting  # plain parsing; imports nothing from SD.Next
-
         base = recipe_source(self.model)(variant)
         return parse_recipe_setting(self.option("framepack_model_recipe"), variant, base=base)
 

@@ -76,11 +76,6 @@ def _check_value(value: str, piece: str) -> str:
     return value
 
 
-def format_options(options: dict[str, str]) -> str:
-    """Inverse of parse_options, for messages and metadata."""
-    return ",".join(f"{k}={v}" for k, v in options.items())
-
-
 # --------------------------------------------------------------------------- quality and aliases
 
 QUALITY_OPTION = {"libx264": "crf", "libx264rgb": "crf", "libx265": "crf", "libvpx-vp9": "crf",

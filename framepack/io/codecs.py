@@ -18,7 +18,7 @@ from pathlib import Path
 from framepack.errors import InputError
 from framepack.request.limits import NO_VIDEO_CODEC
 from framepack.io.codec_options import (FF_QP2LAMBDA, QUALITY_OPTION, allowed_options, check_options,  # noqa: F401
-                                        expand_aliases, format_options, parse_options, with_quality)
+                                        expand_aliases, parse_options, with_quality)
 
 NONE = NO_VIDEO_CODEC
 """Pseudo-codec: skip writing a video (raw frames or images only)."""

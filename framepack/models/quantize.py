@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
 from framepack.errors import InputError, ModelError
+from framepack.request.settings import QUANTIZATION_CHOICES
 
 log = logging.getLogger(__name__)
 
-QUANT_METHODS = ("none", "quanto-int8", "quanto-fp8", "quanto-int4", "nncf-int8", "nncf-int4")
+QUANT_METHODS = QUANTIZATION_CHOICES  # the settings' choices (framepack/request/settings.py)
 QUANT_COMPONENTS = ("transformer", "text_encoder")
 
 _QUANTO_QTYPES = {"quanto-int8": "qint8", "quanto-fp8": "qfloat8", "quanto-int4": "qint4"}

@@ -16,6 +16,7 @@ Override syntax (`Recipe.with_overrides`, UI fields, CLI flags), one string per 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from framepack.errors import ModelError
+from framepack.request.limits import VARIANTS
 
 ROLES = (
     "text_encoder",
@@ -34,8 +36,6 @@ ROLES = (
     "feature_extractor",
     "transformer",
 )
-
-VARIANTS = ("original", "f1")
 
 HUNYUAN_REPO = "hunyuanvideo-community/HunyuanVideo"
 REDUX_REPO = "lllyasviel/flux_redux_bfl"
@@ -307,3 +307,54 @@ def hub_recipe(repo_id: str, variant: str = "original") -> Recipe:
     components = {role: ComponentSource(repo_id, role) for role in ROLES}
     components["transformer"] = ComponentSource(repo_id, LOCAL_TRANSFORMER_SUBFOLDERS[variant])
     return Recipe(variant, components)
+
+
+def parse_recipe_setting(text: str | None, variant: str, base: Recipe | None = None) -> Recipe:
+    """The `framepack_model_recipe` setting -> `Recipe` for `variant` (syntax: the setting's label).
+
+    JSON (`{"vae": "org/repo/vae"}`) or one `role: source` (or `role = source`) per line, `#`
+    comments; `transformer_original` / `transformer_f1` name one variant's transformer, `folder`
+    a local folder with every component. Overrides apply on top of `base` (default: the public
+    models) unless a `folder` is given.
+    """
+    text = (text or "").strip()
+    base = base or default_recipe(variant)
+    if not text:
+        return base
+    entries = _recipe_json(text) if text.startswith("{") else _recipe_lines(text)
+    known = {"folder", *ROLES, *(f"transformer_{v}" for v in VARIANTS)}
+    unknown = sorted(set(entries) - known)
+    if unknown:
+        raise ModelError(f"FramePack model recipe setting: unknown key(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(known))}")
+    folder = entries.pop("folder", "")
+    recipe = local_recipe(folder, variant) if folder else base
+    specific = entries.pop(f"transformer_{variant}", "")
+    for name in VARIANTS:
+        entries.pop(f"transformer_{name}", None)
+    if specific:
+        entries["transformer"] = specific
+    return recipe.with_overrides(entries)
+
+
+def _recipe_json(text: str) -> dict[str, str]:
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise ModelError(f"FramePack model recipe setting is not valid JSON ({error})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ModelError("FramePack model recipe setting: expected a JSON object of role -> source text")
+    return {str(k).strip(): v.strip() for k, v in data.items()}
+
+
+def _recipe_lines(text: str) -> dict[str, str]:
+    entries: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        separator = min((i for i in (line.find(":"), line.find("=")) if i > 0), default=-1)
+        if separator < 0:
+            raise ModelError(f"FramePack model recipe setting, line {number}: expected 'role: source', got {line!r}")
+        entries[line[:separator].strip()] = line[separator + 1:].strip()
+    return entries

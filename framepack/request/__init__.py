@@ -7,6 +7,7 @@
     output.py    `OutputOptions`: what to write, with the checks that need no codec probe
     events.py    what a running generation reports, and the one `Status` vocabulary
     host.py      the `Host` protocol: the services a host gives the extension
+    settings.py  the FramePack settings (keys, defaults, labels, choices) every host reads
 
 Nothing here imports torch, the models, io, the engine or a host; errors carry their field
 (`framepack.errors`). Importing this package imports none of its modules.

@@ -132,8 +132,9 @@ def quantization_choices() -> tuple[str, ...]:
 def offload_choices(host) -> tuple[str, ...]:
     """SD.Next adds 'host' (its own Model offload mode, balanced included) to our modes."""
     if getattr(host, "name", "") == "sdnext":
-        return _import_choices("framepack.host.sdnext", "OFFLOAD_CHOICES",
-                               ("host", "none", "model", "sequential", "group"))
+        from framepack.request.settings import OFFLOAD_CHOICES
+
+        return OFFLOAD_CHOICES
     return _import_choices("framepack.models.offload", "OFFLOAD_MODES",
                            ("auto", "none", "model", "sequential", "group"))
 

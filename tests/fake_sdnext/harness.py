@@ -78,10 +78,10 @@ class FakeSdnext:
         from fastapi import FastAPI
 
         from modules import (call_queue, devices, errors, model_quant, modeldata, paths,  # noqa: F401
-                             processing_video, progress, script_callbacks, sd_checkpoint, sd_models, shared, timer)
+                             progress, script_callbacks, sd_checkpoint, sd_models, shared, timer)
         from modules.api.api import Api
 
-        for name in ("call_queue", "devices", "errors", "model_quant", "modeldata", "paths", "processing_video",
+        for name in ("call_queue", "devices", "errors", "model_quant", "modeldata", "paths",
                      "progress", "script_callbacks", "sd_checkpoint", "sd_models", "shared", "timer"):
             setattr(self, name, sys.modules[f"modules.{name}"])
         assert Path(shared.__file__).parent.parent == FAKE_ROOT, "the fake `modules` did not resolve"
@@ -122,20 +122,3 @@ class FakeSdnext:
     # ---- test helpers ------------------------------------------------------------------
     def calls(self, name: str) -> list[dict]:
         return [details for call, details in self.sd_models.fake_calls if call == name]
-
-    def reset_records(self) -> None:
-        self.sd_models.fake_calls.clear()
-        self.model_quant.fake_calls.clear()
-        self.progress.fake_calls.clear()
-        self.errors.fake_displayed.clear()
-        self.script_callbacks.fake_exceptions.clear()
-        self.timer.process.records.clear()
-        for name in ("modules.extra_networks", "modules.lora.lora_load"):  # imported on first use only
-            module = sys.modules.get(name)
-            if module is not None:
-                module.fake_calls.clear()
-        state = self.shared.state
-        state.fake_steps.clear()
-        state.fake_textinfo.clear()
-        state.fake_previews.clear()
-        state.state_history.clear()
