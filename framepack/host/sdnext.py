@@ -99,6 +99,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("framepack_save_frames", False, "Save raw frames (.safetensors)", "checkbox"),
     Setting("framepack_save_images", False, "Save frames as images", "checkbox"),
     Setting("framepack_image_format", "png", "Frame image format", "radio", {"choices": list(IMAGE_FORMAT_CHOICES)}),
+    Setting("framepack_auto_resume", False, "Resume a job that a crash or restart interrupted when the server starts "
+            "again (off: it is listed as resumable)", "checkbox"),
 )
 SETTING_DEFAULTS: dict[str, Any] = {setting.key: setting.default for setting in SETTINGS}
 
@@ -881,8 +883,10 @@ def get_queue():
     with _singletons_lock:
         if _queue is None:
             from framepack.jobs.queue import JobQueue
+            from framepack.jobs.store import JobStore
 
-            _queue = JobQueue(host)
+            _queue = JobQueue(host, store=JobStore.in_folder(host.video_dir()),
+                              auto_resume=bool(host.option("framepack_auto_resume", False)))
             host.queue = _queue
         return _queue
 

@@ -358,7 +358,8 @@ class JobQueue:
             if self.store is None:  # with a store, the worker takes jobs from it
                 self._pending.append(handle)
             self._forget_old_locked()
-            self._ensure_worker_locked()
+            if self.run_here:
+                self._ensure_worker_locked()
             self._lock.notify_all()
         return handle
 

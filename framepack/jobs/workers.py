@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -169,6 +170,8 @@ class WorkerSpec:
     store_path: str
     host_factory: Callable[[], Any]
     name: str
+    parent: int
+    """The serving process: a worker whose parent died (SIGKILL) stops, leaving its job resumable."""
 
 
 def worker_main(spec: WorkerSpec, stop: Any) -> None:
@@ -180,7 +183,8 @@ def worker_main(spec: WorkerSpec, stop: Any) -> None:
     host = spec.host_factory()
     runner = JobRunner(host, name=spec.name)
     owner = owner_id(spec.name)
-    while not stop.is_set():
+    orphaned = lambda: os.getppid() != spec.parent  # noqa: E731
+    while not stop.is_set() and not orphaned():
         job = store.claim_next(owner)
         if job is None:
             stop.wait(POLL_S)
@@ -190,14 +194,14 @@ def worker_main(spec: WorkerSpec, stop: Any) -> None:
         except Exception as problem:
             fail_unreadable(store, job, owner, problem)
             continue
-        run_claimed(store, runner, stop_with_pool(handle, stop), owner)
+        run_claimed(store, runner, stop_with_pool(handle, stop, orphaned), owner)
     store.close()
 
 
-def stop_with_pool(handle: JobHandle, stop) -> JobHandle:
-    """Stop the job after its step when the pool is told to stop (its checkpoint is kept)."""
+def stop_with_pool(handle: JobHandle, stop, orphaned: Callable[[], bool]) -> JobHandle:
+    """Stop the job after its step when the pool is told to stop or its server died (its checkpoint is kept)."""
     def listener(event: object) -> None:
-        if stop.is_set() and handle.control is not None:
+        if (stop.is_set() or orphaned()) and handle.control is not None:
             handle.control.stop()
 
     handle.add_listener(listener)
@@ -211,7 +215,7 @@ class WorkerPool:
         context = multiprocessing.get_context("spawn")
         self._stop = context.Event()
         self.names = list(names)
-        self.processes = [context.Process(target=worker_main, args=(WorkerSpec(str(store_path), factory, name),
+        self.processes = [context.Process(target=worker_main, args=(WorkerSpec(str(store_path), factory, name, os.getpid()),
                                                                     self._stop),
                                           name=f"framepack-{name}", daemon=True)
                           for factory, name in zip(factories, names)]
