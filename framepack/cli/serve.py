@@ -195,8 +195,8 @@ def _queue_and_workers(args, host, settings: dict):
     if count is None and args.cluster is None:
         return JobQueue(host, store=store, auto_resume=args.auto_resume), None
     queue = JobQueue(host, store=store, run_here=False, auto_resume=args.auto_resume)
-    factory = functools.partial(worker_host, str(host.output_dir), args.model, args.cache_dir,
-                                True if args.offline else None, settings=settings)
+    factory = functools.partial(worker_host, output_dir=str(host.output_dir), model=args.model,
+                                cache_dir=args.cache_dir, offline=True if args.offline else None, settings=settings)
     if args.cluster is not None:
         from framepack.jobs.cluster import RayWorkers
 

@@ -131,34 +131,49 @@ def fail_unreadable(store: JobStore, job: StoredJob, owner: str, problem: BaseEx
 
 def reclaim_stale(store: JobStore, video_dir: Path, auto_resume: bool = False) -> list[str]:
     """Settle the jobs whose runner died: resumable (or queued again with `auto_resume`); their ids."""
+    return [job.id for job in store.stale() if settle_lost(store, job, video_dir, auto_resume)]
+
+
+def settle_lost(store: JobStore, job: StoredJob, video_dir: Path, resume: bool) -> bool:
+    """A running job whose runner is gone: queued to resume from its checkpoint (`resume`), else resumable;
+    queued from its start when it saved no checkpoint yet (at most `MAX_RESTARTS` times), else failed."""
     from framepack.io.workdir import work_root
     from framepack.jobs.checkpoint import is_resumable
 
-    settled = []
-    for job in store.stale():
-        record, start = job.record, job.start
-        folder = Path(start["resume"]) if start and "resume" in start else work_root(video_dir) / job.id
-        resumable = folder.is_dir() and is_resumable(folder)
-        record.started, record.finished, record.stage = None, None, None
-        if resumable and auto_resume:
-            record.status, record.error, record.checkpoint, record.resumable = Status.QUEUED, None, None, False
-            record.resumes += 1
-            start = {"resume": str(folder)}
-        elif resumable:
-            record.status, record.finished = Status.INTERRUPTED, time.time()
-            record.error = "the process running it ended (crash, kill or restart); it can be resumed"
-            record.checkpoint, record.resumable = str(folder), True
-        elif record.resumes < MAX_RESTARTS and not (start and "resume" in start):
-            record.status, record.error, record.sections_done, record.progress = Status.QUEUED, None, 0, 0.0
-            record.resumes += 1  # it saved no checkpoint: it starts again
-        else:
-            record.status, record.finished = Status.FAILED, time.time()
-            record.error = "the process running it ended before it saved a checkpoint, more than once"
-        record.updates += 1
-        if store.settle_stale(job, record, start=start):
-            settled.append(job.id)
-            log.info("FramePack job %s: its process ended while it ran; now %s", job.id, record.status)
-    return settled
+    record, start = job.record, job.start
+    folder = Path(start["resume"]) if start and "resume" in start else work_root(video_dir) / job.id
+    resumable = folder.is_dir() and is_resumable(folder)
+    record.started, record.finished, record.stage = None, None, None
+    if resumable and resume:
+        record.status, record.error, record.checkpoint, record.resumable = Status.QUEUED, None, None, False
+        record.resumes += 1
+        start = {"resume": str(folder)}
+    elif resumable:
+        record.status, record.finished = Status.INTERRUPTED, time.time()
+        record.error = "the process running it ended (crash, kill or restart); it can be resumed"
+        record.checkpoint, record.resumable = str(folder), True
+    elif record.resumes < MAX_RESTARTS and not (start and "resume" in start):
+        record.status, record.error, record.sections_done, record.progress = Status.QUEUED, None, 0, 0.0
+        record.resumes += 1  # it saved no checkpoint: it starts again, in a fresh work folder
+        _remove_dead_folder(folder)
+    else:
+        record.status, record.finished = Status.FAILED, time.time()
+        record.error = "the process running it ended before it saved a checkpoint, more than once"
+    record.updates += 1
+    if not store.settle_stale(job, record, start=start):
+        return False
+    log.info("FramePack job %s: the process running it ended; now %s", job.id, record.status)
+    return True
+
+
+def _remove_dead_folder(folder: Path) -> None:
+    from framepack.io.workdir import WorkFolder
+
+    if folder.is_dir():
+        try:
+            WorkFolder.claim(folder).close()
+        except Exception:  # a live owner, or not ours: the runner reports it when the job starts
+            log.warning("FramePack: could not remove the work folder %s", folder, exc_info=True)
 
 
 # --------------------------------------------------------------------------------- worker processes
