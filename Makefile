@@ -3,14 +3,14 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt constraints.txt | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt requirements-cluster.txt constraints.txt | cksum | cut -d' ' -f1)
 DEMO_OUT ?= outputs
 
 .PHONY: demo test venv system-deps clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-test.txt constraints.txt
+$(STAMP): requirements.txt requirements-test.txt requirements-cluster.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -r requirements-test.txt
 	rm -f $(VENV)/.installed-* && touch $@
