@@ -39,7 +39,7 @@ from framepack.jobs.handle import Extend, JobHandle, Listener, Reroll, Resume
 from framepack.jobs.record import JobRecord, new_job_id
 from framepack.jobs.runner import JobRunner
 from framepack.request.events import Status
-from framepack.request.limits import MAX_WAITING_JOBS
+from framepack.request.limits import MAX_BATCH_JOBS, MAX_WAITING_JOBS
 from framepack.request.model import GenerationRequest
 from framepack.request.output import OutputOptions
 
@@ -106,7 +106,8 @@ class JobQueue:
 
     # ---- faces ---------------------------------------------------------------------
     def submit(self, request: GenerationRequest, options: OutputOptions | None = None, *,
-               task_id: str | None = None, listener: Listener | None = None) -> JobHandle:
+               task_id: str | None = None, listener: Listener | None = None, batch: str | None = None,
+               label: str | None = None) -> JobHandle:
         """Queue a job; raises `InputErrors` (located) for what the io checks refuse, `QueueFull`, or
         `FramePackError` when the queue is shutting down. `task_id`: the host progress task that
         follows this job (SD.Next's progress bar), queued now and closed when the job ends.
@@ -114,6 +115,10 @@ class JobQueue:
         options = options or self._default_options()
         check_job(request, options)
         handle = JobHandle(request.resolve_seed(), options, self.host.new_control(task_id), task_id, listener)
+        if batch is not None:  # a batch was checked as a whole; it may queue beyond the usual limit
+            handle.batch = batch
+            handle.record.source = {"batch": batch, **({"item": label} if label else {})}
+            return self._enqueue(handle, task_id, limit=self.max_waiting + MAX_BATCH_JOBS)
         return self._enqueue(handle, task_id)
 
     # ---- jobs that continue others -----------------------------------------------------------
@@ -228,6 +233,30 @@ class JobQueue:
             if work is not None:
                 work.close()
             raise
+
+    def retry(self, job_id: str, *, task_id: str | None = None) -> JobHandle:
+        """Run a failed, cancelled or interrupted job again, same id: from its last checkpoint when it has
+        one (a resume), else from the start with its saved settings (kept in the job store)."""
+        from framepack.jobs.handle import start_from_dict
+
+        handle = self.get(job_id)
+        if handle is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        if not handle.status.finished or handle.status == Status.COMPLETED:
+            raise JobConflict(f"job {job_id} is {handle.status}; only a failed, cancelled or interrupted job is retried")
+        if handle.record.resumable and handle.record.checkpoint:
+            return self.resume(job_id, task_id=task_id)
+        stored = self.store.get(job_id) if self.store is not None else None
+        if stored is None or not stored.request:
+            raise JobConflict(f"job {job_id} cannot be retried: its settings were not kept (no job store)")
+        start = None if stored.start and "resume" in stored.start else start_from_dict(stored.start)
+        record = replace(handle.record, status=Status.QUEUED, error=None, started=None, finished=None, progress=0.0,
+                         sections_done=0, section=None, step=0, stage=None, eta=None, outputs={}, frame_count=None,
+                         timings={}, resumable=False, checkpoint=None, updates=handle.record.updates + 1)
+        again = JobHandle(None, handle.options, self.host.new_control(task_id), task_id, record=record, start=start)
+        again.batch = handle.batch
+        limit = self.max_waiting + MAX_BATCH_JOBS if handle.batch else None
+        return self._enqueue(again, task_id, replacing=handle, limit=limit)
 
     def clip_of(self, job_id: str) -> Path:
         """The file holding a finished job's frames, to extend it: its raw frames, else its video."""
