@@ -80,7 +80,12 @@ def test_serve_answers_and_stops_cleanly_on_ctrl_c(tiny_model_dir, tmp_path):
             process.communicate()
     assert process.returncode == 0, stderr
     assert f"API http://127.0.0.1:{port}/framepack/v1" in stderr and "FramePack: stopped" in stderr
-    files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and ".framepack-work" not in p.parts
+                   and not p.name.startswith(".framepack-jobs.sqlite"))  # the job store; the stopped job's checkpoints
     assert files == ["framepack-3.mp4"], files  # partial video of the stopped job, no temp files, nothing else
+    from framepack.jobs.store import JobStore
+
+    store = JobStore.in_folder(tmp_path / "video")
+    assert sorted(job.status.value for job in store.jobs()) == ["interrupted", "queued"]  # the waiting job waits on
     with av.open(str(tmp_path / "video" / "framepack-3.mp4")) as container:
         assert 13 <= sum(1 for _ in container.decode(video=0)) < 361  # at least one section, not all thirty

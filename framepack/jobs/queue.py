@@ -376,6 +376,8 @@ class JobQueue:
                 raise JobConflict(f"job {handle.id} was resumed already")
             if task_id:
                 self.host.task_queued(task_id)  # before the worker can see the job, so "queued" comes first
+            if replacing is None:
+                handle.record.created = time.time()  # when it joined the queue: creation order is queue order
             if self.store is not None:
                 from framepack.jobs.handle import start_to_dict
 
@@ -522,6 +524,9 @@ class JobQueue:
                         self._lock.wait(STORE_POLL_S)
                 continue
             with self._lock:
+                if self._closed:  # shut down while claiming: the job waits for the next start
+                    self.store.unclaim(job.id, self._owner)
+                    return
                 known = self._jobs.get(job.id)
                 known = known if known is not None and not known.status.finished else None
                 try:
@@ -530,8 +535,7 @@ class JobQueue:
                     fail_unreadable(self.store, job, self._owner, problem)
                     continue
                 self._running_here.add(job.id)
-                self._jobs.pop(job.id, None)
-                self._jobs[job.id] = handle
+                self._jobs[job.id] = handle  # in its place: the list stays in submission order
             try:
                 status, _ = run_claimed(self.store, self.runner, handle, self._owner)
                 if status == Status.INTERRUPTED and self._closed and self.auto_resume and handle.record.resumable:

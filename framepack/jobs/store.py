@@ -214,6 +214,12 @@ class JobStore:
             return None
         return self._row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
 
+    def unclaim(self, job_id: str, owner: str) -> bool:
+        """Put a job `owner` claimed but did not start back in the queue, in its place."""
+        with self._write() as db:
+            return db.execute("UPDATE jobs SET status = 'queued', owner = NULL, lease = NULL WHERE id = ? AND "
+                              "owner = ? AND status = 'running'", (job_id, owner)).rowcount == 1
+
     def renew(self, job_id: str, owner: str) -> bool:
         """Extend `owner`'s claim on a running job; False when the claim is no longer theirs."""
         with self._write() as db:
