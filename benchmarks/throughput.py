@@ -59,7 +59,7 @@ def timed_pool(model: str, workers: int, jobs: int, sections: int, ray: bool = F
     from framepack.jobs.store import JobStore
 
     out = Path(tempfile.mkdtemp(prefix="fp-throughput-"))
-    host = StandaloneHost(output_dir=out, model=model, device="cpu")
+    host = StandaloneHost(output_dir=out, videos=out, model=model, device="cpu")
     store = JobStore.in_folder(host.video_dir())
     queue = JobQueue(host, store=store, run_here=False)
     factory = functools.partial(worker_host, output_dir=str(out), model=model, cache_dir=None, offline=True,
@@ -94,7 +94,7 @@ def timed_in_process(model: str, jobs: int, sections: int, with_store: bool) -> 
     from framepack.jobs.store import JobStore
 
     out = Path(tempfile.mkdtemp(prefix="fp-throughput-"))
-    host = StandaloneHost(output_dir=out, model=model, device="cpu")
+    host = StandaloneHost(output_dir=out, videos=out, model=model, device="cpu")
     queue = JobQueue(host, store=JobStore.in_folder(host.video_dir()) if with_store else None, recover=False)
     try:
         wait(queue, [queue.submit(job_request(999, 1))])  # model loaded

@@ -96,7 +96,7 @@ def test_sigkill_serve_with_queued_jobs_then_restart(tiny_model_dir, tmp_path):
     assert {state["status"] for state in states.values()} == {"completed"}, states
     assert states[first]["resumes"] == 1 and states[first]["frame_count"] == 49  # resumed, not started again
     assert all(states[job_id]["resumes"] == 0 for job_id in waiting)
-    videos = sorted(path.name for path in (tmp_path / "video").glob("*.mp4"))
+    videos = sorted(path.name for path in tmp_path.glob("*.mp4"))
     assert videos == ["framepack-10.mp4", "framepack-11.mp4", "framepack-12.mp4", "framepack-13.mp4"]  # once each
 
 
@@ -113,7 +113,7 @@ def test_two_workers_finish_four_jobs(tiny_model_dir, tmp_path, mode):
     assert [states[job_id]["status"] for job_id in ids] == ["completed"] * 4, (states, stderr)
     workers = {states[job_id]["worker"] for job_id in ids}
     assert len(workers) == 2, workers  # both workers ran jobs
-    assert len(list((tmp_path / "video").glob("*.mp4"))) == 4
+    assert len(list(tmp_path.glob("*.mp4"))) == 4
 
 
 def test_batch_of_a_folder_with_captions(tiny_model_dir, tmp_path):

@@ -21,8 +21,8 @@ import json
 import sys
 from pathlib import Path
 
-from framepack.cli.generate import (OUTPUT_FLAGS, REQUEST_FLAGS, _add_field, _read_image, _read_text, add_model_flags,
-                                    add_report_flags, flag_errors, run_job_here, standalone_host)
+from framepack.cli.generate import (OUTPUT_FLAGS, REQUEST_FLAGS, _add_field, _read_image, add_model_flags,
+                                    add_report_flags, flag_errors, run_job_here, section_prompts, standalone_host)
 
 EXTEND_FLAGS = ("prompt", "negative_prompt", "system_prompt", *REQUEST_FLAGS["sampling"])
 
@@ -57,7 +57,8 @@ def add_reroll(subparsers) -> None:
                         help="first section to generate again (numbered as in the plan, from 1)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the new sections (default: a new random seed, unless --section-prompts)")
-    parser.add_argument("--section-prompts", metavar="FILE", help="a new prompt schedule ('[WHEN:] text' lines)")
+    parser.add_argument("--section-prompts", metavar="TEXT|@FILE",
+                        help="a new prompt schedule ('[WHEN:] text' lines), as text or @FILE to read a file")
     parser.add_argument("--job", default=None, metavar="ID", help="which job, when the folder holds several")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep the new job's checkpoints too")
     add_model_flags(parser, loras=False)
@@ -78,7 +79,8 @@ def add_extend(subparsers) -> None:
                     "bucket, and the command says so).")
     parser.add_argument("input", metavar="INPUT", help="video file, raw frames (.safetensors) or a job's work folder")
     parser.add_argument("--duration", type=float, required=True, metavar="S", help="seconds to add")
-    parser.add_argument("--section-prompts", metavar="FILE", help="file with one '[WHEN:] text' line per section prompt")
+    parser.add_argument("--section-prompts", metavar="TEXT|@FILE",
+                        help="one '[WHEN:] text' line per section prompt, as text or @FILE to read a file")
     parser.add_argument("--end-image", help="image to arrive at (original model)")
     parser.add_argument("--variant", choices=["f1", "original"], default=None,
                         help="f1 continues the clip (default); original bridges to --end-image (its default then)")
@@ -89,7 +91,7 @@ def add_extend(subparsers) -> None:
         _add_field(group, GenerationRequest, name)
     add_model_flags(parser)
     output = parser.add_argument_group("output")
-    output.add_argument("--out", default=None, help="output folder (default: the input's folder)")
+    output.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the input's folder)")
     for name in OUTPUT_FLAGS:
         _add_field(output, OutputOptions, name)
     add_report_flags(parser)
@@ -122,7 +124,7 @@ def run_reroll(args) -> int:
     folder = find_job(args.path, args.job, interrupted_only=False)
     queue = JobQueue(standalone_host(args, folder.parent.parent), recover=False)
     source = queue.adopt(folder)
-    prompts = _read_text(args.section_prompts, "--section-prompts") if args.section_prompts else None
+    prompts = section_prompts(args.section_prompts) if args.section_prompts else None
     options = None
     if args.keep_checkpoints:
         from framepack.request.output import build_output_from
@@ -146,6 +148,7 @@ def run_reroll(args) -> int:
 def run_extend(args) -> int:
     from framepack.errors import FramePackError, InputError
     from framepack.jobs.queue import JobQueue
+    from framepack.io.codecs import resolve_codec
     from framepack.request.output import build_output
 
     clip, out = _clip_and_folder(Path(args.input).expanduser(), args.out)
@@ -153,10 +156,13 @@ def run_extend(args) -> int:
     fields.update(duration=args.duration, variant=args.variant, resolution=args.resolution, loras=args.lora,
                   end_image=_read_image(args.end_image, "--end-image"))
     if args.section_prompts:
-        fields["section_prompts"] = _read_text(args.section_prompts, "--section-prompts")
+        fields["section_prompts"] = section_prompts(args.section_prompts)
     fields = {name: value for name, value in fields.items() if value is not None}
     try:
-        options = build_output(save_video=args.codec != "none", **{name: getattr(args, name) for name in OUTPUT_FLAGS})
+        output = {name: getattr(args, name) for name in OUTPUT_FLAGS}
+        if isinstance(output["codec"], str) and output["codec"] != "none":
+            output["codec"] = resolve_codec(output["codec"])  # h264, hevc, ...: the first encoder that works here
+        options = build_output(save_video=output["codec"] != "none", **output)
     except FramePackError as error:
         raise flag_errors(error.problems()) from None
     queue = JobQueue(standalone_host(args, out), recover=False)
@@ -180,7 +186,7 @@ def find_job(path: str, job_id: str | None, interrupted_only: bool) -> Path:
     """The work folder PATH names: itself, or the (one, or `--job`) job with checkpoints in an output folder."""
     from framepack.errors import InputError
     from framepack.io.workdir import WORK_DIR_NAME, check_name
-    from framepack.jobs.checkpoint import SPEC_NAME, JobCheckpoints, sweep_output_folder
+    from framepack.jobs.checkpoint import SPEC_NAME, JobCheckpoints
 
     folder = Path(path).expanduser()
     if not folder.is_dir():
@@ -189,7 +195,7 @@ def find_job(path: str, job_id: str | None, interrupted_only: bool) -> Path:
         if job_id is not None and folder.name != job_id:
             raise InputError(f"--job {job_id}: {folder} is the work folder of job {folder.name}")
         return folder.resolve()
-    found = sweep_output_folder(folder).resumable
+    found, damaged = jobs_in(folder)
     jobs = []
     for candidate in found:
         record = JobCheckpoints(candidate).read_record()
@@ -205,12 +211,40 @@ def find_job(path: str, job_id: str | None, interrupted_only: bool) -> Path:
         return chosen[0].resolve()
     what = "interrupted job" if interrupted_only else "job with checkpoints"
     if not jobs:
-        raise InputError(f"{folder} holds no {what} (work folders are in {folder / WORK_DIR_NAME})")
+        problems = "".join(f"\n  {candidate.name}: {problem}" for candidate, problem in damaged)
+        raise InputError(f"{folder} holds no {what} (work folders are in {folder / WORK_DIR_NAME})"
+                         + (f"; these cannot be used:{problems}" if problems else ""))
     if len(jobs) > 1:
         lines = [f"  {candidate.name}  {status:<11}  {_sections(record)}  {record.plan if record else ''}"
                  for candidate, status, record in jobs]
         raise InputError(f"{folder} holds {len(jobs)} of them; choose one with --job ID:\n" + "\n".join(lines))
     return jobs[0][0].resolve()
+
+
+def jobs_in(output: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The work folders in `output` that can be resumed or re-rolled, and the damaged ones with why.
+
+    Only looks: a command that reads checkpoints never deletes one (the sweep at a job's start
+    tidies unresumable leftovers)."""
+    from framepack.io.workdir import WORK_DIR_NAME, live_owner
+    from framepack.jobs.checkpoint import CheckpointError, JobCheckpoints
+
+    try:
+        children = sorted((output / WORK_DIR_NAME).iterdir())
+    except OSError:
+        return [], []
+    found, damaged = [], []
+    for child in children:
+        if child.is_symlink() or not child.is_dir() or child.name.startswith(".") or live_owner(child) is not None:
+            continue
+        try:
+            if JobCheckpoints(child).resumable():
+                found.append(child)
+            else:
+                damaged.append((child, "it holds no checkpoint"))
+        except CheckpointError as error:
+            damaged.append((child, str(error)))
+    return found, damaged
 
 
 def _sections(record) -> str:
@@ -231,10 +265,21 @@ def _clip_and_folder(path: Path, out: str | None) -> tuple[Path, Path]:
                      if record.outputs.get(kind) and Path(record.outputs[kind]).is_file()), None)
         if clip is None:
             raise InputError(f"job {record.id} has no saved video or raw frames to extend")
-        return clip, Path(out) if out else clip.parent
+        return clip, _folder(out) if out else clip.parent
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    return path, Path(out) if out else path.parent
+    return path, _folder(out) if out else path.parent
+
+
+def _folder(out: str) -> Path:
+    """--out of extend: a folder (the file is named after the input's settings, never overwriting)."""
+    from framepack.cli.args import names_a_folder
+    from framepack.errors import InputError
+
+    if not names_a_folder(out):
+        raise InputError(f"--out: extend writes into a folder; {out!r} looks like a file name (end a folder "
+                         f"name with '/')")
+    return Path(out).expanduser()
 
 
 def _report(args, data: dict, line: str) -> None:

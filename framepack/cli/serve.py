@@ -55,7 +55,8 @@ def add_serve(subparsers) -> None:
     parser.add_argument("--model", default=None, metavar="DIR|tiny",
                         help="'tiny', a local model folder, or omit for the hub models")
     parser.add_argument("--output-dir", default="outputs", metavar="DIR",
-                        help="output folder; videos go to DIR/video (default ./outputs)")
+                        help="output folder: videos go straight into DIR, as with `generate --out DIR` "
+                             "(created when missing)")
     parser.add_argument("--no-ui", action="store_true", help="serve the REST API only, without the tab")
     parser.add_argument("--cache-dir", default=None, help="Hugging Face cache folder")
     parser.add_argument("--offline", action="store_true", help="never download models")
@@ -93,8 +94,8 @@ def worker_host(output_dir: str, model: str | None, cache_dir: str | None, offli
     """A worker's own host (built in the worker process: module level, so it pickles by name)."""
     from framepack.host.standalone import StandaloneHost
 
-    return StandaloneHost(output_dir=output_dir, model=model, cache_dir=cache_dir, offline=offline, device=device,
-                          settings=settings)
+    return StandaloneHost(output_dir=output_dir, videos=output_dir, model=model, cache_dir=cache_dir, offline=offline,
+                          device=device, settings=settings)
 
 
 def worker_devices(device: str | None) -> list[str]:
@@ -137,6 +138,19 @@ def credentials(args) -> list[tuple[str, str]] | None:
     return pairs or None
 
 
+def _log_jobs(level: str) -> None:
+    """Job started / finished (with the saved files) / failed lines on stderr, at the server's log level."""
+    import logging
+
+    jobs = logging.getLogger("framepack.jobs")
+    jobs.setLevel(getattr(logging, level.upper()))
+    if not jobs.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        jobs.addHandler(handler)
+        jobs.propagate = False  # the root logger (warnings) would print them a second time
+
+
 def run_serve(args) -> int:
     import uvicorn
 
@@ -149,9 +163,11 @@ def run_serve(args) -> int:
 
     if args.cluster is not None and args.cluster != "ray" and not args.cluster.startswith("ray://"):
         raise InputError(f"--cluster: use 'ray' (a local Ray) or ray://HOST:PORT, not {args.cluster!r}")
+    _log_jobs(args.log_level)
     settings = {"keep_incomplete": not args.no_keep_incomplete}
-    host = StandaloneHost(output_dir=args.output_dir, model=args.model, cache_dir=args.cache_dir,
-                          offline=True if args.offline else None, device=args.device, settings=settings)
+    host = StandaloneHost(output_dir=args.output_dir, videos=args.output_dir, model=args.model,
+                          cache_dir=args.cache_dir, offline=True if args.offline else None, device=args.device,
+                          settings=settings)
     queue, workers = _queue_and_workers(args, host, settings)
     loopback = _is_loopback(args.host)
     app = create_app(host, queue, ui=not args.no_ui, max_body_bytes=int(args.max_body_mb * 1024 * 1024), auth=auth,

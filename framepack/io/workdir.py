@@ -194,18 +194,22 @@ def live_owner(folder: Path) -> int | None:
     return None
 
 
-def remove_stale(folder: Path) -> None:
-    """Delete the unfinished files and folders directly inside `folder`."""
+def remove_stale(folder: Path, depth: int = 2) -> None:
+    """Delete the unfinished files and folders inside `folder` and its subfolders (`depth` levels,
+    never through a symlink): partial outputs beside the checkpoints, half-written section files."""
     try:
         entries = list(folder.iterdir())
     except OSError:
         return
     for entry in entries:
+        is_folder = entry.is_dir() and not entry.is_symlink()
         if any(marker in entry.name for marker in STALE_MARKERS):
-            if entry.is_dir() and not entry.is_symlink():
+            if is_folder:
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 _unlink(entry)
+        elif is_folder and depth > 1:
+            remove_stale(entry, depth - 1)
 
 
 @dataclass

@@ -70,19 +70,26 @@ class JobSpec:
     options: OutputOptions
     source: dict[str, Any] = field(default_factory=dict)
     """Where a re-roll or extension came from (job id, section, input clip), for people and records."""
+    name: str | None = None
+    """The exact output file stem the user chose (the CLI's `--out FILE`), or None."""
+    overwrite: bool = False
+    """Whether existing files of that exact name are replaced."""
 
     @property
     def stem(self) -> str:
-        """The output file name (before its extension): the name, the seed, and what kind of job."""
+        """The output file name (before its extension): the exact name, else the name, the seed, and
+        what kind of job."""
         from framepack.io.paths import sanitize_filename
 
+        if self.name is not None:
+            return self.name
         suffix = {"reroll": f"-from{self.source.get('from_section', '')}", "extend": "-extended"}.get(self.kind, "")
         return f"{sanitize_filename(self.options.filename)}-{self.request.seed}{suffix}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, "id": self.id, "kind": self.kind,
                 "request": self.request.to_dict(), "output": self.options.model_dump(mode="json"),
-                "source": self.source, "written": time.time()}
+                "source": self.source, "name": self.name, "overwrite": self.overwrite, "written": time.time()}
 
 
 @dataclass(frozen=True)
@@ -164,7 +171,13 @@ class JobCheckpoints:
         source = data.get("source") or {}
         if not isinstance(source, dict):
             raise self._damaged(self.spec_path, "'source' is not an object")
-        return JobSpec(data["id"], data["kind"], request, options, source)
+        name, overwrite = data.get("name"), data.get("overwrite", False)
+        if name is not None and (not isinstance(name, str) or not name or Path(name).name != name
+                                 or name in (".", "..")):
+            raise self._damaged(self.spec_path, "'name' is not one file name")
+        if not isinstance(overwrite, bool):
+            raise self._damaged(self.spec_path, "'overwrite' is not true or false")
+        return JobSpec(data["id"], data["kind"], request, options, source, name, overwrite)
 
     def read_record(self) -> JobRecord | None:
         """The job's last saved record, or None when it has none (or it cannot be read)."""

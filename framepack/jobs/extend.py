@@ -52,6 +52,14 @@ def frame_size_for(height: int, width: int, resolution: int | None = None) -> tu
             return (height, width), candidate, None
     chosen = resolution or DEFAULT_RESOLUTION
     size = pick_bucket(height, width, chosen)
+    for _ in range(4):  # at small resolutions the 16 px rounding can move a bucket's own bucket: settle it
+        settled = pick_bucket(*size, chosen)
+        if settled == size:
+            break
+        size = settled
+    else:
+        raise InputError(f"no frame size at resolution {chosen} fits a {width}x{height} clip; choose another "
+                         f"resolution", ("resolution",))
     note = (f"the clip's frames are {width}x{height}, not a size the model generates: they are resized and "
             f"cropped to {size[1]}x{size[0]} (the {chosen} px bucket nearest its shape)")
     return size, chosen, note

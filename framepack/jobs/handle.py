@@ -95,6 +95,8 @@ class JobHandle:
         self.work = None  # the job's work folder while it runs (framepack.io.workdir.WorkFolder)
         self.exception: BaseException | None = None  # why it failed, for a face that re-raises (the CLI)
         self.batch: str | None = None  # the batch it belongs to (framepack.jobs.batch)
+        self.name: str | None = None  # exact output file stem (the CLI's --out FILE), None: <filename>-<seed>
+        self.overwrite = False
         if record is None:
             plan = request.plan()
             record = JobRecord(seed=request.seed, plan=plan.summary(), sections=plan.num_sections,

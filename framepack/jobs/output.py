@@ -36,18 +36,23 @@ class OutputWriters:
     """Opens the writers at the first frame (its size is known only then) and fans frames out."""
 
     def __init__(self, folder: Path, request: GenerationRequest, options: OutputOptions, stem: str, work=None,
-                 source=None):
+                 source=None, exact: bool = False, overwrite: bool = False):
         from framepack.io.paths import unique_output_path
 
         self.folder, self.request, self.options, self.work = folder, request, options, work
+        self.overwrite = overwrite
+
+        def path(suffix: str) -> Path:  # exact: the name the user gave (publish never clobbers without overwrite)
+            return folder / f"{stem}.{suffix}" if exact else unique_output_path(folder, stem, suffix)
+
         plan = request.plan()
         self.plan = plan
         self.metadata = {"settings": request.settings(), "output": options.model_dump(),
                          "plan": plan.summary(), "seed": request.seed}
         if source is not None and source.kind != "generate":  # a re-roll or extension says what it came from
             self.metadata[source.kind] = source.source
-        self.video_path = unique_output_path(folder, stem, options.container) if options.writes_video else None
-        self.frames_path = unique_output_path(folder, stem, "safetensors") if options.save_frames else None
+        self.video_path = path(options.container) if options.writes_video else None
+        self.frames_path = path("safetensors") if options.save_frames else None
         self.stem = stem
         self._writers: list[Any] = []
         self._output_sink: Callable[[np.ndarray], None] | None = None
@@ -71,12 +76,12 @@ class OutputWriters:
         if self.frames_path is not None:
             self.raw = RawFramesWriter(self.frames_path, height, width, {
                 "fps": plan.generated_fps, "generated_fps": plan.generated_fps, "interpolation": 0,
-                "settings": self.metadata}, work=self.work).open()
+                "settings": self.metadata}, overwrite=self.overwrite, work=self.work).open()
             self._writers.append(self.raw)
         if self.video_path is not None:
             self.video = VideoWriter(self.video_path, plan.fps, codec=options.codec, options=options.codec_options,
                                      pix_fmt=options.pix_fmt, metadata=self.metadata, crf=options.crf,
-                                     work=self.work).open()
+                                     overwrite=self.overwrite, work=self.work).open()
             self._writers.append(self.video)
         if options.save_images:
             self.images = FrameImageWriter(self.folder, f"{self.stem}_frames", options.image_format,
@@ -166,13 +171,18 @@ class JobFrames:
 
 def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: str | Path,
             control: GenerationControl | None = None, on_event: Callable[[object], None] | None = None,
-            work=None, *, checkpoints=None, spec=None, resume=None, clip=None) -> JobResult:
+            work=None, name: str | None = None, overwrite: bool = False, *, checkpoints=None, spec=None,
+            resume=None, clip=None) -> JobResult:
     """Generate and write the outputs; a stop keeps partial files only with keep_incomplete.
 
     Unfinished files (spill, partial video / raw frames / images) live in a work folder inside
     `folder` (framepack.io.workdir): `work` when the caller made one (the job runner), else one
     of its own, removed when this returns or raises. Work folders left by runs that crashed
     before, and that cannot be resumed, are removed first.
+
+    `name`: the exact file stem (one path component) instead of `<filename>-<seed>`; `overwrite`
+    replaces existing files of that name (without it, a name taken meanwhile gets a number). A
+    job's `spec` carries its own name and overwrite.
 
     With `checkpoints` (the work folder's `JobCheckpoints`) the job's spec is written before the
     first section and a checkpoint after every section (and before the first). `resume` (a
@@ -190,13 +200,21 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sweep_output_folder(folder)
-    stem = spec.stem if spec is not None else f"{sanitize_filename(options.filename)}-{request.seed}"
+    if spec is not None:
+        name, overwrite = spec.name, spec.overwrite
+    if name is not None and (not name or Path(name).name != name or name in (".", "..")):
+        raise ValueError(f"output name {name!r} must be one file name")
+    if spec is not None:
+        stem = spec.stem
+    else:
+        stem = name if name is not None else f"{sanitize_filename(options.filename)}-{request.seed}"
     if request.loras or loaded_adapters(pipe):  # also unloads the previous job's LoRAs
         apply_loras(pipe, request.loras)
     own_work = work is None
     work = WorkFolder(folder) if own_work else work
     try:
-        writers = OutputWriters(folder, request, options, stem, work=work, source=None if spec is None else spec)
+        writers = OutputWriters(folder, request, options, stem, work=work, source=spec, exact=name is not None,
+                                overwrite=overwrite)
         extension = (clip is not None or (spec is not None and spec.kind == "extend"))
         frames = JobFrames(writers, None if checkpoints is None else work.path / "frames.log",
                            log_generated=request.variant == "f1",

@@ -106,15 +106,18 @@ class JobQueue:
 
     # ---- faces ---------------------------------------------------------------------
     def submit(self, request: GenerationRequest, options: OutputOptions | None = None, *,
-               task_id: str | None = None, listener: Listener | None = None, batch: str | None = None,
-               label: str | None = None) -> JobHandle:
+               task_id: str | None = None, listener: Listener | None = None, name: str | None = None,
+               overwrite: bool = False, batch: str | None = None, label: str | None = None) -> JobHandle:
         """Queue a job; raises `InputErrors` (located) for what the io checks refuse, `QueueFull`, or
         `FramePackError` when the queue is shutting down. `task_id`: the host progress task that
         follows this job (SD.Next's progress bar), queued now and closed when the job ends.
-        `listener`: called with every event of the job, on the worker thread."""
+        `listener`: called with every event of the job, on the worker thread. `name`: the exact
+        file name stem of the outputs (the CLI's `--out clip.mp4`; default `<filename>-<seed>`),
+        `overwrite`: whether an existing file of that name is replaced."""
         options = options or self._default_options()
         check_job(request, options)
         handle = JobHandle(request.resolve_seed(), options, self.host.new_control(task_id), task_id, listener)
+        handle.name, handle.overwrite = name, overwrite
         if batch is not None:  # a batch was checked as a whole; it may queue beyond the usual limit
             handle.batch = batch
             handle.record.source = {"batch": batch, **({"item": label} if label else {})}
@@ -131,7 +134,7 @@ class JobQueue:
         from framepack.jobs.checkpoint import JobCheckpoints
 
         old = self._finished_with_checkpoint(job_id, "resumed")
-        if not old.record.resumable:
+        if old.status == Status.COMPLETED:
             raise JobConflict(f"job {job_id} completed; there is nothing to resume (re-roll it from a section instead)")
         folder = Path(old.record.checkpoint)
         checkpoints = JobCheckpoints(folder)
@@ -163,10 +166,13 @@ class JobQueue:
         spec = checkpoints.read_spec()
         plan = spec.request.plan()
         position = reroll_position(plan, from_section)
+        if not checkpoints.positions():
+            checkpoints.latest()  # says that the job holds no checkpoint
         if position not in checkpoints.positions():
             done = checkpoints.positions()[-1] if checkpoints.positions() else 0
             raise InputError(f"job {job_id} stopped after {done} of {plan.num_sections} sections; it can be re-rolled "
                              f"from the sections it reached ({self._reachable(plan, done)})", ("from_section",))
+        checkpoints.at(position)  # a damaged checkpoint is refused now, not when the job runs
         changes: dict[str, Any] = {}
         if section_prompts is not None:
             changes["section_prompts"] = section_prompts
@@ -183,24 +189,27 @@ class JobQueue:
         return self._enqueue(handle, task_id)
 
     def extend(self, clip: str | os.PathLike | bytes, fields: dict[str, Any], options: OutputOptions | None = None, *,
-               task_id: str | None = None, listener: Listener | None = None, source: dict | None = None) -> JobHandle:
+               task_id: str | None = None, listener: Listener | None = None, source: dict | None = None,
+               strict: bool = False) -> JobHandle:
         """Continue a clip: a video or raw frames file on this machine, or its bytes (an upload).
 
         `fields` are request fields (prompt, duration, section_prompts, variant, end_image, seed,
         steps, ...); the start image, fps and size come from the clip. The variant defaults to F1,
-        or to the original model when an end image is given. Raises `InputErrors` naming each field.
+        or to the original model when an end image is given. Raises `InputErrors` naming each field
+        (`strict`: no type coercion, as the API wants). `source` is added to the job's record.
         """
         from framepack.errors import InputErrors
         from framepack.io.clip import open_clip
         from framepack.io.workdir import WorkFolder
         from framepack.jobs.extend import frame_size_for, new_frames
-        from framepack.request.model import build_request
+        from framepack.request.model import GenerationRequest, validated
 
         refused = [InputError(f"{name}: an extension takes it from the clip; leave it out", (name,))
                    for name in EXTEND_REFUSED if fields.get(name) is not None]
         if refused:
             raise InputErrors(refused)
         job_id, work = new_job_id(), None
+        clip_field = "video" if isinstance(clip, (bytes, bytearray)) else "job" if "job" in (source or {}) else None
         if isinstance(clip, (bytes, bytearray)):
             work = WorkFolder(self.host.video_dir(), job_id)
             path = work.path / "clip.input"
@@ -208,15 +217,19 @@ class JobQueue:
         else:
             path = Path(clip)
         try:
-            opened = open_clip(path)
+            try:
+                opened = open_clip(path)
+            except InputError as error:  # said of the field that brought the clip (an upload: "video")
+                raise InputError(str(error), error.field or (clip_field and (clip_field,))) from None
             info = opened.describe()
             getattr(opened, "close", lambda: None)()
             size, resolution, note = frame_size_for(opened.height, opened.width, fields.get("resolution"))
             variant = fields.get("variant") or ("original" if fields.get("end_image") is not None else "f1")
             import numpy as np
 
-            request = build_request(**{**fields, "variant": variant, "resolution": resolution,
-                                       "fps": float(opened.fps), "image": np.zeros((*size, 3), np.uint8)})
+            request = validated(GenerationRequest, {**fields, "variant": variant, "resolution": resolution,
+                                                    "fps": float(opened.fps), "image": np.zeros((*size, 3), np.uint8)},
+                                strict=strict)
             options = options or self._default_options()
             check_job(request, options)
             request = request.resolve_seed()
@@ -340,7 +353,7 @@ class JobQueue:
         if not handle.status.finished:
             raise JobConflict(f"job {job_id} is {handle.status}; it can be {action} when it has finished")
         if not handle.record.checkpoint or not Path(handle.record.checkpoint).is_dir():
-            why = ("its checkpoints were removed when it completed (keep them with keep_checkpoints)"
+            why = ("its checkpoints were removed (a completed job keeps them only with keep_checkpoints)"
                    if handle.status == Status.COMPLETED else "it saved no checkpoint")
             raise JobConflict(f"job {job_id} cannot be {action}: {why}")
         return handle

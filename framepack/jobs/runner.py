@@ -125,7 +125,7 @@ class JobRunner:
             handle.work = WorkFolder(video_dir, handle.id)
         checkpoints = JobCheckpoints(handle.work.path)
         kind = {Reroll: "reroll", Extend: "extend"}.get(type(start), "generate")
-        spec = JobSpec(handle.id, kind, request, handle.options, dict(record.source))
+        spec = JobSpec(handle.id, kind, request, handle.options, dict(record.source), handle.name, handle.overwrite)
         opened.update(spec=spec, checkpoints=checkpoints)
         if isinstance(start, Reroll):
             opened["resume"] = prepare_reroll(JobCheckpoints(start.source), checkpoints, spec, start.position)
