@@ -129,6 +129,13 @@ def _build(args, entries: list) -> list:
     base.update(image=_read_image(args.image, "--image"), end_image=_read_image(args.end_image, "--end-image"),
                 loras=args.lora)
     output = {name: getattr(args, name) for name in OUTPUT_FLAGS if name != "filename"}
+    if output.get("codec") not in (None, "none"):
+        from framepack.io.codecs import resolve_codec
+
+        try:
+            output["codec"] = resolve_codec(output["codec"])  # h264, hevc, ...: the first encoder that works here
+        except FramePackError as error:
+            raise flag_errors(error.problems()) from None
     built, problems = [], []
     for label, fields, stem in entries:
         try:
