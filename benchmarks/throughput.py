@@ -132,6 +132,7 @@ def main() -> int:
     parser.add_argument("--sections", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="2 jobs of 1 section (a smoke test)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray measurement")
+    parser.add_argument("--ray-only", action="store_true", help="only 1 Ray actor against 1 worker process")
     args = parser.parse_args()
     if args.quick:
         args.jobs, args.sections = 2, 1
@@ -141,6 +142,8 @@ def main() -> int:
     n = args.jobs
     print(f"{n} jobs of {args.sections} section(s), tiny model, CPU ({os.cpu_count()} cores)")
     one = timed_pool(model, 1, n, args.sections)
+    if args.ray_only:
+        return ray_overhead(model, n, args.sections, one)
     two = timed_pool(model, 2, n, args.sections)
     print(f"1 worker:  {n / one * 3600:8.0f} jobs/hour ({one / n:.2f} s/job)")
     print(f"2 workers: {n / two * 3600:8.0f} jobs/hour ({two / n:.2f} s/job)")
@@ -150,15 +153,18 @@ def main() -> int:
     print(f"in-process, no store: {plain / n:.3f} s/job; with the store: {stored / n:.3f} s/job; "
           f"store overhead {(stored - plain) / n * 1000:+.0f} ms/job")
     print(f"store operations of one job (add, claim, 10 saves, finish): {store_operations() * 1000:.1f} ms")
-    if not args.no_ray:
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            print("ray: not installed (pip install -r requirements-cluster.txt)")
-            return 0
-        actor = timed_pool(model, 1, n, args.sections, ray=True)
-        print(f"1 Ray actor: {actor / n:.3f} s/job vs 1 worker process {one / n:.3f} s/job; "
-              f"Ray overhead {(actor - one) / n * 1000:+.0f} ms/job")
+    return 0 if args.no_ray else ray_overhead(model, n, args.sections, one)
+
+
+def ray_overhead(model: str, n: int, sections: int, one: float) -> int:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        print("ray: not installed (pip install -r requirements-cluster.txt)")
+        return 0
+    actor = timed_pool(model, 1, n, sections, ray=True)
+    print(f"1 Ray actor: {actor / n:.3f} s/job vs 1 worker process {one / n:.3f} s/job; "
+          f"Ray overhead {(actor - one) / n * 1000:+.0f} ms/job")
     return 0
 
 
