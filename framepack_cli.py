@@ -6,7 +6,8 @@ interpolate saved frames.
     python framepack_cli.py resume outputs                 # continue an interrupted job
     python framepack_cli.py reroll outputs --from-section 3 --seed 7
     python framepack_cli.py extend clip.mp4 --duration 4 --prompt "the boat reaches the shore"
-    python framepack_cli.py serve [--model tiny] [--port 7870]
+    python framepack_cli.py batch photos/ --prompt "gentle motion" --out outputs   # photos/cat.png + cat.txt
+    python framepack_cli.py serve [--model tiny] [--port 7870] [--workers 2 | --cluster ray]
 
     python framepack_cli.py info clip.safetensors [--json]
     python framepack_cli.py encode clip.safetensors --out clip.mp4 [--codec libx264 --crf 16]
@@ -385,10 +386,11 @@ def run_interpolate(args) -> int:
 # ------------------------------------------------------------------------------ parser / main
 
 from framepack.cli.continuation import add_extend, add_reroll, add_resume  # noqa: E402  (argparse only)
+from framepack.cli.batch import add_batch  # noqa: E402  (argparse only)
 from framepack.cli.generate import add_generate, add_plan  # noqa: E402  (argparse only; heavy imports run later)
 from framepack.cli.serve import add_serve  # noqa: E402  (argparse only; uvicorn and the app load in run_serve)
 
-SUBCOMMANDS = [add_generate, add_plan, add_resume, add_reroll, add_extend, add_info, add_export, add_encode, add_interpolate]
+SUBCOMMANDS = [add_generate, add_plan, add_batch, add_resume, add_reroll, add_extend, add_info, add_export, add_encode, add_interpolate]
 SUBCOMMANDS.append(add_serve)
 """Registration functions, one per subcommand: each takes the argparse subparsers object, adds
 its parser and sets `func`. `generate` and `serve` are added here by appending their own

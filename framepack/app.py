@@ -44,8 +44,11 @@ def create_app(host, queue=None, ui: bool | UiBuilder = True, *, max_body_bytes:
     from framepack.jobs.queue import JobQueue
 
     owns_queue = queue is None
-    if owns_queue:
-        queue = JobQueue(host)  # lists the jobs a crash, kill or restart interrupted; removes unresumable leftovers
+    if owns_queue:  # the queue keeps its jobs in the output folder's store; a restart runs the queued ones
+        from framepack.jobs.store import JobStore
+
+        queue = JobQueue(host, store=JobStore.in_folder(host.video_dir()),
+                         auto_resume=bool(host.option("framepack_auto_resume", False)))
     app = FastAPI(title="FramePack", version=__version__,
                   description=f"FramePack video generation. REST API under {API_PREFIX}.")
     app.state.framepack_host, app.state.framepack_queue = host, queue

@@ -375,7 +375,7 @@ def test_register_routes_needs_only_the_fastapi_signature(api):
         calls.append((path, tuple(methods), status_code))
 
     registered = register_routes(add_api_route, api.host, api.queue, prefix="/x/v2")
-    assert len(calls) == len(registered) == 12
+    assert len(calls) == len(registered) == 17
     assert ("/x/v2/jobs", ("POST",), 202) in calls and ("/x/v2/jobs/{job_id}", ("DELETE",), 200) in calls
     assert {("/x/v2/jobs/{job_id}/resume", ("POST",), 202), ("/x/v2/jobs/{job_id}/reroll", ("POST",), 202),
             ("/x/v2/extend", ("POST",), 202)} <= set(calls)

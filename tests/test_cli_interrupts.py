@@ -81,7 +81,10 @@ def files_in(folder: Path) -> list[str]:
 
 
 def left_outside_work(folder: Path) -> list[str]:
-    return [name for name in files_in(folder) if not name.startswith(WORK_DIR_NAME)]
+    """Files outside the work folder, besides the job store a server keeps there (issue 15)."""
+    from framepack.jobs.store import STORE_NAME
+
+    return [name for name in files_in(folder) if not name.startswith((WORK_DIR_NAME, STORE_NAME))]
 
 
 def assert_only_a_resumable_checkpoint(out: Path) -> Path:

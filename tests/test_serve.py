@@ -80,8 +80,13 @@ def test_serve_answers_and_stops_cleanly_on_ctrl_c(tiny_model_dir, tmp_path):
             process.communicate()
     assert process.returncode == 0, stderr
     assert f"API http://127.0.0.1:{port}/framepack/v1" in stderr and "FramePack: stopped" in stderr
-    files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and ".framepack-work" not in p.parts
+                   and not p.name.startswith(".framepack-jobs.sqlite"))  # the job store; the stopped job's checkpoints
     assert files == ["framepack-3.mp4"], files  # partial video of the stopped job, no temp files, nothing else
+    from framepack.jobs.store import JobStore
+
+    store = JobStore.in_folder(tmp_path)
+    assert sorted(job.status.value for job in store.jobs()) == ["interrupted", "queued"]  # the waiting job waits on
     assert f"FramePack job {running} started" in stderr  # the job lines the server logs (issue 14)
     assert f"FramePack job {running} interrupted" in stderr and f"video {tmp_path / 'framepack-3.mp4'}" in stderr
     with av.open(str(tmp_path / "framepack-3.mp4")) as container:  # straight into --output-dir, as generate --out

@@ -17,6 +17,11 @@ change what a client sees.
     GET    {prefix}/jobs/{id}/video   the video file          (409 until finished)
     GET    {prefix}/jobs/{id}/frames  the raw frames file      (409 until finished)
     GET    {prefix}/jobs/{id}/preview the latest preview (PNG)
+    POST   {prefix}/batches           many jobs as one batch (items: uploaded images + prompts) -> 202
+    GET    {prefix}/batches           list batches
+    GET    {prefix}/batches/{id}      a batch: counts by status and its jobs
+    DELETE {prefix}/batches/{id}      cancel its queued jobs, stop its running ones
+    POST   {prefix}/batches/{id}/retry run its failed, cancelled and interrupted jobs again
     GET    {prefix}/codecs            encoders that work here
     POST   {prefix}/plan              the section plan for given settings
 """
@@ -35,8 +40,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from framepack.api import schema
-from framepack.api.validation import (BodyError, error_items, item, parse_extend_body, parse_job_body, parse_plan_body,
-                                      parse_reroll_body, parse_resource_fields, parse_resume_body, reroll_options)
+from framepack.api.validation import (BodyError, error_items, item, parse_batch_body, parse_extend_body, parse_job_body,
+                                      parse_plan_body, parse_reroll_body, parse_resource_fields, parse_resume_body,
+                                      reroll_options)
 from framepack.errors import FramePackError, InputError
 from framepack.jobs.queue import EXTEND_REFUSED, JobConflict, JobNotFound, QueueFull
 from framepack.jobs.resources import assess, distinct_prompts, resources_dict, workload_inputs
@@ -80,6 +86,13 @@ def register_routes(add_api_route: Callable[..., Any], host, queue, *, prefix: s
         ("/jobs/{job_id}/frames", api.get_frames, "GET", None, 200,
          "Download the raw frames (.safetensors)", None),
         ("/jobs/{job_id}/preview", api.get_preview, "GET", None, 200, "Latest preview image (PNG)", None),
+        ("/batches", api.submit_batch, "POST", None, 202, "Submit a batch of jobs (uploaded images and prompts)",
+         schema.request_body(schema.batch_body_schema())),
+        ("/batches", api.list_batches, "GET", None, 200, "List batches", None),
+        ("/batches/{batch_id}", api.get_batch, "GET", None, 200, "A batch and its jobs", None),
+        ("/batches/{batch_id}", api.cancel_batch, "DELETE", None, 200, "Cancel a batch's unfinished jobs", None),
+        ("/batches/{batch_id}/retry", api.retry_batch, "POST", None, 202,
+         "Run a batch's failed, cancelled and interrupted jobs again", None),
         ("/codecs", api.list_codecs, "GET", schema.Codecs, 200, "Video encoders that work here", None),
         ("/plan", api.plan, "POST", schema.PlanResult, 200, "Plan sections, frames and prompts",
          schema.request_body(schema.plan_body_schema())),
@@ -255,6 +268,77 @@ class FramePackApi:
         log.info("FramePack API: %s: job %s (%s)", what, job.id, job.record.plan)
         return AsciiJSONResponse(self._state(job), status_code=202, headers={"Location": f"{self.prefix}/jobs/{job.id}"})
 
+    # ---- batches -----------------------------------------------------------------------
+    async def submit_batch(self, request: Request) -> Response:
+        from framepack.jobs.batch import BatchEntry, submit_batch
+
+        body = await self._read_json(request)
+        if isinstance(body, Response):
+            return body
+        defaults = {"keep_incomplete": bool(self.host.keep_incomplete())}
+        try:
+            name, jobs = await run_in_threadpool(parse_batch_body, body, defaults)
+        except BodyError as error:
+            return _problem(422, error.items)
+        entries = [BatchEntry(generation, options, f"items #{n + 1}") for n, (generation, options) in enumerate(jobs)]
+        try:
+            batch_id, _ = await run_in_threadpool(submit_batch, self.queue, entries, name)
+        except InputError as error:
+            return _problem(422, error_items(error))
+        except QueueFull as error:
+            return _problem(429, str(error))
+        except FramePackError as error:
+            return _problem(503, str(error))
+        log.info("FramePack API: batch %s queued (%d jobs)", batch_id, len(entries))
+        return AsciiJSONResponse(await run_in_threadpool(self._batch, batch_id), status_code=202,
+                                 headers={"Location": f"{self.prefix}/batches/{batch_id}"})
+
+    def list_batches(self) -> Response:
+        from framepack.jobs.batch import list_batches
+
+        return AsciiJSONResponse({"batches": [self._batch_view(state, jobs=False)
+                                              for state in list_batches(self.queue)]})
+
+    def get_batch(self, batch_id: str) -> Response:
+        from framepack.jobs.batch import BatchNotFound
+
+        try:
+            return AsciiJSONResponse(self._batch(batch_id))
+        except BatchNotFound as error:
+            return _problem(404, str(error))
+
+    def cancel_batch(self, batch_id: str) -> Response:
+        from framepack.jobs.batch import BatchNotFound, cancel_batch
+
+        try:
+            cancel_batch(self.queue, batch_id)
+            return AsciiJSONResponse(self._batch(batch_id))
+        except BatchNotFound as error:
+            return _problem(404, str(error))
+
+    async def retry_batch(self, batch_id: str) -> Response:
+        from framepack.jobs.batch import BatchNotFound, retry_batch
+
+        try:
+            await run_in_threadpool(retry_batch, self.queue, batch_id)
+        except BatchNotFound as error:
+            return _problem(404, str(error))
+        except (JobConflict, FramePackError) as error:
+            return _problem(409, str(error))
+        return AsciiJSONResponse(self._batch(batch_id), status_code=202)
+
+    def _batch(self, batch_id: str) -> dict[str, Any]:
+        from framepack.jobs.batch import batch_state
+
+        return self._batch_view(batch_state(self.queue, batch_id))
+
+    def _batch_view(self, state: dict[str, Any], jobs: bool = True) -> dict[str, Any]:
+        view = {key: state[key] for key in ("id", "name", "created", "total", "counts", "finished")}
+        view["url"] = f"{self.prefix}/batches/{state['id']}"
+        if jobs:
+            view["jobs"] = [self._state(job) for job in state["jobs"]]
+        return view
+
     # ---- results -----------------------------------------------------------------------
     def get_video(self, job_id: str) -> Response:
         return self._download(job_id, "video")
@@ -407,7 +491,8 @@ class FramePackApi:
             "ahead": ahead, "cancel_requested": not job.status.finished and job.control.should_stop(),
             "video_url": f"{base}/video" if record.video else None,
             "frames_url": f"{base}/frames" if record.frames else None,
-            "kind": record.kind, "source": record.source, "resumes": record.resumes,
+            "kind": record.kind, "source": record.source, "resumes": record.resumes, "worker": record.worker,
+            "batch": getattr(job, "batch", None),
             "resumable": bool(record.resumable and job.status.finished),
             "checkpoints": bool(record.checkpoint and job.status.finished),
             "resume_url": f"{base}/resume" if record.resumable and job.status.finished else None,

@@ -173,3 +173,18 @@ def _inline(schema: dict[str, Any]) -> dict[str, Any]:
         return node
 
     return resolve(schema)
+
+
+def batch_body_schema() -> dict[str, Any]:
+    """JSON schema of the POST /batches body: shared settings, "items" (each a job's own settings), "name"."""
+    from framepack.request.limits import MAX_BATCH_JOBS
+
+    job = job_body_schema()
+    shared = {key: value for key, value in job["properties"].items()}
+    return {"title": "BatchSubmission", "type": "object",
+            "description": "Settings every job shares at the top level; each entry of \"items\" holds one job's "
+                           "own settings (its uploaded \"image\" as base64, its \"prompt\", ...) over them.",
+            "properties": {**shared, "name": {"type": "string", "maxLength": 200},
+                           "items": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_JOBS,
+                                     "items": {"type": "object", "properties": shared}}},
+            "required": ["items"]}

@@ -462,3 +462,44 @@ def _json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+def parse_batch_body(body: Any, default_output: dict[str, Any] | None = None) -> tuple[str, list]:
+    """Validate a POST /batches body: {"items": [{fields}, ...], "name": ..., plus settings every item shares}.
+
+    Each item's fields (its uploaded "image" as base64, its "prompt", ...) go over the shared ones;
+    "output" is merged the same way. Returns (name, [(request, options), ...]); a BodyError lists
+    every problem, located under ("items", n, ...)."""
+    from framepack.request.limits import MAX_BATCH_JOBS
+
+    if not isinstance(body, dict):
+        raise BodyError([item((), f"the body must be a JSON object, got {_json_type(body)}", "type_error")])
+    shared = dict(body)
+    items, name = shared.pop("items", None), shared.pop("name", "")
+    if not isinstance(name, str) or len(name) > 200:
+        raise BodyError([item(("name",), "name: a text of at most 200 characters")])
+    if not isinstance(items, list) or not items:
+        raise BodyError([item(("items",), "items: a list of at least one object of job settings (its image, "
+                                          "prompt, ...)", "missing" if items is None else "type_error")])
+    if len(items) > MAX_BATCH_JOBS:
+        raise BodyError([item(("items",), f"items: {len(items)} jobs; a batch holds at most {MAX_BATCH_JOBS}")])
+    errors, jobs = [], []
+    shared_output = shared.pop(OUTPUT_KEY, None)
+    for index, fields in enumerate(items):
+        if not isinstance(fields, dict):
+            errors.append(item(("items", index), f"items #{index + 1}: expected an object, got {_json_type(fields)}",
+                               "type_error"))
+            continue
+        merged = {**shared, **fields}
+        outputs = [value for value in (shared_output, fields.get(OUTPUT_KEY)) if value is not None]
+        if outputs:
+            merged[OUTPUT_KEY] = ({key: value for part in outputs if isinstance(part, dict) for key, value in
+                                   part.items()} if all(isinstance(part, dict) for part in outputs) else outputs[-1])
+        try:
+            jobs.append(parse_job_body(merged, default_output))
+        except BodyError as error:
+            errors += [{**entry, "loc": ["body", "items", index, *entry["loc"][1:]],
+                        "msg": f"items #{index + 1}: {entry['msg']}"} for entry in error.items]
+    if errors:
+        raise BodyError(errors)
+    return name, jobs

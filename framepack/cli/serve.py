@@ -5,7 +5,14 @@ naming another host (DNS rebinding) are refused. `--auth USER:PASS` or `--auth-f
 the API (HTTP Basic) and the tab (a login page) behind credentials; binding another address
 without them prints a warning. Ctrl-C (or SIGTERM) stops the server gracefully: a running job
 stops after its current step (its partial video is kept when keep-incomplete is on), queued
-jobs are cancelled, then the process exits.
+jobs stay queued in the output folder's job store and run when the server starts again (a
+SIGKILL or a crash keeps them too; the job that was running becomes resumable, or resumes by
+itself with --auto-resume).
+
+`--workers N` runs the jobs in N worker processes (one per GPU by default when there are several),
+each with its own loaded model, all fed from the same store; `--cluster ray` (a local Ray) or
+`--cluster ray://ADDRESS` runs them as Ray actors, one per GPU (framepack.jobs.cluster). This
+process stays the only HTTP face either way.
 """
 
 from __future__ import annotations
@@ -58,9 +65,47 @@ def add_serve(subparsers) -> None:
                         help="write nothing for stopped jobs (default: keep the partial video)")
     parser.add_argument("--max-body-mb", type=float, default=64.0, metavar="MB",
                         help="largest accepted API request body (default 64)")
+    parser.add_argument("--workers", type=_worker_count, default=None, metavar="N",
+                        help="run jobs in N worker processes, each with its own model (default: one per GPU when "
+                             "there are several, else jobs run in this process)")
+    parser.add_argument("--cluster", default=None, metavar="ray|ray://ADDRESS",
+                        help="run jobs on Ray actors, one per GPU: 'ray' starts a local Ray, ray://HOST:10001 "
+                             "joins a cluster (pip install .[cluster]); --workers sets the actor count")
+    parser.add_argument("--auto-resume", action="store_true",
+                        help="resume a job interrupted by a crash, kill or restart when the server starts again "
+                             "(default: list it as resumable)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                         help="server log level (default info)")
     parser.set_defaults(func=run_serve)
+
+
+def _worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of workers, got {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"--workers must be between 1 and 64, got {value}")
+    return value
+
+
+def worker_host(output_dir: str, model: str | None, cache_dir: str | None, offline: bool | None, device: str,
+                settings: dict):
+    """A worker's own host (built in the worker process: module level, so it pickles by name)."""
+    from framepack.host.standalone import StandaloneHost
+
+    return StandaloneHost(output_dir=output_dir, videos=output_dir, model=model, cache_dir=cache_dir, offline=offline,
+                          device=device, settings=settings)
+
+
+def worker_devices(device: str | None) -> list[str]:
+    """The devices workers go to in turn: every GPU, else the one device asked for (or the CPU)."""
+    if device in (None, "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return [f"cuda:{n}" for n in range(torch.cuda.device_count())]
+    return [device or "cpu"]
 
 
 def _is_loopback(address: str) -> bool:
@@ -111,18 +156,22 @@ def run_serve(args) -> int:
 
     from framepack.api.guard import LOOPBACK_HOSTS
     from framepack.app import create_app
+    from framepack.errors import InputError
     from framepack.host.standalone import StandaloneHost
 
     auth = credentials(args)
 
+    if args.cluster is not None and args.cluster != "ray" and not args.cluster.startswith("ray://"):
+        raise InputError(f"--cluster: use 'ray' (a local Ray) or ray://HOST:PORT, not {args.cluster!r}")
     _log_jobs(args.log_level)
-    host = StandaloneHost(output_dir=args.output_dir, videos=args.output_dir, model=args.model, cache_dir=args.cache_dir,
-                          offline=True if args.offline else None, device=args.device,
-                          settings={"keep_incomplete": not args.no_keep_incomplete})
+    settings = {"keep_incomplete": not args.no_keep_incomplete}
+    host = StandaloneHost(output_dir=args.output_dir, videos=args.output_dir, model=args.model,
+                          cache_dir=args.cache_dir, offline=True if args.offline else None, device=args.device,
+                          settings=settings)
+    queue, workers = _queue_and_workers(args, host, settings)
     loopback = _is_loopback(args.host)
-    app = create_app(host, ui=not args.no_ui, max_body_bytes=int(args.max_body_mb * 1024 * 1024), auth=auth,
+    app = create_app(host, queue, ui=not args.no_ui, max_body_bytes=int(args.max_body_mb * 1024 * 1024), auth=auth,
                      allowed_hosts=sorted(LOOPBACK_HOSTS | {args.host}) if loopback else None)
-    queue = app.state.framepack_queue
     shown = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{shown}:{args.port}"
     tab = f"tab {url}/, " if app.state.framepack_ui is not None else ""
@@ -138,8 +187,44 @@ def run_serve(args) -> int:
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
         pass
     finally:
-        queue.shutdown()  # normally already done by the app's shutdown handler; harmless twice
+        queue.shutdown()
+        if workers is not None:
+            workers.stop()
     if not server.started:
         return 1  # the port could not be bound (uvicorn has said why)
     print("FramePack: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _queue_and_workers(args, host, settings: dict):
+    """The queue (with the output folder's store) and, with --workers or --cluster, who runs its jobs."""
+    import functools
+
+    from framepack.jobs.queue import JobQueue
+    from framepack.jobs.store import JobStore
+
+    store = JobStore.in_folder(host.video_dir())
+    count = args.workers
+    devices = worker_devices(args.device)
+    if count is None and args.cluster is None and len(devices) > 1:
+        count = len(devices)  # one worker per GPU
+    if count is None and args.cluster is None:
+        return JobQueue(host, store=store, auto_resume=args.auto_resume), None
+    queue = JobQueue(host, store=store, run_here=False, auto_resume=args.auto_resume)
+    factory = functools.partial(worker_host, output_dir=str(host.output_dir), model=args.model,
+                                cache_dir=args.cache_dir, offline=True if args.offline else None, settings=settings)
+    if args.cluster is not None:
+        from framepack.jobs.cluster import RayWorkers
+
+        workers = RayWorkers(args.cluster, store, factory, count=count, shared_output=str(host.video_dir()),
+                             device=args.device)
+        print(f"FramePack: {len(workers.names)} Ray worker(s): {', '.join(workers.names)}", file=sys.stderr,
+              flush=True)
+        return queue, workers.start()
+    from framepack.jobs.workers import WorkerPool, worker_names
+
+    named = worker_names(count, devices)
+    factories = [functools.partial(factory, device=device) for _, device in named]
+    names = [f"{name} ({device})" for name, device in named]
+    print(f"FramePack: {count} worker process(es): {', '.join(names)}", file=sys.stderr, flush=True)
+    return queue, WorkerPool(store.path, factories, names).start()

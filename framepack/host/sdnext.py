@@ -217,8 +217,10 @@ def get_queue():
     with _singletons_lock:
         if _queue is None:
             from framepack.jobs.queue import JobQueue
+            from framepack.jobs.store import JobStore
 
-            _queue = JobQueue(host)
+            _queue = JobQueue(host, store=JobStore.in_folder(host.video_dir()),
+                              auto_resume=bool(host.option("framepack_auto_resume", False)))
         return _queue
 
 

@@ -56,6 +56,30 @@ class Extend:
 Start = Union[Resume, Reroll, Extend, None]
 
 
+def start_to_dict(start: Start) -> dict[str, Any] | None:
+    """Where a job starts, as plain data (the job store keeps it)."""
+    if isinstance(start, Resume):
+        return {"resume": str(start.work)}
+    if isinstance(start, Reroll):
+        return {"reroll": str(start.source), "from_section": start.from_section, "position": start.position}
+    if isinstance(start, Extend):
+        return {"extend": str(start.clip), "frame_size": list(start.frame_size)}
+    return None
+
+
+def start_from_dict(data: dict[str, Any] | None) -> Start:
+    if not data:
+        return None
+    if "resume" in data:
+        return Resume(Path(data["resume"]))
+    if "reroll" in data:
+        return Reroll(Path(data["reroll"]), int(data["from_section"]), int(data["position"]))
+    if "extend" in data:
+        height, width = data["frame_size"]
+        return Extend(Path(data["extend"]), (int(height), int(width)))
+    raise ValueError(f"unknown job start {sorted(data)}")
+
+
 class JobHandle:
     """One submitted job: faces poll `record` or `wait()` for it; the runner feeds it events."""
 
@@ -70,6 +94,7 @@ class JobHandle:
         self.preview: Any = None  # RGB uint8 array of the latest preview
         self.work = None  # the job's work folder while it runs (framepack.io.workdir.WorkFolder)
         self.exception: BaseException | None = None  # why it failed, for a face that re-raises (the CLI)
+        self.batch: str | None = None  # the batch it belongs to (framepack.jobs.batch)
         self.name: str | None = None  # exact output file stem (the CLI's --out FILE), None: <filename>-<seed>
         self.overwrite = False
         if record is None:
@@ -109,6 +134,9 @@ class JobHandle:
                 listener(event)
             except Exception:  # a face's display must never break the job
                 log.exception("FramePack job %s: an event listener failed", self.id)
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
 
     def mark_finished(self) -> None:
         """The job is over: drop the request (images) and wake every waiter."""

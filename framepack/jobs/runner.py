@@ -31,13 +31,15 @@ log = logging.getLogger("framepack.jobs")
 class JobRunner:
     """Runs jobs on the calling thread, one host, one job at a time (the host's GPU lock)."""
 
-    def __init__(self, host):
+    def __init__(self, host, name: str | None = None):
         self.host = host
+        self.name = name
+        """The worker's name in job records (default: the host's)."""
 
     def run(self, handle: JobHandle) -> tuple[Status, str | None]:
         """Run `handle`'s job to its end; returns (status, error message or None). Never raises."""
         record = handle.record
-        record.worker = getattr(self.host, "name", None)
+        record.worker = self.name or getattr(self.host, "name", None)
         log.info("FramePack job %s started: %s", handle.id, record.plan)
         status, error, result = Status.FAILED, None, None
         try:

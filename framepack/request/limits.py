@@ -79,6 +79,12 @@ MAX_KEYFRAMES = 32
 """Keyframe images per request: each is decoded and encoded by the VAE and the vision encoder."""
 MAX_WAITING_JOBS = 32
 """Jobs waiting in a queue; each holds its decoded images until it runs."""
+MAX_BATCH_JOBS = 500
+"""Jobs in one batch (a folder of images, a prompt list); a batch may queue this many beyond MAX_WAITING_JOBS."""
+MAX_CAPTION_BYTES = 64 * 1024
+"""One caption file or prompt list line; longer is not a prompt."""
+MAX_PROMPT_LIST_BYTES = 64 * 1024 * 1024
+"""A prompt list file (JSONL lines may carry settings)."""
 
 # ---- outputs ------------------------------------------------------------------------------
 MAX_CODEC_OPTIONS_CHARS = 2000

@@ -71,6 +71,8 @@ SETTINGS: tuple[Setting, ...] = (
             "(.safetensors files)", "textbox"),
     Setting("framepack_model_dir", "", "Folder of upscaler (ESRGAN family) and RIFE interpolation model files "
             "(.safetensors) chosen by name in the tab and API", "textbox"),
+    Setting("framepack_auto_resume", False, "Resume a job that a crash or restart interrupted when the server starts "
+            "again (off: it is listed as resumable)", "checkbox"),
 )
 SETTING_DEFAULTS: dict[str, Any] = {setting.key: setting.default for setting in SETTINGS}
 
