@@ -93,26 +93,23 @@ class VideoClip:
         """uint8 [<=batch_size, H, W, 3] RGB batches in time order; limits checked frame by frame."""
         import av
 
-        batch: list[np.ndarray] = []
+        from framepack.io.reader import decode_batches
+
         count = 0
+
+        def check(frame) -> None:
+            nonlocal count
+            _check_size(frame.width, frame.height, self.path.name)
+            count += 1
+            if count > MAX_CLIP_FRAMES:
+                raise InputError(f"{self.path.name} has more than {MAX_CLIP_FRAMES} frames, the most a clip "
+                                 f"to continue may have; cut it first (its end is what matters)")
+
         try:
             with self._open() as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                for frame in container.decode(stream):
-                    _check_size(frame.width, frame.height, self.path.name)
-                    count += 1
-                    if count > MAX_CLIP_FRAMES:
-                        raise InputError(f"{self.path.name} has more than {MAX_CLIP_FRAMES} frames, the most a clip "
-                                         f"to continue may have; cut it first (its end is what matters)")
-                    batch.append(frame.to_ndarray(format="rgb24"))
-                    if len(batch) == batch_size:
-                        yield np.stack(batch)
-                        batch = []
+                yield from decode_batches(container, batch_size, check)
         except av.FFmpegError as error:
             raise InputError(f"decoding {self.path.name} failed after {count} frames: {error}") from None
-        if batch:
-            yield np.stack(batch)
 
     def describe(self) -> dict:
         return {"name": self.path.name, "kind": self.kind, "container": self.container_name,

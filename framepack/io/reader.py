@@ -60,20 +60,12 @@ class VideoFrames:
     def iter_batches(self, batch_size: int = 16) -> Iterator[np.ndarray]:
         """Decode in order, yielding uint8 [<=batch_size, H, W, 3] RGB arrays."""
         import av
-        batch: list[np.ndarray] = []
+
         try:
             with av.open(str(self.path)) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                for frame in container.decode(stream):
-                    batch.append(frame.to_ndarray(format="rgb24"))
-                    if len(batch) == batch_size:
-                        yield np.stack(batch)
-                        batch = []
+                yield from decode_batches(container, batch_size)
         except av.FFmpegError as e:
             raise OutputError(f"decoding {str(self.path)!r} failed: {e}") from e
-        if batch:
-            yield np.stack(batch)
 
     def close(self) -> None:
         """Nothing stays open between batches; present for symmetry with RawFrames."""
@@ -112,3 +104,20 @@ def open_frames(path) -> RawFrames | VideoFrames:
     if path.suffix.lower() in RAW_EXTENSIONS:
         return RawFrames(path)
     return VideoFrames(path)
+
+
+def decode_batches(container, batch_size: int, check=None) -> Iterator[np.ndarray]:
+    """The first video stream of an open PyAV container as uint8 RGB batches in time order;
+    `check(frame)` runs on every frame before it is converted (limits, counts)."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    batch: list[np.ndarray] = []
+    for frame in container.decode(stream):
+        if check is not None:
+            check(frame)
+        batch.append(frame.to_ndarray(format="rgb24"))
+        if len(batch) == batch_size:
+            yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)
