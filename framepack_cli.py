@@ -72,18 +72,10 @@ def _whole_number(minimum: int):
 _positive_int, _count = _whole_number(1), _whole_number(0)
 
 
-def _output_file(out: str, source: Path, ext: str, overwrite: bool) -> Path:
-    """Resolve --out: a folder gets a fresh unique name; an existing file needs --overwrite."""
-    from framepack.errors import InputError
-    from framepack.io.paths import unique_output_path
-    path = Path(out)
-    if path.is_dir() or out.endswith(("/", "\\")):
-        return unique_output_path(path, source.stem, ext)
-    if path.exists() and not overwrite:
-        raise InputError(f"{out!r} already exists; pass --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise InputError(f"output folder {str(path.parent)!r} does not exist")
-    return path
+def _output_file(out: str, source: Path, suffixes, overwrite: bool) -> Path:
+    """Resolve --out by the shared rule (framepack.cli.args): a file, or a fresh name in a folder."""
+    from framepack.cli.args import output_target
+    return output_target(out, suffixes, overwrite).path(source.stem, suffixes[0])
 
 
 def _work_folder(out_folder: Path):
@@ -129,6 +121,8 @@ def run_info(args) -> int:
     from framepack.io.reader import open_frames
     with open_frames(args.file) as source:
         info = source.describe()
+    if _is_still_image(info):
+        return _info_image(args, info)
     lines = [f"file:      {info['path']}"]
     if info["kind"] == "raw":
         lines.append("kind:      raw frames (safetensors)")
@@ -147,11 +141,40 @@ def run_info(args) -> int:
     if info["frames"] == 0:
         info["problem"] = "the file holds no frames"
         lines.insert(3, "           (the file holds no frames: nothing to encode, export or interpolate)")
-    _emit(args, info, lines)
+    _emit(args, _numbers(info), lines)
     if info["frames"] == 0:
         print(f"error: {args.file!r} holds no frames", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
+
+
+def _is_still_image(info: dict) -> bool:
+    """FFmpeg opens a PNG/JPEG/WebP as a one-frame "video" (image2 or an *_pipe demuxer)."""
+    container = str(info.get("container") or "")
+    return info["kind"] == "video" and info["frames"] <= 1 and (container == "image2" or container.endswith("_pipe"))
+
+
+def _info_image(args, info: dict) -> int:
+    image = {"path": info["path"], "kind": "image", "format": info["codec"], "pix_fmt": info["pix_fmt"],
+             "width": info["width"], "height": info["height"], "settings": info.get("settings") or {}}
+    _emit(args, image, [f"file:      {image['path']}",
+                        f"kind:      image ({image['format']}, {image['pix_fmt']})",
+                        f"size:      {image['width']}x{image['height']}"])
+    return EXIT_OK
+
+
+def _numbers(info: dict) -> dict:
+    """Frame rates as JSON numbers (30, 29.97); a rate that is not whole keeps its exact fraction too."""
+    from fractions import Fraction
+    result = dict(info)
+    for key in ("fps", "generated_fps"):
+        if result.get(key) in (None, ""):
+            continue
+        rate = Fraction(str(result[key]))
+        result[key] = int(rate) if rate.denominator == 1 else round(float(rate), 6)
+        if rate.denominator != 1:
+            result[f"{key}_fraction"] = f"{rate.numerator}/{rate.denominator}"
+    return result
 
 
 # ------------------------------------------------------------------------------ export
@@ -201,8 +224,8 @@ def add_encode(subparsers) -> None:
     parser.add_argument("--out", required=True, metavar="VIDEO",
                         help="output video file, or a folder to get a fresh name in it")
     parser.add_argument("--codec", default=None,
-                        help="video encoder (default libx264; `--codec help` lists the ones "
-                             "that work on this machine)")
+                        help="video encoder, or a format name h264 / hevc / av1 / vp9 (the first of its "
+                             "encoders that works here); default libx264; `--codec help` lists them")
     parser.add_argument("--options", default=None, metavar="K=V,...",
                         help="encoder options, e.g. 'preset=slow,tune=film' (also 'crf:16')")
     parser.add_argument("--fps", default=None, help="output frame rate, e.g. 30 or 30000/1001")
@@ -224,9 +247,10 @@ def add_encode(subparsers) -> None:
 
 
 def _list_codecs() -> int:
-    from framepack.io.codecs import available_encoders, is_hardware
-    for name in available_encoders():
+    from framepack.io.codecs import CODEC_FAMILIES, encoder_names, is_hardware
+    for name in encoder_names():
         print(f"{name}{'  (hardware)' if is_hardware(name) else ''}")
+    print(f"(or a format name, mapped to the first of its encoders that works: {', '.join(CODEC_FAMILIES)})")
     return EXIT_OK
 
 
@@ -241,7 +265,8 @@ def _make_video_writer(args, out: Path, fps, settings: dict, work=None):
             raise InputError(f"the cv2 backend always writes mp4v and does not take "
                              f"{', '.join(extra)}; use --backend av for those")
         return Cv2VideoWriter(out, fps, overwrite=args.overwrite, work=work)
-    return VideoWriter(out, fps, codec=args.codec or "libx264", options=args.options,
+    from framepack.io.codecs import resolve_codec
+    return VideoWriter(out, fps, codec=resolve_codec(args.codec or "libx264"), options=args.options,
                        pix_fmt=args.pix_fmt, metadata=settings, crf=args.crf,
                        overwrite=args.overwrite, work=work)
 
@@ -256,7 +281,8 @@ def run_encode(args) -> int:
     with open_frames(args.file) as source:
         _require_frames(source, args.file, "encode")
         fps = parse_fps(args.fps, "--fps") if args.fps else (source.fps or 30) * (k + 1)
-        out = _output_file(args.out, Path(args.file), ".mp4", args.overwrite)
+        from framepack.io.codecs import CONTAINERS
+        out = _output_file(args.out, Path(args.file), tuple(CONTAINERS), args.overwrite)
         interpolation = (source.interpolation + 1) * (k + 1) - 1
         settings = {**(source.settings or {}), "fps": format_fps(fps),
                     "interpolation": interpolation}
@@ -299,12 +325,9 @@ def run_interpolate(args) -> int:
     from framepack.io.raw import RawFramesWriter
     from framepack.io.reader import open_frames
     k = check_factor(args.factor, args.method)
-    if not (Path(args.out).is_dir() or args.out.endswith(("/", "\\"))) \
-            and Path(args.out).suffix.lower() != ".safetensors":
-        raise InputError(f"--out must be a .safetensors file (or a folder), got {args.out!r}")
     with open_frames(args.file) as source:
         _require_frames(source, args.file, "interpolate")
-        out = _output_file(args.out, Path(args.file), ".safetensors", args.overwrite)
+        out = _output_file(args.out, Path(args.file), (".safetensors",), args.overwrite)
         metadata = {"fps": source.fps * (k + 1), "generated_fps": source.generated_fps,
                     "interpolation": (source.interpolation + 1) * (k + 1) - 1,
                     "settings": source.settings or {}}
@@ -335,7 +358,8 @@ its parser and sets `func`. `generate` and `serve` are added here by appending t
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from framepack.cli.args import CliParser
+    parser = CliParser(
         prog="framepack_cli.py",
         description="FramePack CLI: generate videos, serve the standalone app, and inspect, encode, "
                     "export and interpolate saved frames.",

@@ -104,7 +104,7 @@ def test_info_raw(raw_file):
     assert "a cat on a mat" in text
     data = json.loads(ok("info", raw_file, "--json").stdout)
     assert data["frames"] == 6 and data["width"] == 48 and data["height"] == 32
-    assert data["fps"] == "24" and data["settings"] == SETTINGS and data["kind"] == "raw"
+    assert data["fps"] == 24 and data["settings"] == SETTINGS and data["kind"] == "raw"
 
 
 def test_info_video(raw_file, tmp_path):
@@ -113,7 +113,7 @@ def test_info_video(raw_file, tmp_path):
     data = json.loads(ok("info", video, "--json").stdout)
     assert data["kind"] == "video" and data["codec"] == "h264" and data["pix_fmt"] == "yuv420p"
     assert data["frames"] == 6 and (data["width"], data["height"]) == (48, 32)
-    assert data["fps"] == "24"
+    assert data["fps"] == 24
     assert data["settings"]["prompt"] == SETTINGS["prompt"]
 
 
@@ -170,8 +170,10 @@ def test_encode_video_input(raw_file, tmp_path):
 
 
 def test_codec_list():
-    names = ok("encode", "x.safetensors", "--out", "y.mp4", "--codec", "help").stdout.split()
-    assert "libx264" in names and names[-1] == "none"
+    lines = ok("encode", "x.safetensors", "--out", "y.mp4", "--codec", "help").stdout.splitlines()
+    names = [line.split()[0] for line in lines if not line.startswith("(")]
+    assert "libx264" in names and "none" not in names  # 'none' writes no video: not an encoder (issue 14)
+    assert "h264" in lines[-1] and "av1" in lines[-1]  # the format names it maps
 
 
 # ------------------------------------------------------------------ export
@@ -271,7 +273,7 @@ def test_encode_bad_settings(raw_file, tmp_path, args, match):
 
 def test_encode_incompatible_container(raw_file, tmp_path):
     refused("encode", raw_file, "--out", tmp_path / "a.webm", match="cannot be stored in a .webm")
-    refused("encode", raw_file, "--out", tmp_path / "a.gif", match="unsupported video file type")
+    refused("encode", raw_file, "--out", tmp_path / "a.gif", match="is not a .mp4 / .m4v / .mkv")
 
 
 def test_encode_refuses_to_overwrite(raw_file, tmp_path):
@@ -289,7 +291,7 @@ def test_usage_errors_exit_2(raw_file, tmp_path):
                  ["frobnicate"]):
         refused(*args, match="error:")
     refused("interpolate", raw_file, "--factor", "1", "--out", tmp_path / "a.mp4",
-            match="must be a .safetensors file")
+            match="is not a .safetensors file")
 
 
 # ------------------------------------------------------------------ unexpected failures

@@ -41,7 +41,7 @@ def test_generate_with_section_prompts_file_and_keyframe(tiny_model_dir, tmp_pat
     schedule = tmp_path / "sections.txt"
     schedule.write_text("1: rises\n2: falls\n")
     result = run_cli("generate", "--model", tiny_model_dir, "--image", ROOT / "assets" / "demo.png", *FAST,
-                     "--section-prompts", schedule, "--keyframe", f"2={ROOT / 'assets' / 'demo.png'}",
+                     "--section-prompts", f"@{schedule}", "--keyframe", f"2={ROOT / 'assets' / 'demo.png'}",
                      "--codec", "none", "--save-frames", "--out", tmp_path, "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["video"] is None
@@ -56,7 +56,7 @@ def test_generate_with_section_prompts_file_and_keyframe(tiny_model_dir, tmp_pat
          "--end-image: an end image needs"),
         (["--image", "assets/demo.png", "--codec", "nope264"], "--codec: unknown video codec"),
         (["--image", "assets/demo.png", "--crf", "99"], "--crf: Input should be less than or equal to 63"),
-        (["--image", "assets/demo.png", "--section-prompts", "nowhere.txt"], "cannot read"),
+        (["--image", "assets/demo.png", "--section-prompts", "@nowhere.txt"], "cannot read"),
         (["--image", "assets/demo.png", "--keyframe", "oops"], "WHEN=IMAGE"),
         (["--image", "assets/demo.png", "--keyframe", "9=assets/demo.png"], "--keyframe #1: keyframe 1: section 9"),
         ([], "--image: give a start image, or choose a blank start"),

@@ -117,7 +117,7 @@ def test_second_ctrl_c_quits_at_once_and_leaves_no_temp_files(tiny_model_dir, tm
 @pytest.mark.parametrize("variant, after", [("original", "section 2/"), ("f1", "section 2/")])
 def test_a_killed_run_leaves_its_files_only_in_its_work_folder_and_the_next_start_removes_them(
         tiny_model_dir, tmp_path, variant, after):
-    out = tmp_path / "outputs" / "video"  # where `serve --output-dir outputs` writes
+    out = tmp_path / "outputs"  # where `serve --output-dir outputs` writes too
     cli = Cli(tiny_model_dir, tmp_path, *LONG_RUN, "--variant", variant, "--out", str(out))
     cli.wait_for(after)
     cli.process.send_signal(signal.SIGKILL)
@@ -129,7 +129,7 @@ def test_a_killed_run_leaves_its_files_only_in_its_work_folder_and_the_next_star
     assert spilled_or_partial, left
 
     if variant == "original":  # a server start removes what the killed run left
-        create_app(StandaloneHost(output_dir=tmp_path / "outputs", model=str(tiny_model_dir)), ui=False)
+        create_app(StandaloneHost(output_dir=out, videos=out, model=str(tiny_model_dir)), ui=False)
     else:  # the next run in that folder removes it
         clip = save_frames(tmp_path / "clip.safetensors", np.zeros((2, 16, 16, 3), np.uint8))
         assert framepack_cli.main(["export", str(clip), "--out", str(out), "--quiet"]) == 0

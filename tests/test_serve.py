@@ -45,7 +45,7 @@ def test_serve_refuses_a_bad_port():
 def test_serve_answers_and_stops_cleanly_on_ctrl_c(tiny_model_dir, tmp_path):
     port = free_port()
     process = subprocess.Popen([*CLI, "serve", "--no-ui", "--port", str(port), "--model", str(tiny_model_dir),
-                                "--output-dir", str(tmp_path), "--log-level", "warning"],
+                                "--output-dir", str(tmp_path), "--log-level", "info"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -82,5 +82,7 @@ def test_serve_answers_and_stops_cleanly_on_ctrl_c(tiny_model_dir, tmp_path):
     assert f"API http://127.0.0.1:{port}/framepack/v1" in stderr and "FramePack: stopped" in stderr
     files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
     assert files == ["framepack-3.mp4"], files  # partial video of the stopped job, no temp files, nothing else
-    with av.open(str(tmp_path / "video" / "framepack-3.mp4")) as container:
+    assert f"FramePack job {running} started" in stderr  # the job lines the server logs (issue 14)
+    assert f"FramePack job {running} interrupted" in stderr and f"video {tmp_path / 'framepack-3.mp4'}" in stderr
+    with av.open(str(tmp_path / "framepack-3.mp4")) as container:  # straight into --output-dir, as generate --out
         assert 13 <= sum(1 for _ in container.decode(video=0)) < 361  # at least one section, not all thirty

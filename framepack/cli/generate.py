@@ -37,8 +37,8 @@ FLAG_NAMES = {  # fields whose flag is not their own name (kept from earlier ver
     "interpolation": "--interpolate", "latent_window_size": "--latent-window", "codec_options": "--options",
     "filename": "--name", "keyframes": "--keyframe", "loras": "--lora",
 }
-LONG_DEFAULT = 40
-"""Defaults longer than this (the system prompt) are not repeated in --help."""
+VIDEO_SUFFIXES = tuple(f".{container}" for container in ("mp4", "mkv", "mov", "webm", "avi"))
+"""What `--out FILE` may end with (the request's containers); anything else without an extension is a folder."""
 
 
 def flag_for(field: str, default: object = None) -> str:
@@ -60,7 +60,12 @@ def add_generate(subparsers) -> None:
     source.add_argument("--end-image", help="last frame to aim at (original model only)")
     source.add_argument("--keyframe", action="append", default=[], metavar="WHEN=IMAGE",
                         help="extra image for a section or time, e.g. 3=key.png or 2.5s=key.png (repeatable)")
-    source.add_argument("--section-prompts", metavar="FILE", help="file with one '[WHEN:] text' line per section prompt")
+    source.add_argument("--section-prompts", metavar="TEXT|@FILE",
+                        help="one '[WHEN:] text' line per section prompt, as text or @FILE to read a file")
+    source.add_argument("--from", dest="from_file", metavar="VIDEO",
+                        help="reuse every setting embedded in a video (or raw frames) this tool made; flags given "
+                             "here win. Images are not embedded: give --image again. LoRAs are never taken from "
+                             "a file")
     groups = {"inputs": source}
     for title, names in REQUEST_FLAGS.items():
         group = groups.get(title) or parser.add_argument_group(title)
@@ -78,7 +83,13 @@ def add_generate(subparsers) -> None:
     model.add_argument("--offload", default="auto", help="auto, none, model, sequential or group")
     model.add_argument("--attention", default="default", help="default, native, flash, sage or xformers")
     output = parser.add_argument_group("output")
-    output.add_argument("--out", default="outputs", help="output folder (default ./outputs)")
+    output.add_argument("--out", default="outputs", metavar="FILE|DIR",
+                        help="a video file (clip.mp4: exactly that name, its extension sets the container; raw "
+                             "frames and images get the same name beside it) or a folder (an existing one, a name "
+                             "ending in '/' or without an extension: fresh names NAME-SEED.mp4 inside it); "
+                             "missing folders are created")
+    output.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file (without it an existing file is refused)")
     for name in OUTPUT_FLAGS:
         _add_field(output, OutputOptions, name)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -96,8 +107,6 @@ def _add_field(group, model, name: str) -> None:
         group.add_argument(flag_for(name, default), dest=name, action="store_false" if default else "store_true",
                            help=f"off: {text}" if default else text)
         return
-    if default not in (None, "") and len(str(default)) <= LONG_DEFAULT:
-        text = f"{text} (default {default})"
     flag = flag_for(name)
     metavar = None if choices else flag[2:].upper().replace("-", "_")
     group.add_argument(flag, dest=name, type=kind, choices=choices, default=default, metavar=metavar, help=text)
@@ -121,38 +130,109 @@ def build_job(args):
     from framepack.request.model import build_request
     from framepack.request.output import build_output
 
+    from framepack.io.codecs import resolve_codec
+
     problems, request, options = [], None, None
+    given = getattr(args, "given", set())
+    request_names = [name for names in REQUEST_FLAGS.values() for name in names] + ["section_prompts"]
+    embedded = _embedded(args, request_names)
+    reused = {name for name in (*embedded.request, *embedded.output) if name not in given} if embedded else set()
     try:
         fields = {name: getattr(args, name) for names in REQUEST_FLAGS.values() for name in names}
+        if embedded:
+            fields.update({name: value for name, value in embedded.request.items() if name in reused})
         fields.update(image=_read_image(args.image, "--image"), end_image=_read_image(args.end_image, "--end-image"),
                       keyframes=[_keyframe(text) for text in args.keyframe], loras=args.lora)
         if args.section_prompts:
-            fields["section_prompts"] = _read_text(args.section_prompts, "--section-prompts")
+            fields["section_prompts"] = section_prompts(args.section_prompts)
         request = build_request(**fields)
     except FramePackError as error:
         problems.extend(error.problems())
     try:
-        options = build_output(save_video=args.codec != "none", **{name: getattr(args, name) for name in OUTPUT_FLAGS})
+        output = {name: getattr(args, name) for name in OUTPUT_FLAGS}
+        if embedded:
+            output.update({name: value for name, value in embedded.output.items() if name in reused})
+        output.update(_container_of_out(args, output["container"], "container" in given))
+        if isinstance(output["codec"], str) and output["codec"] != "none":
+            output["codec"] = resolve_codec(output["codec"])
+        options = build_output(save_video=output["codec"] != "none", **output)
     except FramePackError as error:
         problems.extend(error.problems())
     if problems:
-        raise flag_errors(problems)
+        raise flag_errors(problems, reused, embedded.source if embedded else None)
     return request, options
 
 
-def flag_errors(problems):
-    """One `InputError` whose message names the flag of each problem (from its field)."""
+def _embedded(args, request_names):
+    """The settings of `--from FILE` (None without it); the start image must be given again."""
+    from framepack.cli.reuse import missing_images, read_embedded
     from framepack.errors import InputError
 
-    return InputError("; ".join(_with_flag(problem) for problem in problems))
+    if not getattr(args, "from_file", None):
+        return None
+    embedded = read_embedded(args.from_file, request_names, OUTPUT_FLAGS)
+    errors, notes = missing_images(embedded, args.image, args.end_image, args.keyframe)
+    if errors:
+        raise InputError("; ".join(errors))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return embedded
 
 
-def _with_flag(problem) -> str:
+def _container_of_out(args, container: str, explicit: bool) -> dict:
+    """`--out clip.mkv` sets the container; a different explicit --container is a contradiction."""
+    from framepack.cli.args import names_a_folder
+    from framepack.errors import InputError
+
+    if names_a_folder(args.out) or Path(args.out).suffix.lower() not in VIDEO_SUFFIXES:
+        return {}
+    wanted = Path(args.out).suffix.lower()[1:]
+    if explicit and container != wanted:
+        raise InputError(f"--container {container} contradicts --out {args.out} (a .{wanted} file)")
+    return {"container": wanted}
+
+
+def section_prompts(value: str) -> str:
+    """--section-prompts: the schedule itself, or @FILE (read up to the schedule's size limit)."""
+    from framepack.errors import InputError
+    from framepack.request.limits import MAX_SCHEDULE_CHARS
+
+    if not value.startswith("@"):
+        if "\n" not in value and ":" not in value and Path(value).is_file():
+            raise InputError(f"--section-prompts: {value!r} is a file; write @{value} to read it")
+        return value
+    path = Path(value[1:]).expanduser()
+    limit = MAX_SCHEDULE_CHARS * 4  # UTF-8 bytes of the longest schedule the request accepts
+    try:
+        with path.open("rb") as file:
+            data = file.read(limit + 1)
+    except OSError as error:
+        raise InputError(f"--section-prompts: cannot read {path}: {error.strerror or error}") from None
+    if len(data) > limit:
+        raise InputError(f"--section-prompts: {path} is larger than {limit} bytes; a schedule is at most "
+                         f"{MAX_SCHEDULE_CHARS} characters")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"--section-prompts: {path} is not UTF-8 text") from None
+
+
+def flag_errors(problems, reused=frozenset(), source: str | None = None):
+    """One `InputError` whose message names the flag of each problem (from its field); a value that
+    came from `--from FILE` is named as that file's embedded setting."""
+    from framepack.errors import InputError
+
+    return InputError("; ".join(_with_flag(problem, reused, source) for problem in problems))
+
+
+def _with_flag(problem, reused=frozenset(), source: str | None = None) -> str:
     field = list(problem.field or ())
     if field[:1] == ["output"]:
         field = field[1:]
     if not field:
         return problem.message
+    if str(field[0]) in reused and source is not None:
+        return f"--from {source}: embedded setting {field[0]!r}: {problem.message}"
     flag = flag_for(str(field[0]))
     if len(field) > 1 and isinstance(field[1], int):
         flag += f" #{field[1] + 1}"
@@ -183,15 +263,6 @@ def _keyframe(text: str) -> dict:
     return {"when": when.strip(), "image": _read_image(image.strip(), "--keyframe")}
 
 
-def _read_text(path: str, flag: str) -> str:
-    from framepack.errors import InputError
-
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{flag}: cannot read {path}: {error.strerror or error}") from None
-
-
 def _read_image(path: str | None, flag: str) -> bytes | None:
     """The CLI is the one face that reads image files: its user names files on their own machine."""
     from framepack.errors import InputError
@@ -213,12 +284,20 @@ def run_generate(args) -> int:
     from framepack.jobs.queue import JobQueue
     from framepack.request.events import Status
 
+    from framepack.cli.args import output_target
+
     request, options = build_job(args)
-    host = StandaloneHost(output_dir=args.out, videos=args.out, model=args.model, cache_dir=args.cache_dir,
+    target = output_target(args.out, VIDEO_SUFFIXES, args.overwrite)
+    if target.name is not None and options.save_frames and not args.overwrite:
+        frames = target.folder / f"{target.stem}.safetensors"  # the raw frames go beside the video, same name
+        if frames.exists():
+            raise InputError(f"--out: {str(frames)!r} already exists; pass --overwrite to replace it")
+    target.prepare()
+    host = StandaloneHost(output_dir=target.folder, videos=target.folder, model=args.model, cache_dir=args.cache_dir,
                           offline=True if args.offline else None, device=args.device,
                           settings=runtime_settings(args))
     if not args.json:
-        print(f"plan: {request.plan().summary()}", file=sys.stderr)
+        print(f"plan: {plan_line(request)}", file=sys.stderr)
     jobs_log = logging.getLogger("framepack.jobs")
     level = jobs_log.level
     if not getattr(args, "debug", False):  # this command reports the job's outcome itself
@@ -227,7 +306,7 @@ def run_generate(args) -> int:
     queue = JobQueue(host)
     try:
         try:
-            job = queue.submit(request, options, listener=progress)
+            job = queue.submit(request, options, listener=progress, name=target.stem, overwrite=args.overwrite)
         except InputError as error:
             raise flag_errors(error.problems()) from None
         with _Interrupts(queue, job):
@@ -253,6 +332,16 @@ def run_generate(args) -> int:
                 print(f"{kind}: {summary[kind]}")
         print(f"{record.status}: {record.frame_count} frames, seed {record.seed}, {progress.seconds:.1f} s")
     return 0 if record.status == Status.COMPLETED else 130
+
+
+def plan_line(request) -> str:
+    """The plan's summary, plus what was asked when the video comes out shorter or longer."""
+    plan = request.plan()
+    line = plan.summary()
+    if abs(plan.duration - request.duration) >= 0.005:
+        line += (f"; {plan.duration:.2f} s, asked {request.duration:g} s: "
+                 f"a video is a whole number of sections")
+    return line
 
 
 class _Progress:

@@ -48,7 +48,8 @@ def add_serve(subparsers) -> None:
     parser.add_argument("--model", default=None, metavar="DIR|tiny",
                         help="'tiny', a local model folder, or omit for the hub models")
     parser.add_argument("--output-dir", default="outputs", metavar="DIR",
-                        help="output folder; videos go to DIR/video (default ./outputs)")
+                        help="output folder: videos go straight into DIR, as with `generate --out DIR` "
+                             "(created when missing)")
     parser.add_argument("--no-ui", action="store_true", help="serve the REST API only, without the tab")
     parser.add_argument("--cache-dir", default=None, help="Hugging Face cache folder")
     parser.add_argument("--offline", action="store_true", help="never download models")
@@ -92,6 +93,19 @@ def credentials(args) -> list[tuple[str, str]] | None:
     return pairs or None
 
 
+def _log_jobs(level: str) -> None:
+    """Job started / finished (with the saved files) / failed lines on stderr, at the server's log level."""
+    import logging
+
+    jobs = logging.getLogger("framepack.jobs")
+    jobs.setLevel(getattr(logging, level.upper()))
+    if not jobs.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        jobs.addHandler(handler)
+        jobs.propagate = False  # the root logger (warnings) would print them a second time
+
+
 def run_serve(args) -> int:
     import uvicorn
 
@@ -101,7 +115,8 @@ def run_serve(args) -> int:
 
     auth = credentials(args)
 
-    host = StandaloneHost(output_dir=args.output_dir, model=args.model, cache_dir=args.cache_dir,
+    _log_jobs(args.log_level)
+    host = StandaloneHost(output_dir=args.output_dir, videos=args.output_dir, model=args.model, cache_dir=args.cache_dir,
                           offline=True if args.offline else None, device=args.device,
                           settings={"keep_incomplete": not args.no_keep_incomplete})
     loopback = _is_loopback(args.host)

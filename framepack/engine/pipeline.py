@@ -13,13 +13,16 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoFramepackPipeline
+from framepack.models.recipe import Recipe, quiet_image_processor_fallback
+
+quiet_image_processor_fallback()  # before diffusers imports the pipeline module (see there)
+
+from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoFramepackPipeline  # noqa: E402
 
 from framepack.request.events import Done
 from framepack.engine.frames import FrameSink
 from framepack.request.model import GenerationRequest
 from framepack.models.loader import LazyModel, load_components
-from framepack.models.recipe import Recipe
 
 COMPONENT_NAMES = (
     "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "vae",

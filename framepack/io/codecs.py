@@ -40,6 +40,20 @@ SOFTWARE_ENCODERS = (
 )
 """Candidates in the order users most likely want them (browser-friendly first)."""
 
+CODEC_FAMILIES = {
+    "h264": ("libx264", "h264_nvenc", "h264_qsv", "h264_vaapi", "h264_amf", "h264_videotoolbox", "h264_mf",
+             "libopenh264"),
+    "hevc": ("libx265", "hevc_nvenc", "hevc_qsv", "hevc_vaapi", "hevc_amf", "hevc_videotoolbox", "hevc_mf"),
+    "av1": ("libsvtav1", "libaom-av1", "librav1e", "av1_nvenc", "av1_qsv", "av1_vaapi", "av1_amf"),
+    "vp9": ("libvpx-vp9", "vp9_qsv", "vp9_vaapi"),
+    "vp8": ("libvpx",),
+    "prores": ("prores_ks",),
+}
+"""Common format names -> encoders for it, software first (the same output on every machine), then
+hardware; `resolve_codec` picks the first that opens here."""
+
+CODEC_ALIASES = {"avc": "h264", "x264": "h264", "h265": "hevc", "x265": "hevc"}
+
 CONTAINERS = {
     ".mp4": "mp4", ".m4v": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm",
     ".avi": "avi",
@@ -296,11 +310,33 @@ def check_codec(codec: str) -> None:
         raise InputError(f"video codec must be a name like 'libx264', got {codec!r}")
     if _opens_cached(codec):
         return
-    listed = ", ".join(c for c in available_encoders() if c != NONE)
+    listed = ", ".join(encoder_names())
     if _codec_or_none(codec) is None:
         raise InputError(f"unknown video codec {codec!r}; available here: {listed}")
     raise InputError(f"video codec {codec!r} does not work on this machine "
                      f"(no suitable hardware, driver or library); available here: {listed}")
+
+
+def resolve_codec(codec: str) -> str:
+    """`h264` / `hevc` / `av1` / `vp9` (and a few aliases) -> the first of their encoders that opens
+    here; any other name is returned as given (check_codec judges it). The result is a real encoder
+    name, so the option allowlist of that encoder applies."""
+    if not isinstance(codec, str):
+        return codec
+    family = CODEC_ALIASES.get(codec.lower(), codec.lower())
+    if family not in CODEC_FAMILIES:
+        return codec
+    for name in CODEC_FAMILIES[family]:
+        if _opens_cached(name):
+            return name
+    listed = ", ".join(encoder_names())
+    raise InputError(f"no {family} encoder works on this machine (tried {', '.join(CODEC_FAMILIES[family])}); "
+                     f"available here: {listed}")
+
+
+def encoder_names() -> list[str]:
+    """The encoders that open here, without the `none` pseudo-codec (for lists shown to users)."""
+    return [name for name in available_encoders() if name != NONE]
 
 
 def _opens_cached(codec: str) -> bool:

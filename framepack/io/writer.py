@@ -31,6 +31,8 @@ SETTINGS_KEY = "framepack_settings"
 """Container tag holding the settings JSON (mkv/webm keep any tag; mp4/mov with use_metadata_tags)."""
 COMMENT_KEY = "comment"
 """Also written: the one tag every container (avi included) keeps and players show."""
+MAX_SETTINGS_CHARS = 1_000_000
+"""Longest settings tag read back: our own are far smaller (prompt and schedule limits)."""
 
 _MUXER_OPTIONS = {"mp4": {"movflags": "use_metadata_tags"}, "mov": {"movflags": "use_metadata_tags"}}
 _BT709 = 1
@@ -355,11 +357,11 @@ def read_video_metadata(path) -> dict:
     lowered = {k.lower(): v for k, v in tags.items()}
     for key in (SETTINGS_KEY, COMMENT_KEY):
         text = lowered.get(key)
-        if not text:
+        if not text or len(text) > MAX_SETTINGS_CHARS:  # a forged file's oversized tag is not ours
             continue
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON in a forged tag
             continue
         if isinstance(value, dict):
             return value

@@ -36,6 +36,8 @@ class JobHandle:
         self.preview: Any = None  # RGB uint8 array of the latest preview
         self.work = None  # the job's work folder while it runs (framepack.io.workdir.WorkFolder)
         self.exception: BaseException | None = None  # why it failed, for a face that re-raises (the CLI)
+        self.name: str | None = None  # exact output file stem (the CLI's --out FILE), None: <filename>-<seed>
+        self.overwrite = False
         plan = request.plan()
         self.record = JobRecord(seed=request.seed, plan=plan.summary(), sections=plan.num_sections,
                                 settings={**request.settings(), "output": options.model_dump(mode="json")})

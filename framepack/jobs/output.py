@@ -33,16 +33,22 @@ class JobResult:
 class OutputWriters:
     """Opens the writers at the first frame (its size is known only then) and fans frames out."""
 
-    def __init__(self, folder: Path, request: GenerationRequest, options: OutputOptions, stem: str, work=None):
+    def __init__(self, folder: Path, request: GenerationRequest, options: OutputOptions, stem: str, work=None,
+                 exact: bool = False, overwrite: bool = False):
         from framepack.io.paths import unique_output_path
 
         self.folder, self.request, self.options, self.work = folder, request, options, work
+        self.overwrite = overwrite
+
+        def path(suffix: str) -> Path:  # exact: the name the user gave (publish never clobbers without overwrite)
+            return folder / f"{stem}.{suffix}" if exact else unique_output_path(folder, stem, suffix)
+
         plan = request.plan()
         self.plan = plan
         self.metadata = {"settings": request.settings(), "output": options.model_dump(),
                          "plan": plan.summary(), "seed": request.seed}
-        self.video_path = unique_output_path(folder, stem, options.container) if options.writes_video else None
-        self.frames_path = unique_output_path(folder, stem, "safetensors") if options.save_frames else None
+        self.video_path = path(options.container) if options.writes_video else None
+        self.frames_path = path("safetensors") if options.save_frames else None
         self.stem = stem
         self._writers: list[Any] = []
         self._output_sink: Callable[[np.ndarray], None] | None = None
@@ -66,12 +72,12 @@ class OutputWriters:
         if self.frames_path is not None:
             self.raw = RawFramesWriter(self.frames_path, height, width, {
                 "fps": plan.generated_fps, "generated_fps": plan.generated_fps, "interpolation": 0,
-                "settings": self.metadata}, work=self.work).open()
+                "settings": self.metadata}, overwrite=self.overwrite, work=self.work).open()
             self._writers.append(self.raw)
         if self.video_path is not None:
             self.video = VideoWriter(self.video_path, plan.fps, codec=options.codec, options=options.codec_options,
                                      pix_fmt=options.pix_fmt, metadata=self.metadata, crf=options.crf,
-                                     work=self.work).open()
+                                     overwrite=self.overwrite, work=self.work).open()
             self._writers.append(self.video)
         if options.save_images:
             self.images = FrameImageWriter(self.folder, f"{self.stem}_frames", options.image_format,
@@ -98,13 +104,16 @@ class OutputWriters:
 
 def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: str | Path,
             control: GenerationControl | None = None, on_event: Callable[[object], None] | None = None,
-            work=None) -> JobResult:
+            work=None, name: str | None = None, overwrite: bool = False) -> JobResult:
     """Generate and write the outputs; a stop keeps partial files only with keep_incomplete.
 
     Unfinished files (spill, partial video / raw frames / images) live in a work folder inside
     `folder` (framepack.io.workdir): `work` when the caller made one (the CLI, to delete it on a
     second Ctrl-C), else one of its own. Either way it is gone when this returns or raises, and
     work folders left by runs that crashed before are removed first.
+
+    `name`: the exact file stem (one path component) instead of `<filename>-<seed>`; `overwrite`
+    replaces existing files of that name (without it, a name taken meanwhile gets a number).
     """
     from framepack.engine.loop import run_generation
     from framepack.io.paths import sanitize_filename
@@ -116,13 +125,16 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     remove_abandoned(folder)
-    stem = f"{sanitize_filename(options.filename)}-{request.seed}"
+    if name is not None and (not name or Path(name).name != name or name in (".", "..")):
+        raise ValueError(f"output name {name!r} must be one file name")
+    stem = name if name is not None else f"{sanitize_filename(options.filename)}-{request.seed}"
     if request.loras or loaded_adapters(pipe):  # also unloads the previous job's LoRAs
         apply_loras(pipe, request.loras)
     own_work = work is None
     work = WorkFolder(folder) if own_work else work
     try:
-        writers = OutputWriters(folder, request, options, stem, work=work)
+        writers = OutputWriters(folder, request, options, stem, work=work, exact=name is not None,
+                                overwrite=overwrite)
         try:
             hooks = getattr(control, "stage_hooks", None)  # a host's control may bring its stage hooks
             done = run_generation(pipe, request, writers, on_event, control=control, hooks=hooks,

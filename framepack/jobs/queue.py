@@ -52,14 +52,18 @@ class JobQueue:
 
     # ---- faces ---------------------------------------------------------------------
     def submit(self, request: GenerationRequest, options: OutputOptions | None = None, *,
-               task_id: str | None = None, listener: Listener | None = None) -> JobHandle:
+               task_id: str | None = None, listener: Listener | None = None, name: str | None = None,
+               overwrite: bool = False) -> JobHandle:
         """Queue a job; raises `InputErrors` (located) for what the io checks refuse, `QueueFull`, or
         `FramePackError` when the queue is shutting down. `task_id`: the host progress task that
         follows this job (SD.Next's progress bar), queued now and closed when the job ends.
-        `listener`: called with every event of the job, on the worker thread."""
+        `listener`: called with every event of the job, on the worker thread. `name`: the exact
+        file name stem of the outputs (the CLI's `--out clip.mp4`; default `<filename>-<seed>`),
+        `overwrite`: whether an existing file of that name is replaced."""
         options = options or OutputOptions(keep_incomplete=self.host.keep_incomplete())
         check_job(request, options)
         handle = JobHandle(request.resolve_seed(), options, self.host.new_control(task_id), task_id, listener)
+        handle.name, handle.overwrite = name, overwrite
         with self._lock:
             if self._closed:
                 raise FramePackError("the job queue is shutting down")

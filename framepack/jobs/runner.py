@@ -65,7 +65,8 @@ class JobRunner:
                 handle.work = WorkFolder(folder, handle.id)  # a second Ctrl-C of the CLI deletes it
                 try:
                     result = run_job(pipe, request, handle.options, folder, control=handle.control,
-                                     on_event=on_event, work=handle.work)
+                                     on_event=on_event, work=handle.work, name=handle.name,
+                                     overwrite=handle.overwrite)
                 finally:
                     handle.work.close()
                 handle.record.outputs = {kind: str(path) for kind, path in

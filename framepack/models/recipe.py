@@ -82,6 +82,32 @@ class ComponentClass:
         return getattr(module, name)
 
 
+class _ImageProcessorFallbackFilter:
+    """Drops transformers' "`XImageProcessor` requires torchvision; falling back to `XImageProcessorPil`"
+    record (and nothing else): without torchvision the PIL processor is the one we want anyway."""
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        return not ("requires torchvision (not installed)" in message and "ImageProcessorPil" in message)
+
+
+_FALLBACK_FILTER = _ImageProcessorFallbackFilter()
+
+
+def quiet_image_processor_fallback() -> None:
+    """Call before importing diffusers' FramePack pipeline: its module imports `SiglipImageProcessor`
+    by that name, and without torchvision transformers then warns on every run. Only that one
+    message is filtered (on the logger that emits it); every other warning still shows."""
+    import importlib.util
+    import logging
+
+    if importlib.util.find_spec("torchvision") is not None:
+        return  # nothing falls back, nothing to hide
+    logger = logging.getLogger("transformers.utils.import_utils")
+    if _FALLBACK_FILTER not in logger.filters:
+        logger.addFilter(_FALLBACK_FILTER)
+
+
 COMPONENT_CLASSES: dict[str, ComponentClass] = {
     "text_encoder": ComponentClass("transformers", "LlamaModel", "float16", "model"),
     "tokenizer": ComponentClass("transformers", "LlamaTokenizerFast", None, "tokenizer"),

@@ -225,6 +225,10 @@ def _seeded(seed: int, make):
 
 def _build_pipeline(seed: int, transformer_config: dict = TRANSFORMER_CONFIG, llama_config: dict = LLAMA_CONFIG):
     import torch
+
+    from framepack.models.recipe import quiet_image_processor_fallback
+
+    quiet_image_processor_fallback()
     from diffusers import (
         AutoencoderKLHunyuanVideo,
         FlowMatchEulerDiscreteScheduler,
