@@ -1,0 +1,121 @@
+"""The plan box, the mode line and the keyframe list: what the inputs will make, before Generate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from framepack.errors import FramePackError
+from framepack.ui.values import _esc, _number, _whole, error_html
+
+# ----------------------------------------------------------------------------- the plan
+
+@dataclass
+class PlanView:
+    """What the plan box shows: one line and a row per section, or an error."""
+
+    summary: str = ""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+def keyframe_whens(keyframes: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    return [str(item.get("when", "")) for item in (keyframes or [])]
+
+
+def plan_view(duration: Any, fps: Any, interpolation: Any, latent_window_size: Any, variant: Any, prompt: Any,
+              section_prompts: Any, keyframes: Sequence[Mapping[str, Any]] | None = None) -> PlanView:
+    """The planner's answer for these settings; errors (bad numbers, schedule syntax) as text."""
+    from framepack.request.planner import plan_video
+
+    try:
+        plan = plan_video(duration=_number(duration), fps=_number(fps), interpolation=_whole(interpolation),
+                          latent_window_size=_whole(latent_window_size), variant=variant or "original",
+                          prompt=prompt or "", section_prompts=section_prompts or "",
+                          keyframes=keyframe_whens(keyframes))
+    except FramePackError as error:
+        return PlanView(error=str(error))
+    summary = plan.summary()
+    asked = _number(duration)
+    if isinstance(asked, (int, float)) and abs(plan.duration - asked) >= 0.005:
+        summary += f" (asked {asked:.2f} s)"
+    if plan.variant == "original" and plan.num_sections > 1:
+        summary += "; sampled end first"
+    return PlanView(summary=summary, rows=plan.table())
+
+
+def plan_html(duration: Any, fps: Any, interpolation: Any, latent_window_size: Any, variant: Any, prompt: Any,
+              section_prompts: Any, keyframes: Sequence[Mapping[str, Any]] | None = None) -> str:
+    view = plan_view(duration, fps, interpolation, latent_window_size, variant, prompt, section_prompts, keyframes)
+    return render_plan(view)
+
+
+def render_plan(view: PlanView) -> str:
+    if view.error:
+        return (f'<div class="fpk-plan fpk-plan-bad"><div class="fpk-plan-error" role="alert">{_esc(view.error)}'
+                '</div></div>')
+    rows = []
+    for row in view.rows:
+        text = row["section_text"]
+        shown = row["prompt"] or "(empty prompt)"
+        if text and shown.endswith(text):  # the section's own text in bold after the main prompt
+            shown = f"{_esc(shown[: len(shown) - len(text)])}<b>{_esc(text)}</b>"
+        else:
+            shown = _esc(shown)
+        keyframe = "" if row["keyframe"] is None else f"#{row['keyframe']}"
+        rows.append(
+            f"<tr><td>{row['number']}</td><td>{_esc(row['time'])}</td><td>{_esc(row['frames'])}</td>"
+            f"<td>{row['order']}</td><td class=\"fpk-plan-prompt\" title=\"{_esc(row['prompt'])}\">{shown}</td>"
+            f"<td>{keyframe}</td></tr>")
+    table = (
+        '<div class="fpk-plan-scroll"><table class="fpk-plan-table"><thead><tr>'
+        '<th>section</th><th>time</th><th>frames</th>'
+        '<th title="sampling order">order</th><th>prompt</th><th>keyframe</th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>")
+    return f'<div class="fpk-plan"><div class="fpk-plan-line">{_esc(view.summary)}</div>{table}</div>'
+
+
+def mode_html(image: Any, end_image: Any, blank_start: Any, variant: Any,
+              keyframes: Sequence[Any] | None = None) -> str:
+    """One line under the images: which kind of generation the inputs make (or why they cannot)."""
+    if end_image is not None and variant == "f1":
+        return error_html("An end image needs the Original variant: F1 generates forward and cannot aim at a "
+                          "last frame. Choose Original or remove the end image.")
+    if image is None:
+        text = (f"Text-to-video from a {blank_start or 'black'} start frame (no start image). "
+                "Weaker than image-to-video: the models were trained to animate a real image.")
+    elif end_image is not None:
+        text = "First + last frame to video (FLF2V)."
+    else:
+        text = "Image-to-video (I2V)."
+    if keyframes:
+        text += f" {len(keyframes)} keyframe{'s' if len(keyframes) != 1 else ''}."
+    return f'<div class="fpk-mode">{_esc(text)}</div>'
+
+
+# ----------------------------------------------------------------------------- keyframes
+
+def add_keyframe(keyframes: Sequence[Mapping[str, Any]] | None, image: Any, when: Any) -> tuple[list, str | None]:
+    """Append a keyframe after checking its WHEN syntax; returns (keyframes, error or None).
+
+    Whether the WHEN exists in the video (section 7 of 3) is the plan's business: it depends on
+    the duration, which may still change.
+    """
+    from framepack.request.planner import parse_when
+
+    items = list(keyframes or [])
+    if image is None:
+        return items, "Keyframes: choose an image first"
+    text = str(when or "").strip().rstrip(":").strip()
+    if not text:
+        return items, "Keyframes: write WHEN the image applies: a section (3), range (2-4) or time (1.5s)"
+    try:
+        parse_when(text, f"keyframe {len(items) + 1}")
+    except FramePackError as error:
+        return items, str(error)
+    items.append({"image": image, "when": text})
+    return items, None
+
+
+def keyframe_gallery(keyframes: Sequence[Mapping[str, Any]] | None) -> list[tuple[Any, str]]:
+    return [(item["image"], f"#{n} at {item['when']}") for n, item in enumerate(keyframes or [], start=1)]
+
