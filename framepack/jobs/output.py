@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from framepack.engine.control import GenerationControl
-from framepack.request.events import Done, Status
+from framepack.request.events import Done, Stage, Status
 from framepack.request.limits import RANDOM_SEED
 from framepack.request.model import GenerationRequest
 from framepack.request.output import OutputOptions
@@ -137,17 +137,32 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
                                 overwrite=overwrite)
         try:
             hooks = getattr(control, "stage_hooks", None)  # a host's control may bring its stage hooks
-            done = run_generation(pipe, request, writers, on_event, control=control, hooks=hooks,
-                                  spill_dir=str(work.path))
+            done = run_generation(pipe, request, _staged(writers, on_event, request.plan().interpolation), on_event,
+                                  control=control, hooks=hooks, spill_dir=str(work.path))
         except BaseException:
             writers.abort()
             raise
         if (done.status != Status.COMPLETED and not options.keep_incomplete) or done.frames == 0:
             writers.abort()
             return JobResult(done)
+        if on_event is not None:
+            on_event(Stage("encode"))  # finishing the files (the encoder flushes its buffered frames)
         published = writers.close()
     finally:
         if own_work:
             work.close()
     return JobResult(done, published.get("video"), published.get("frames"), published.get("images"),
                      list(published.values()))
+
+
+def _staged(writers: OutputWriters, on_event: Callable[[object], None] | None, interpolation: int):
+    """The writers as the loop's sink, announcing the stage the frames enter (faces show every stage)."""
+    if on_event is None:
+        return writers
+    stage = Stage("interpolate" if interpolation else "encode")
+
+    def sink(frames: np.ndarray) -> None:
+        on_event(stage)
+        writers(frames)
+
+    return sink

@@ -21,7 +21,8 @@ from typing import Any, Iterator, Mapping
 
 from framepack.errors import FramePackError, InputError
 from framepack.request.events import Status
-from framepack.ui.progress_view import (_final_marker, final_html, progress_html, status_line, stopping_line)
+from framepack.ui.progress_view import (_final_marker, final_html, progress_html, status_line, stopping_line,
+                                        waiting_text)
 from framepack.ui.values import error_html, info_html, labelled, validate
 
 # ----------------------------------------------------------------------------- generation
@@ -62,8 +63,8 @@ def generate_stream(host, job_queue, values: Mapping[str, Any], task_id: str | N
     """
     try:
         request, options = validate(values, host)
-    except InputError as error:
-        yield Update(status=_final_marker(error_html(str(error)), task_id), finished=True)
+    except InputError as error:  # the error replaces the previous result block (no stale video under it)
+        yield _refused(error_html(str(error)), task_id)
         return
     if PAGE_TASKS.stopped_before_start(task_id):
         yield Update(status=_final_marker(info_html("Stopped before the job was submitted"), task_id), finished=True)
@@ -71,18 +72,33 @@ def generate_stream(host, job_queue, values: Mapping[str, Any], task_id: str | N
     try:  # the queue opens the host's progress task now and closes it when the job ends
         job = job_queue.submit(request, options, task_id=task_id or None)
     except FramePackError as error:
-        problems = error.problems()
-        yield Update(status=_final_marker(error_html("; ".join(labelled(problem) for problem in problems)), task_id),
-                     finished=True)
+        yield _refused(error_html("; ".join(labelled(problem) for problem in error.problems())), task_id)
         return
     PAGE_TASKS.bind(task_id, job, job_queue)  # a Stop that came in meanwhile cancels it now
     seed = job.record.seed
-    yield Update(status=info_html(f"Job {job.id} submitted · seed {seed} · {job.record.plan}"),
-                 progress=progress_html(job, job_queue), preview=None, video=None, job_id=job.id, seed=seed,
-                 pause_label="Pause")
+    waiting = job.status == Status.QUEUED and job_queue.ahead_of(job) > 0
+    if waiting:  # another job runs: its stream keeps the progress box; this one says its place in line
+        yield Update(status=info_html(f"Job {job.id} queued · {waiting_text(job_queue, job)} · seed {seed}"),
+                     job_id=job.id, seed=seed)
+    else:
+        yield Update(status=info_html(f"Job {job.id} submitted · seed {seed} · {job.record.plan}"),
+                     progress=progress_html(job, job_queue), preview=None, video=None, job_id=job.id, seed=seed,
+                     pause_label="Pause")
     seen, preview, last, stopping = job.record.updates, None, time.monotonic(), False
+    place = waiting_text(job_queue, job) if waiting else None
     while not job.wait(poll):
         update = Update()
+        if waiting:
+            if job.status == Status.QUEUED:
+                now_place = waiting_text(job_queue, job)
+                if now_place != place:
+                    place, update.status = now_place, info_html(f"Job {job.id} queued · {now_place} · seed {seed}")
+                if update != Update():
+                    yield update
+                continue
+            waiting = False
+            update.status = info_html(f"Job {job.id} running · seed {seed} · {job.record.plan}")
+            update.preview, update.video, update.job_id, update.pause_label = None, None, job.id, "Pause"
         if not stopping and _stop_requested(job):
             stopping, update.status = True, stopping_line(job)
         now = time.monotonic()
@@ -97,6 +113,12 @@ def generate_stream(host, job_queue, values: Mapping[str, Any], task_id: str | N
     yield Update(status=status_line(job, task_id), progress=final_html(job),
                  preview=job.preview if job.preview is not None else KEEP, video=video, job_id="", pause_label="Pause",
                  finished=True)
+
+
+def _refused(line: str, task_id: str | None) -> Update:
+    """A Generate that submitted nothing: the error in the status line and in place of the last result."""
+    return Update(status=_final_marker(line, task_id), progress=f'<div class="fpk-progress fpk-final '
+                  f'fpk-final-failed">{line}</div>', video=None, finished=True)
 
 
 # ----------------------------------------------------------------------------- Stop / Skip / Pause

@@ -94,11 +94,13 @@ def mode_html(image: Any, end_image: Any, blank_start: Any, variant: Any,
 
 # ----------------------------------------------------------------------------- keyframes
 
-def add_keyframe(keyframes: Sequence[Mapping[str, Any]] | None, image: Any, when: Any) -> tuple[list, str | None]:
-    """Append a keyframe after checking its WHEN syntax; returns (keyframes, error or None).
+def add_keyframe(keyframes: Sequence[Mapping[str, Any]] | None, image: Any, when: Any,
+                 plan_values: Sequence[Any] | None = None) -> tuple[list, str | None]:
+    """Append a keyframe after checking its WHEN; returns (keyframes, error or None).
 
-    Whether the WHEN exists in the video (section 7 of 3) is the plan's business: it depends on
-    the duration, which may still change.
+    `plan_values`: the plan's inputs as in `PLAN_NAMES` (without keyframes): a WHEN outside the
+    video those settings make (section 7 of 3, 9s of a 5 s video) is refused at once. A later
+    change of the duration can still leave one outside; the plan box then says so in red.
     """
     from framepack.request.planner import parse_when
 
@@ -112,8 +114,25 @@ def add_keyframe(keyframes: Sequence[Mapping[str, Any]] | None, image: Any, when
         parse_when(text, f"keyframe {len(items) + 1}")
     except FramePackError as error:
         return items, str(error)
+    if plan_values is not None:
+        view = plan_view(*plan_values, keyframes=[{"when": text}])
+        if view.error:
+            return items, f"Keyframes: {view.error}"
     items.append({"image": image, "when": text})
     return items, None
+
+
+def remove_keyframe(keyframes: Sequence[Mapping[str, Any]] | None, choice: Any) -> list:
+    """The keyframes without the one `choice` names (a `keyframe_choices` entry: "#2 at 3")."""
+    items = list(keyframes or [])
+    labels = keyframe_choices(items)
+    if choice in labels:
+        del items[labels.index(choice)]
+    return items
+
+
+def keyframe_choices(keyframes: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    return [f"#{n} at {item['when']}" for n, item in enumerate(keyframes or [], start=1)]
 
 
 def keyframe_gallery(keyframes: Sequence[Mapping[str, Any]] | None) -> list[tuple[Any, str]]:

@@ -68,7 +68,27 @@ def memory_text(stats: Mapping[str, int] | None = None) -> str:
     return " · ".join(parts)
 
 
-def _queue_position(job_queue, job) -> int:
+STAGE_TEXT = {
+    "loading": "loading the model",
+    "text": "encoding the prompt",
+    "vision": "encoding the images (vision)",
+    "vae_encode": "encoding the images (VAE)",
+    "sample": "sampling",
+    "vae_decode": "decoding frames (VAE)",
+    "interpolate": "interpolating and encoding frames",
+    "encode": "encoding the video",
+}
+POST_STAGES = ("vae_decode", "interpolate", "encode")
+"""Work after the sampling of each section: its share of the ETA is measured, not guessed."""
+
+
+def ordinal(number: int) -> str:
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def queue_position(job_queue, job) -> int:
+    """The job's place in line, counting the running job (1 = next to run when nothing runs)."""
     ahead_of = getattr(job_queue, "ahead_of", None)
     if callable(ahead_of):
         return ahead_of(job) + 1
@@ -76,26 +96,74 @@ def _queue_position(job_queue, job) -> int:
     return next((n for n, j in enumerate(waiting, start=1) if j is job), 0)
 
 
+def waiting_text(job_queue, job) -> str:
+    position = queue_position(job_queue, job) if job_queue is not None else 0
+    return f"Waiting, {ordinal(position)} in line" if position else "Waiting in the queue"
+
+
+def estimate(record, now: float | None = None) -> tuple[float, float | None]:
+    """(fraction of the whole job done, seconds left) from the sampling ETA plus the measured decode,
+    interpolation and encoding time per section; (sampling fraction, None) until one section has
+    been decoded (the time left is not known yet)."""
+    now = time.time() if now is None else now
+    if record.status == Status.COMPLETED:
+        return 1.0, 0.0
+    if not record.sections_done:
+        return min(record.progress, 0.99), None
+    sections = max(1, record.sections)
+    per_section = sum(record.stage_seconds.get(name, 0.0) for name in POST_STAGES) / record.sections_done
+    left_sections = sections - record.sections_done  # the section being worked on included
+    sampling_left = record.eta if record.stage == "sample" and record.eta is not None else 0.0
+    if record.stage == "sample" or record.stage is None:
+        left = sampling_left + per_section * left_sections
+    else:  # decoding or encoding a section: what is left of it, then the sections after it
+        current = max(0.0, per_section - (now - (record.stage_since or now)))
+        left = current + per_section * max(0, left_sections - 1)
+        if left_sections > 1 and record.it_per_s:
+            left += (left_sections - 1) * record.steps / record.it_per_s
+    elapsed = now - (record.started or now)
+    fraction = elapsed / (elapsed + left) if elapsed + left > 0 else 0.0
+    return min(fraction, 0.99), left
+
+
+def pause_text(job) -> str:
+    control = job.control
+    if not getattr(control, "paused", False):
+        return ""
+    waiting = getattr(control, "waiting", None)
+    if waiting is None:  # a host's control without the flag: only sampling stands still
+        waiting = job.record.stage == "sample"
+    return " · PAUSED" if waiting else " · pausing at the next sampling step"
+
+
 def progress_html(job, job_queue=None, stats: Mapping[str, int] | None = None) -> str:
-    """The live progress box: bar, section, step, it/s, ETA, elapsed, memory."""
+    """The live progress box: bar, stage, section, step, it/s, ETA (decode and encoding included), memory."""
     now = time.time()
     record = job.record
     if record.status == Status.QUEUED:
-        position = _queue_position(job_queue, job) if job_queue is not None else 0
-        text = f"Waiting in the queue (position {position})" if position else "Waiting in the queue"
-        return _progress_box(0.0, text, "")
+        return _progress_box(0.0, waiting_text(job_queue, job), "")
+    return _progress_box(*progress_text(job, now), memory_text(stats))
+
+
+def progress_text(job, now: float | None = None) -> tuple[float, str]:
+    """(fraction, one line): the stage the job is in and how far it is."""
+    now = time.time() if now is None else now
+    record = job.record
     elapsed = now - (record.started or now)
-    if record.steps:
-        paused = " · PAUSED" if getattr(job.control, "paused", False) else ""
-        text = (f"Section {min(record.sections_done + 1, record.sections)}/{record.sections}"
-                f"{f' (#{record.section})' if record.section else ''} · step {record.step}/{record.steps} · "
-                f"{record.it_per_s:.2f} it/s · ETA {format_seconds(record.eta)} · "
-                f"elapsed {format_seconds(elapsed)}{paused}")
-    elif record.stage == "loading":
-        text = f"Starting: loading the model · elapsed {format_seconds(elapsed)}"
+    stage = STAGE_TEXT.get(record.stage or "", "starting")
+    fraction, left = estimate(record, now)
+    if left is not None:
+        eta = f"ETA {format_seconds(left)}"
     else:
-        text = f"Starting: loading the model and encoding the inputs · elapsed {format_seconds(elapsed)}"
-    return _progress_box(record.progress, text, memory_text(stats))
+        eta = "ETA: decode time not measured yet" if record.stage in POST_STAGES else "ETA after the first section"
+    if record.steps:
+        section = min(record.sections_done + (0 if record.stage in POST_STAGES else 1), record.sections)
+        text = (f"{stage.capitalize()} · section {max(1, section)}/{record.sections}"
+                f"{f' (#{record.section})' if record.section else ''} · step {record.step}/{record.steps} · "
+                f"{record.it_per_s:.2f} it/s · {eta} · elapsed {format_seconds(elapsed)}{pause_text(job)}")
+    else:
+        text = f"Starting: {stage} · elapsed {format_seconds(elapsed)}{pause_text(job)}"
+    return fraction, text
 
 
 def _progress_box(fraction: float, text: str, memory: str) -> str:
@@ -182,3 +250,72 @@ def preview_html(image: Any = None) -> str:
     return (f'<div class="fpk-live"><img class="fpk-live-image" alt="Live preview" '
             f'src="data:image/jpeg;base64,{data}"></div>')
 
+
+
+# ----------------------------------------------------------------------------- the jobs panel
+
+HISTORY_SHOWN = 30
+SUMMARY_KEYS = (("variant", "{}"), ("resolution", "{} px"), ("duration", "{} s"), ("fps", "{} fps"),
+                ("steps", "{} steps"), ("cfg", "CFG {}"))
+
+
+def settings_summary(settings: Mapping[str, Any]) -> str:
+    parts = [fmt.format(settings[key]) for key, fmt in SUMMARY_KEYS if settings.get(key) not in (None, "")]
+    prompt = str(settings.get("prompt") or "")
+    if prompt:
+        parts.append(f"“{prompt[:60]}{'…' if len(prompt) > 60 else ''}”")
+    return " · ".join(parts)
+
+
+def _job_button(action: str, job_id: str, label: str, title: str) -> str:
+    return (f'<button type="button" class="fpk-job-button" data-fpk-job-action="{action}" '
+            f'data-fpk-job="{_esc(job_id)}" title="{_esc(title)}">{_esc(label)}</button>')
+
+
+def _file_link(kind: str, path: str) -> str:
+    return f'<a class="fpk-job-file" href="file={_esc(path)}" target="_blank" title="{_esc(path)}">{_esc(kind)}: ' \
+           f'{_esc(path.replace(chr(92), "/").rsplit("/", 1)[-1])}</a>'
+
+
+def job_row(job, job_queue) -> str:
+    record = job.record
+    status = Status(record.status)
+    if status == Status.QUEUED:
+        state = waiting_text(job_queue, job)
+    elif status == Status.RUNNING:
+        state = progress_text(job)[1]
+    else:
+        state = str(status)
+        if record.error:
+            state += f": {record.error}"
+    buttons = []
+    if not status.finished:
+        buttons.append(_job_button("stop", job.id, "Stop" if status == Status.RUNNING else "Remove",
+                                   "Stop this job after its current step" if status == Status.RUNNING
+                                   else "Remove this job from the queue"))
+    buttons.append(_job_button("load", job.id, "Load settings", "Put this job's settings into every control"))
+    files = " ".join(_file_link(kind, path) for kind, path in record.outputs.items())
+    seed = f" · seed {record.seed}" if record.seed is not None else ""
+    return (f'<li class="fpk-job fpk-job-{status.value}" data-fpk-job-id="{_esc(job.id)}">'
+            f'<div class="fpk-job-head"><b>{_esc(job.id)}</b> <span class="fpk-job-state">{_esc(state)}</span></div>'
+            f'<div class="fpk-job-settings">{_esc(record.plan)}{_esc(seed)} · {_esc(settings_summary(record.settings))}'
+            f'</div>{f"<div class=fpk-job-files>{files}</div>" if files else ""}'
+            f'<div class="fpk-job-buttons">{"".join(buttons)}</div></li>')
+
+
+def jobs_html(job_queue) -> str:
+    """Running and queued jobs (in run order), then the finished ones, newest first."""
+    jobs = job_queue.list()
+    active = [job for job in jobs if not Status(job.status).finished]
+    active.sort(key=lambda job: (job.status != Status.RUNNING, queue_position(job_queue, job)))
+    finished = sorted((job for job in jobs if Status(job.status).finished),
+                      key=lambda job: job.record.finished or job.record.created, reverse=True)[:HISTORY_SHOWN]
+    parts = ['<div class="fpk-jobs">']
+    parts.append('<div class="fpk-jobs-title">Running and queued</div>')
+    parts.append(f'<ul class="fpk-jobs-active">{"".join(job_row(job, job_queue) for job in active)}</ul>'
+                 if active else '<div class="fpk-jobs-empty">No job running</div>')
+    parts.append('<div class="fpk-jobs-title">History (newest first)</div>')
+    parts.append(f'<ul class="fpk-jobs-history">{"".join(job_row(job, job_queue) for job in finished)}</ul>'
+                 if finished else '<div class="fpk-jobs-empty">No finished job yet</div>')
+    parts.append("</div>")
+    return "".join(parts)

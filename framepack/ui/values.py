@@ -49,6 +49,8 @@ CRF_RANGE = limits.CRF_RANGE
 MAX_INTERPOLATION = limits.MAX_INTERPOLATION
 MAX_CFG = limits.MAX_CFG
 MAX_SHIFT = limits.MAX_SHIFT
+CFG_SLIDER_MAX = min(32.0, limits.MAX_CFG)
+"""CFG sliders stop at 32 (more is never useful); the API and CLI accept up to limits.MAX_CFG."""
 
 SECTION_PROMPTS_HELP = (
     "One entry per line, `[WHEN:] text`; the text is added to the main prompt for those sections. "
@@ -269,3 +271,9 @@ def validate(values: Mapping[str, Any], host):
         raise InputError("; ".join(labelled(problem) for problem in problems))
     return request, options
 
+
+
+def negative_prompt_visible(cfg: Any) -> bool:
+    """The negative prompt is read only with real CFG (> 1)."""
+    value = _number(cfg)
+    return isinstance(value, (int, float)) and value > 1
