@@ -157,8 +157,8 @@ def progress_text(job, now: float | None = None) -> tuple[float, str]:
     else:
         eta = "ETA: decode time not measured yet" if record.stage in POST_STAGES else "ETA after the first section"
     if record.steps:
-        section = min(record.sections_done + (0 if record.stage in POST_STAGES else 1), record.sections)
-        text = (f"{stage.capitalize()} · section {max(1, section)}/{record.sections}"
+        section = min(record.sections_done + 1, record.sections)  # the one being sampled, decoded or encoded
+        text = (f"{stage[:1].upper()}{stage[1:]} · section {max(1, section)}/{record.sections}"
                 f"{f' (#{record.section})' if record.section else ''} · step {record.step}/{record.steps} · "
                 f"{record.it_per_s:.2f} it/s · {eta} · elapsed {format_seconds(elapsed)}{pause_text(job)}")
     else:
