@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt constraints.txt | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt requirements-nodeps.txt constraints.txt | cksum | cut -d' ' -f1)
 DEMO_OUT ?= outputs
 
 SDNEXT_CACHE ?= build/sdnext
@@ -12,9 +12,10 @@ SDNEXT_CACHE ?= build/sdnext
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-test.txt constraints.txt
+$(STAMP): requirements.txt requirements-test.txt requirements-nodeps.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -r requirements-test.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps -c constraints.txt -r requirements-nodeps.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 # ffprobe (Debian ffmpeg) checks the videos we write; Debian chromium runs the real-browser tests

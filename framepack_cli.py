@@ -3,6 +3,9 @@
 interpolate saved frames.
 
     python framepack_cli.py generate --image in.png --prompt "a boat sails" --duration 5 --out outputs
+    python framepack_cli.py resume outputs                 # continue an interrupted job
+    python framepack_cli.py reroll outputs --from-section 3 --seed 7
+    python framepack_cli.py extend clip.mp4 --duration 4 --prompt "the boat reaches the shore"
     python framepack_cli.py serve [--model tiny] [--port 7870]
 
     python framepack_cli.py info clip.safetensors [--json]
@@ -79,10 +82,11 @@ def _output_file(out: str, source: Path, suffixes, overwrite: bool) -> Path:
 
 
 def _work_folder(out_folder: Path):
-    """The work folder for unfinished output in `out_folder` (abandoned ones of killed runs go first)."""
-    from framepack.io.workdir import WorkFolder, remove_abandoned
-    remove_abandoned(out_folder)
-    return WorkFolder(out_folder, "cli")
+    """The work folder for unfinished output in `out_folder` (unresumable ones of killed runs go first)."""
+    from framepack.io.workdir import WorkFolder
+    from framepack.jobs.checkpoint import sweep_output_folder
+    sweep_output_folder(out_folder)
+    return WorkFolder(out_folder)
 
 
 def _require_frames(source, path: str, action: str) -> None:
@@ -92,13 +96,45 @@ def _require_frames(source, path: str, action: str) -> None:
         raise InputError(f"{path!r} holds no frames; there is nothing to {action}")
 
 
-def _frames_with_interpolation(source, k: int, method: str, batch: int):
-    """Batches from the source, or single frames with k interpolated between each pair."""
+def _frames_with_interpolation(source, k: int, method: str, batch: int, rife_model: str | None = None,
+                               upscaler=None):
+    """Batches from the source (upscaled first when asked), k interpolated frames between each pair."""
     batches = source.iter_batches(batch)
+    if upscaler is not None:
+        batches = (upscaler(batch) for batch in batches)
     if not k:
         return batches
-    from framepack.io.interpolate import interpolate
-    return interpolate(batches, k, method)
+    from framepack.io.interpolate import interpolate, load_rife
+    model = load_rife(rife_model) if method == "rife" else None
+    return interpolate(batches, k, method, model=model)
+
+
+def _add_media_flags(parser, upscale: bool) -> None:
+    """--method (flow, blend, rife) and --rife-model; --upscale and --upscaler where frames are encoded."""
+    parser.add_argument("--method", default="flow", choices=["flow", "blend", "rife"],
+                        help="interpolation method (default: optical flow; rife needs --rife-model)")
+    parser.add_argument("--rife-model", default=None, metavar="FILE",
+                        help="RIFE 4.2x IFNet weights (.safetensors) for --method rife")
+    if upscale:
+        parser.add_argument("--upscale", type=float, default=1.0, metavar="FACTOR",
+                            help="scale frames by FACTOR (1-4) before encoding (default 1: off)")
+        parser.add_argument("--upscaler", default="lanczos", metavar="lanczos|MODEL_FILE",
+                            help="lanczos, or an ESRGAN-family .safetensors model (loaded with spandrel)")
+
+
+def _media_checks(args) -> None:
+    from framepack.errors import InputError
+    if args.method == "rife" and not args.rife_model:
+        raise InputError("--method rife needs --rife-model FILE (RIFE weights, .safetensors)")
+    if not 1.0 <= getattr(args, "upscale", 1.0) <= 4.0:
+        raise InputError(f"--upscale must be between 1 and 4, got {args.upscale:g}")
+
+
+def _upscaler(args):
+    if getattr(args, "upscale", 1.0) == 1.0:
+        return None
+    from framepack.io.upscale import make_upscaler
+    return make_upscaler(args.upscaler, args.upscale)
 
 
 def _length(item) -> int:
@@ -235,8 +271,7 @@ def add_encode(subparsers) -> None:
                         help="pixel format (default: yuv420p where the codec allows)")
     parser.add_argument("--interpolate", type=_count, default=0, metavar="K",
                         help="insert K interpolated frames between each pair")
-    parser.add_argument("--method", default="flow", choices=["flow", "blend"],
-                        help="interpolation method (default: optical flow)")
+    _add_media_flags(parser, upscale=True)
     parser.add_argument("--backend", default="av", choices=["av", "cv2"],
                         help="encoder library: av (PyAV, default) or cv2 (OpenCV, mp4v only)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -278,6 +313,8 @@ def run_encode(args) -> int:
     from framepack.io.interpolate import check_factor, output_count
     from framepack.io.reader import open_frames
     k = check_factor(args.interpolate, args.method)
+    _media_checks(args)
+    upscaler = _upscaler(args)  # loaded before any frame is read
     with open_frames(args.file) as source:
         _require_frames(source, args.file, "encode")
         fps = parse_fps(args.fps, "--fps") if args.fps else (source.fps or 30) * (k + 1)
@@ -288,7 +325,7 @@ def run_encode(args) -> int:
                     "interpolation": interpolation}
         with _work_folder(out.parent) as work:
             writer = _make_video_writer(args, out, fps, settings, work)
-            frames = _frames_with_interpolation(source, k, args.method, args.batch)
+            frames = _frames_with_interpolation(source, k, args.method, args.batch, args.rife_model, upscaler)
             with writer, _progress(args, output_count(len(source), k), "encode") as bar:
                 for item in frames:
                     writer.write(item)
@@ -311,8 +348,7 @@ def add_interpolate(subparsers) -> None:
                         help="frames to insert between each pair (1 doubles the frame rate)")
     parser.add_argument("--out", required=True, metavar="OUT.safetensors",
                         help="output raw frames file, or a folder to get a fresh name in it")
-    parser.add_argument("--method", default="flow", choices=["flow", "blend"],
-                        help="interpolation method (default: optical flow)")
+    _add_media_flags(parser, upscale=False)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--batch", type=_positive_int, default=DEFAULT_BATCH, help=argparse.SUPPRESS)
     _common(parser)
@@ -325,6 +361,7 @@ def run_interpolate(args) -> int:
     from framepack.io.raw import RawFramesWriter
     from framepack.io.reader import open_frames
     k = check_factor(args.factor, args.method)
+    _media_checks(args)
     with open_frames(args.file) as source:
         _require_frames(source, args.file, "interpolate")
         out = _output_file(args.out, Path(args.file), (".safetensors",), args.overwrite)
@@ -334,7 +371,7 @@ def run_interpolate(args) -> int:
         with _work_folder(out.parent) as work:
             raw = RawFramesWriter(out, source.height, source.width, metadata,
                                   overwrite=args.overwrite, work=work)
-            frames = _frames_with_interpolation(source, k, args.method, args.batch)
+            frames = _frames_with_interpolation(source, k, args.method, args.batch, args.rife_model)
             with raw, _progress(args, output_count(len(source), k), "interpolate") as bar:
                 for item in frames:
                     raw.write(item)
@@ -347,10 +384,11 @@ def run_interpolate(args) -> int:
 
 # ------------------------------------------------------------------------------ parser / main
 
+from framepack.cli.continuation import add_extend, add_reroll, add_resume  # noqa: E402  (argparse only)
 from framepack.cli.generate import add_generate  # noqa: E402  (argparse only; heavy imports run later)
 from framepack.cli.serve import add_serve  # noqa: E402  (argparse only; uvicorn and the app load in run_serve)
 
-SUBCOMMANDS = [add_generate, add_info, add_export, add_encode, add_interpolate]
+SUBCOMMANDS = [add_generate, add_resume, add_reroll, add_extend, add_info, add_export, add_encode, add_interpolate]
 SUBCOMMANDS.append(add_serve)
 """Registration functions, one per subcommand: each takes the argparse subparsers object, adds
 its parser and sets `func`. `generate` and `serve` are added here by appending their own

@@ -160,7 +160,10 @@ def test_twenty_concurrent_submissions_run_in_order_and_none_is_lost(api):
 HUGE = b64(png_header(20000, 20000))
 MALFORMED = {
     # name: (body changes, or a raw body string, expected loc after "body", words in the message)
-    "server lora paths": ({"loras": ["/etc/passwd"]}, ["loras"], "chosen on the server"),
+    "server lora paths": ({"loras": ["/etc/passwd"]}, ["loras", 0], "not a path"),
+    "lora traversal": ({"loras": ["../../x.safetensors:1"]}, ["loras", 0], "not a path"),
+    "upscaler path": ({"output": {"upscale": 2, "upscaler": "/tmp/x.safetensors"}}, ["output", "upscaler"],
+                      "not a path"),
     "missing image, no blank start": ({"image": None}, ["image"], "blank start"),
     "image not base64": ({"image": "this is not base64 image data!!"}, ["image"], "not valid base64"),
     "image not an image": ({"image": b64(b"hello, I am a text file, not a picture" * 4)}, ["image"],
@@ -331,8 +334,10 @@ def test_register_routes_needs_only_the_fastapi_signature(api):
         calls.append((path, tuple(methods), status_code))
 
     registered = register_routes(add_api_route, api.host, api.queue, prefix="/x/v2")
-    assert len(calls) == len(registered) == 9
+    assert len(calls) == len(registered) == 12
     assert ("/x/v2/jobs", ("POST",), 202) in calls and ("/x/v2/jobs/{job_id}", ("DELETE",), 200) in calls
+    assert {("/x/v2/jobs/{job_id}/resume", ("POST",), 202), ("/x/v2/jobs/{job_id}/reroll", ("POST",), 202),
+            ("/x/v2/extend", ("POST",), 202)} <= set(calls)
     assert all(path.startswith("/x/v2/") for path, _, _ in calls)
 
 

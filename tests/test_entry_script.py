@@ -44,7 +44,8 @@ def test_settings_section(sd):
     assert set(ours) == {
         "framepack_model_recipe", "framepack_variant", "framepack_quantization", "framepack_offload",
         "framepack_attention", "framepack_teacache_threshold", "framepack_codec", "framepack_container",
-        "framepack_crf", "framepack_save_frames", "framepack_save_images", "framepack_image_format"}
+        "framepack_crf", "framepack_save_frames", "framepack_save_images", "framepack_image_format",
+        "framepack_lora_dir", "framepack_model_dir"}
     assert all(info.section == ("framepack", "FramePack") for info in ours.values())
     assert not set(ours) & set(opts.data)  # add_option stores defaults in the OptionInfo only
     assert opts.framepack_variant == "original" and opts.get("framepack_offload") == "host"

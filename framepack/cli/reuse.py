@@ -5,8 +5,9 @@ The writers embed `{"settings": request.settings(), "output": options, "plan": .
 (framepack.jobs.output). Only the fields a flag could set are taken, each value is validated by
 the request model like any flag (so a forged file gets an error naming the field, never a
 crash), and a flag given on the command line always wins. Images are not embedded (only their
-size), so `--image`, `--end-image` and `--keyframe` are given again; LoRA paths are never taken
-from a file (a video from elsewhere must not make this machine read paths it names).
+size), so `--image`, `--end-image` and `--keyframe` are given again; LoRA, upscaler and RIFE model
+paths are never taken from a file (a video from elsewhere must not make this machine read paths
+it names).
 """
 
 from __future__ import annotations

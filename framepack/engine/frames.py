@@ -216,8 +216,10 @@ class FrameAssembler:
         self.sink(frames)
         self.emitted += len(frames)
 
-    def finish(self) -> int:
-        """Flush the pending frames and, for the inverted order, the spilled chunks in time order."""
+    def finish(self, remove_spill: bool = True) -> int:
+        """Flush the pending frames and, for the inverted order, the spilled chunks in time order.
+
+        `remove_spill=False` keeps the spill file (a checkpoint that names it can still be resumed)."""
         if self.pending is not None and self.pending.shape[2]:
             pending = to_uint8_frames(self.pending)
             self.pending = None
@@ -227,7 +229,7 @@ class FrameAssembler:
             spilled = self._spill.frame_count
             self._spill.replay_reversed(self.sink)
             self.emitted += spilled
-        self.close()
+        self.close(remove_spill)
         return self.emitted
 
     def close(self, remove_spill: bool = True) -> None:

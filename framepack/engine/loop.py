@@ -1,10 +1,16 @@
 """The section loop: plan, condition, then for each section sample, decode and emit frames.
 
 `run_generation` does the work on the calling thread and reports through an `emit` callback.
-Frames leave through the sink in time order as soon as no later blend can touch them. After
-every finished section the loop can hand out its `SectionState` (latent context, frame
-assembler, position), and a new loop started from that state produces the same frames as if
-the run had never stopped.
+Frames leave through the sink in time order as soon as no later blend can touch them. Before the
+first section and after every finished one the loop can hand out its `SectionState` (latent
+context, frame assembler, position), and a new loop started from that state produces the same
+frames as if the run had never stopped. A state may leave out the assembler's pending overlap
+frames: they are the tail of the last decoded section, so the loop decodes them again
+(`decoded_latents`), which keeps a checkpoint small.
+
+The F1 loop can also continue a clip (`continue_frames`): the clip's last frames are VAE-encoded
+into the latent history and its last overlap frames are the pending frames the first new section
+cross-fades with, the same seam as between two sections.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 import torch
 
 from framepack.engine import conditioning as cond
-from framepack.engine.context import LatentContext, new_context
+from framepack.engine.context import HISTORY_LENGTH, LatentContext, continuing_context, new_context
 from framepack.engine.control import GenerationControl, StageHooks
 from framepack.request.events import Done, Frames, Preview, Progress, SectionDone, Stage, Status
 from framepack.engine.frames import FrameAssembler, FrameSink
@@ -45,9 +51,17 @@ class SectionState:
     position: int
     context_state: dict[str, Any]
     assembler_state: dict[str, Any]
+    decoded_latents: int = 0
+    """Latents the last section decoded (0 before the first): enough to decode its pending frames again."""
 
 
 SectionStateFn = Callable[[SectionState], None]
+
+
+def continuation_frames(window: int) -> int:
+    """Frames of a clip the F1 loop reads to continue it: enough latents for every history slot and
+    for one window before the first new one (1 + 4k frames, the VAE's rhythm)."""
+    return 1 + 4 * (max(HISTORY_LENGTH, window) - 1)
 
 
 def section_noise(seed: int, section_index: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -70,12 +84,16 @@ class SectionLoop:
 
     `control` carries Stop / Skip / Pause; `hooks` is what the host does around each stage;
     `spill_dir` is the folder for the inverted order's spill file (the job's work folder);
-    `on_section_state`, when given, receives the state a checkpoint needs after every section.
+    `on_section_state`, when given, receives the state a checkpoint needs before the first section
+    and after every section; `keep_spill` keeps the spill file of a completed run (a kept checkpoint
+    names it). A stopped or failed run in `spill_dir` always keeps it: its last state names it.
+    `on_section_start` is called with each section's plan before it is sampled (LoRA weights).
     """
 
     def __init__(self, pipe, request: GenerationRequest, sink: FrameSink, control: GenerationControl | None = None,
                  noise_fn: NoiseFn | None = None, spill_dir: str | None = None, hooks: StageHooks | None = None,
-                 on_section_state: SectionStateFn | None = None):
+                 on_section_state: SectionStateFn | None = None, keep_spill: bool = False,
+                 on_section_start: Callable[[SectionPlan], None] | None = None):
         self.pipe = pipe
         self.request = request
         self.plan: VideoPlan = request.plan()
@@ -85,6 +103,8 @@ class SectionLoop:
         self.noise_fn = noise_fn or (lambda index, shape: section_noise(request.seed, index, shape))
         self.spill_dir = spill_dir
         self.on_section_state = on_section_state
+        self.on_section_start = on_section_start  # e.g. the section's LoRA weights (models.lora.LoraSchedule)
+        self.keep_spill = keep_spill
         self.device = pipe._execution_device
         self.dtype = pipe.transformer.dtype
         self.guidance = GuidanceConfig(
@@ -97,23 +117,35 @@ class SectionLoop:
 
     # ---- table of contents -------------------------------------------------------------
     def run(self, emit: Emit, start_position: int = 0, context_state: dict | None = None,
-            assembler_state: dict | None = None) -> Done:
+            assembler_state: dict | None = None, *, decoded_latents: int = 0,
+            continue_frames: np.ndarray | None = None) -> Done:
         """Generate the sections from `start_position` on (in generation order).
 
         A run that starts past 0 continues from a `SectionState` of an earlier run of the same
         request: its context and assembler states (the assembler's spill file in `spill_dir`).
+        An assembler state without pending frames has them decoded again from the context
+        (`decoded_latents`, as the state recorded it). `continue_frames` ([T, H, W, 3] uint8 at the
+        video's size, the last `continuation_frames` of a clip) makes an F1 run continue that clip.
         """
-        self.check_start(start_position, context_state, assembler_state)
+        self.check_start(start_position, context_state, assembler_state, continue_frames)
         self._emit = emit
         started = time.perf_counter()
         with torch.no_grad():
             images = self.condition_images()
             negative = self.encode_negative()
+            if continue_frames is not None:
+                context_state, assembler_state = self.continuation_states(images, continue_frames)
+            elif assembler_state is not None and assembler_state.get("pending") is None and decoded_latents:
+                assembler_state = {**assembler_state,
+                                   "pending": self.pending_frames(context_state, decoded_latents)}
             context = self.new_context(images, context_state)
             assembler = self.new_assembler(emit, assembler_state)
             try:
+                if start_position == 0 and self.on_section_state is not None:
+                    self.on_section_state(SectionState(0, context.state_dict(), assembler.state_dict()))
                 status = self.sample_sections(images, negative, context, assembler, emit, start_position)
-                frames = assembler.finish()
+                keep = self.spill_dir is not None and (self.keep_spill or status != Status.COMPLETED)
+                frames = assembler.finish(remove_spill=not keep)
             except BaseException:
                 # In the caller's folder the spill file outlives a failure: the last SectionState names it.
                 assembler.close(remove_spill=self.spill_dir is None)
@@ -130,12 +162,16 @@ class SectionLoop:
                 return Status.INTERRUPTED
             section = self.plan.sections[self.plan.generation_order[position]]
             section_started = time.perf_counter()
+            if self.on_section_start is not None:
+                self.on_section_start(section)
             latents, skipped = self.sample_section(section, position, context, images, negative, emit)
             if latents is None:
                 return Status.INTERRUPTED
-            finished = assembler.add(self.decode(context.add(section, latents)))
+            decoded = context.add(section, latents)
+            finished = assembler.add(self.decode(decoded))
             if self.on_section_state is not None:
-                self.on_section_state(SectionState(position + 1, context.state_dict(), assembler.state_dict()))
+                self.on_section_state(SectionState(position + 1, context.state_dict(), assembler.state_dict(),
+                                                   decoded.shape[2]))
             emit(SectionDone(section.number, position, self.plan.num_sections, finished,
                              time.perf_counter() - section_started, skipped))
         return Status.COMPLETED
@@ -190,13 +226,55 @@ class SectionLoop:
                                     self.request.max_prompt_tokens, self.device)
 
     # ---- context and assembler -----------------------------------------------------------
-    def check_start(self, start_position: int, context_state: dict | None, assembler_state: dict | None) -> None:
+    def check_start(self, start_position: int, context_state: dict | None, assembler_state: dict | None,
+                    continue_frames: np.ndarray | None = None) -> None:
         if type(start_position) is not int or not 0 <= start_position <= self.plan.num_sections:
             raise ValueError(f"start position {start_position!r} is not between 0 and {self.plan.num_sections}")
         if (context_state is None) != (assembler_state is None):
             raise ValueError("continuing needs both the latent context state and the frame assembler state")
         if start_position > 0 and context_state is None:
             raise ValueError(f"starting at section position {start_position} needs the state saved there")
+        if continue_frames is not None:
+            if self.plan.variant != "f1":
+                raise ValueError("continuing a clip from its frames needs the F1 model (the original model "
+                                 "starts from the clip's last frame, as its start image)")
+            if start_position or context_state is not None:
+                raise ValueError("a clip is continued from its frames or from a saved state, not both")
+
+    def continuation_states(self, images: cond.ImageConditioning, frames: np.ndarray) -> tuple[dict, dict]:
+        """Context and assembler states that continue a clip: its last latents as the history, its
+        last overlap frames as the pending frames the first new section cross-fades with."""
+        window = self.request.latent_window_size
+        overlap = 4 * window - 3
+        if not (isinstance(frames, np.ndarray) and frames.dtype == np.uint8 and frames.ndim == 4
+                and frames.shape[1:] == (images.height, images.width, 3)):
+            raise ValueError(f"the clip to continue must be uint8 [T, {images.height}, {images.width}, 3] frames, got "
+                             f"{getattr(frames, 'dtype', None)} {tuple(getattr(frames, 'shape', ()))}")
+        if len(frames) < overlap:
+            raise ValueError(f"continuing needs at least {overlap} frames of the clip (4 x latent window - 3), "
+                             f"got {len(frames)}")
+        usable = 1 + (len(frames) - 1) // 4 * 4  # the VAE encodes 1 + 4k frames
+        with self.stage("vae_encode"):
+            latents = cond.encode_video_latents(self.pipe, frames[len(frames) - usable:], self.device).cpu()
+        context = continuing_context(images.start_latent, latents, window, self.request.end_strength)
+        pending = cond.frames_to_pixels(frames[len(frames) - overlap:])
+        assembler = {"overlap": overlap, "reverse": False, "emitted": 0, "pending": pending, "spill": None}
+        return context.state_dict(), assembler
+
+    def pending_frames(self, context_state: dict, decoded_latents: int) -> torch.Tensor:
+        """The assembler's pending frames after a section, decoded again from the context's newest latents.
+
+        After any section the pending frames are the untouched tail of its decoded frames (head,
+        for the inverted order): a section decodes at least twice the overlap minus 3 frames, or
+        exactly the overlap the first time. Decoding the same latents again gives the same frames.
+        """
+        context = LatentContext.from_state(context_state)
+        if type(decoded_latents) is not int or not 0 < decoded_latents <= context.history.shape[2]:
+            raise ValueError(f"invalid count of decoded latents {decoded_latents!r}")
+        pixels = self.decode(context.newest(decoded_latents)).float().cpu()
+        keep = min(4 * self.request.latent_window_size - 3, pixels.shape[2])
+        pending = pixels[:, :, :keep] if self.plan.variant == "original" else pixels[:, :, pixels.shape[2] - keep:]
+        return pending.clone()
 
     def new_context(self, images: cond.ImageConditioning, state: dict | None = None) -> LatentContext:
         window = self.request.latent_window_size
@@ -326,7 +404,8 @@ class SectionLoop:
 
 def run_generation(pipe, request: GenerationRequest, sink: FrameSink, emit: Emit | None = None, *,
                    start_position: int = 0, context_state: dict | None = None, assembler_state: dict | None = None,
-                   **options) -> Done:
+                   decoded_latents: int = 0, continue_frames: np.ndarray | None = None, **options) -> Done:
     """Generate on the calling thread, reporting events through `emit`; `options` go to `SectionLoop`."""
     loop = SectionLoop(pipe, request, sink, **options)
-    return loop.run(emit or (lambda event: None), start_position, context_state, assembler_state)
+    return loop.run(emit or (lambda event: None), start_position, context_state, assembler_state,
+                    decoded_latents=decoded_latents, continue_frames=continue_frames)

@@ -119,6 +119,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("framepack_save_frames", False, "Save raw frames (.safetensors)", "checkbox"),
     Setting("framepack_save_images", False, "Save frames as images", "checkbox"),
     Setting("framepack_image_format", "png", "Frame image format", "radio", {"choices": list(IMAGE_FORMAT_CHOICES)}),
+    Setting("framepack_lora_dir", "", "LoRA folder for the tab's LoRA list and the API's LoRA names "
+            "(.safetensors files)", "textbox"),
+    Setting("framepack_model_dir", "", "Folder of upscaler (ESRGAN family) and RIFE interpolation model files "
+            "(.safetensors) chosen by name in the tab and API", "textbox"),
 )
 SETTING_DEFAULTS: dict[str, Any] = {setting.key: setting.default for setting in SETTINGS}
 
@@ -306,6 +310,18 @@ class SettingsDefaults:
             "image_format": self.option("framepack_image_format"),
             "keep_incomplete": self.keep_incomplete(),
         }
+
+    def lora_folder(self):
+        """The LoRA files clients choose by name (`framepack_lora_dir`)."""
+        from framepack.models.library import ModelFolder
+
+        return ModelFolder(self.option("framepack_lora_dir"), "LoRA", "framepack_lora_dir")
+
+    def model_folder(self):
+        """The upscaler and interpolation model files clients choose by name (`framepack_model_dir`)."""
+        from framepack.models.library import ModelFolder
+
+        return ModelFolder(self.option("framepack_model_dir"), "model", "framepack_model_dir")
 
     def request_defaults(self) -> dict[str, Any]:
         """Defaults for `GenerationRequest` fields that are settings."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-NOT_REUSED = frozenset({"image", "end_image", "keyframes", "loras"})
+NOT_REUSED = frozenset({"image", "end_image", "keyframes", "loras", "upscaler", "interpolation_model"})
+"""Never taken from a file: images (not embedded) and anything naming a file on this machine."""
 
 
 @dataclass
@@ -40,7 +41,7 @@ def embedded_from(data: Any, source: str, request_fields: Iterable[str], output_
     embedded = Embedded(source)
     embedded.request = {name: settings[name] for name in request_fields
                         if name in settings and name not in NOT_REUSED}
-    embedded.output = {name: output[name] for name in output_fields if name in output}
+    embedded.output = {name: output[name] for name in output_fields if name in output and name not in NOT_REUSED}
     embedded.images = {name: settings.get(name) for name in ("image", "end_image", "keyframes")}
     return embedded
 

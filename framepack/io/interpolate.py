@@ -4,7 +4,8 @@ The planner generates fewer frames when k > 0 (duration and fps stay as asked), 
 the gaps. `flow` estimates dense optical flow both ways (OpenCV Farneback), moves each of the
 two frames along it to the in-between time and blends the two warps, so moving things move
 instead of ghosting; `blend` is a plain cross-fade, for speed or when OpenCV is unavailable.
-Inside SD.Next the host's RIFE is used instead (see the host layer).
+`rife` runs a RIFE model file (framepack.models.rife, given as `model`): learned flow, sharper on
+large motion.
 
 Streaming: frames (or batches of frames) go in one at a time and frames come out one at a time,
 so only two source frames are ever held.
@@ -18,7 +19,7 @@ import numpy as np
 
 from framepack.errors import InputError
 
-METHODS = ("flow", "blend")
+METHODS = ("flow", "blend", "rife")
 
 
 def output_count(frames: int, k: int) -> int:
@@ -49,7 +50,22 @@ def iter_frames(frames: Iterable) -> Iterator[np.ndarray]:
                              f"got shape {tuple(array.shape)}")
 
 
-def interpolate(frames: Iterable, k: int, method: str = "flow") -> Iterator[np.ndarray]:
+def _between(method: str, model):
+    if method == "rife":
+        if model is None:
+            raise InputError("interpolation method 'rife' needs a RIFE model file")
+        return model.between
+    return flow_between if method == "flow" else blend_between
+
+
+def load_rife(path, device="cpu"):
+    """The RIFE model of a `.safetensors` file (framepack.models.rife)."""
+    from framepack.models.rife import load_rife as load
+
+    return load(path, device)
+
+
+def interpolate(frames: Iterable, k: int, method: str = "flow", model=None) -> Iterator[np.ndarray]:
     """Yield the input frames with k interpolated frames inserted between each pair.
 
     Originals pass through unchanged (the endpoints are exactly the input); k = 0 is a plain
@@ -57,8 +73,7 @@ def interpolate(frames: Iterable, k: int, method: str = "flow") -> Iterator[np.n
     not at the first frame, so a bad setting fails before any work starts.
     """
     k = check_factor(k, method)
-    between = flow_between if method == "flow" else blend_between
-    return _interleave(frames, k, between)
+    return _interleave(frames, k, _between(method, model))
 
 
 def _interleave(frames: Iterable, k: int, between) -> Iterator[np.ndarray]:
@@ -83,10 +98,10 @@ class InterpolatingSink:
     only the last frame of the previous batch is kept between calls.
     """
 
-    def __init__(self, sink, k: int, method: str = "flow"):
+    def __init__(self, sink, k: int, method: str = "flow", model=None):
         self.k = check_factor(k, method)
         self.sink = sink
-        self._between = flow_between if method == "flow" else blend_between
+        self._between = _between(method, model)
         self._previous: np.ndarray | None = None
         self.frames_out = 0
 

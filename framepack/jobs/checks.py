@@ -19,9 +19,23 @@ from framepack.request.output import OUTPUT, OutputOptions
 
 def check_job(request: GenerationRequest, options: OutputOptions) -> None:
     """Raise `InputErrors` naming every output and LoRA problem; return quietly when there is none."""
-    problems = output_problems(options) + lora_problems(request)
+    problems = output_problems(options) + model_file_problems(options, request) + lora_problems(request)
     if problems:
         raise InputErrors(problems)
+
+
+def model_file_problems(options: OutputOptions, request: GenerationRequest) -> list[FramePackError]:
+    """The upscaler and RIFE model files exist and are `.safetensors` (the API resolved names already)."""
+    from framepack.models.upscalers import check_model_file
+
+    problems: list[FramePackError] = []
+    if options.upscale != 1.0 and options.upscaler != "lanczos":
+        with _collect(problems, "upscaler"):
+            check_model_file(options.upscaler, "upscaler")
+    if request.interpolation and options.interpolation_method == "rife":
+        with _collect(problems, "interpolation_model"):
+            check_model_file(options.interpolation_model, "RIFE")
+    return problems
 
 
 def check_output(options: OutputOptions) -> None:

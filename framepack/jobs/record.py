@@ -32,6 +32,13 @@ class JobRecord:
     worker: str | None = None
     """Who ran it (the host's name); a store shared by several workers tells them apart."""
 
+    kind: str = "generate"
+    """generate, reroll (regenerated from a section of another job) or extend (a clip continued)."""
+    source: dict[str, Any] = field(default_factory=dict)
+    """Where a re-roll or extension came from: {"job": id, "from_section": n} or the input clip."""
+    resumes: int = 0
+    """How many times this job was resumed after an interruption."""
+
     seed: int | None = None
     plan: str = ""
     """The plan's one-line summary: frames, true duration, sections."""
@@ -59,6 +66,10 @@ class JobRecord:
     timings: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     """Published files by kind (video, frames, images): path strings."""
+    checkpoint: str | None = None
+    """The job's work folder while it holds checkpoints (running, interrupted, failed, or kept)."""
+    resumable: bool = False
+    """A finished job that stopped before its end and can continue from its last checkpoint."""
     updates: int = 0
     """Bumped on every change, so pollers can tell that something happened."""
 

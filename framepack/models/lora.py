@@ -190,6 +190,40 @@ def apply_loras(pipe: Any, specs: Sequence[LoraSpec | tuple[Any, float]]) -> lis
     return list(wanted.values())
 
 
+class LoraSchedule:
+    """Sets each section's LoRA weights at the section's start (the loop's `on_section_start`).
+
+    The adapters stay loaded for the whole run: a section only re-weights them (PEFT's
+    `set_adapters`, a scale per layer; no reload), and only when its weights differ from the
+    previous section's. Weight 0 adds exactly nothing to a layer's output.
+    """
+
+    def __init__(self, pipe: Any, applied: Sequence[AppliedLora]):
+        self.pipe = pipe
+        self.names = [lora.name for lora in applied]
+        self.current = tuple(lora.weight for lora in applied)
+
+    def __call__(self, section: Any) -> None:
+        weights = tuple(float(weight) for weight in section.lora_weights)
+        if len(weights) != len(self.names):
+            raise ValueError(f"section {section.number} has {len(weights)} LoRA weights for {len(self.names)} LoRAs")
+        if weights != self.current:
+            self.pipe.set_adapters(self.names, list(weights))
+            self.current = weights
+            log.debug("LoRA weights for section %d: %s", section.number, weights)
+
+
+def section_schedule(pipe: Any, applied: Sequence[AppliedLora], plan: Any) -> LoraSchedule | None:
+    """A `LoraSchedule` for the plan's per-section weights (None without LoRAs).
+
+    `apply_loras` sets each LoRA's weight elsewhere; the schedule sets the sections' own weights,
+    and costs nothing in a section whose weights are already set.
+    """
+    if not applied:
+        return None
+    return LoraSchedule(pipe, applied)
+
+
 def unload_loras(pipe: Any) -> None:
     """Remove every LoRA layer from the transformer (its weights are exactly the original again)."""
     if loaded_adapters(pipe):

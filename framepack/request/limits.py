@@ -41,7 +41,7 @@ NO_VIDEO_CODEC = "none"
 """The codec name that writes no video (raw frames or images only)."""
 DEFAULT_CODEC = "libx264"
 IMAGE_FORMATS = ("png", "jpg", "webp")
-INTERPOLATION_METHODS = ("flow", "blend")
+INTERPOLATION_METHODS = ("flow", "blend", "rife")
 
 # ---- sampling -----------------------------------------------------------------------------
 MAX_SEED = 2**63 - 1
@@ -83,6 +83,12 @@ MAX_CODEC_NAME_CHARS = 64
 MAX_FILENAME_CHARS = 120
 MAX_LORAS = 16
 MAX_LORA_PATH_CHARS = 4096
+MAX_LORA_SCHEDULE_ENTRIES = 64
+"""WEIGHT@WHEN entries of one LoRA's schedule (each needs a section of its own)."""
+UPSCALE_RANGE = (1.0, 4.0)
+"""Frame upscaling factor: 1 = off."""
+UPSCALERS_BUILTIN = ("lanczos",)
+MAX_MODEL_NAME_CHARS = 255
 
 
 def image_limit_text() -> str:

@@ -32,7 +32,7 @@ from pydantic_core import PydanticCustomError
 
 from framepack.errors import FramePackError, InputError, InputErrors
 from framepack.request import limits
-from framepack.request.planner import VideoPlan, plan_video
+from framepack.request.planner import VideoPlan, parse_when, plan_video
 
 DEFAULT_SYSTEM_PROMPT = (
     "Describe the video by detailing the following aspects: "
@@ -115,48 +115,113 @@ def _from_base64(text: Any, name: str) -> Any:
 
 # ---------------------------------------------------------------------------------------------- LoRA
 
-class LoraSpec(BaseModel):
-    """One LoRA file on this machine and its weight (1.0 = as trained, 0 = no effect, negative allowed).
+class LoraWeight(BaseModel):
+    """One entry of a LoRA's schedule: `weight` in the section(s) `when` names (WHEN syntax)."""
 
-    Written `FILE` or `FILE:WEIGHT` on the CLI and in settings; parsed here, once. Whether the
-    file exists and is a `.safetensors` file is checked when the job is submitted (the jobs layer).
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    when: Text = Field(min_length=1, max_length=limits.MAX_WHEN_CHARS,
+                       description="section (3), range (2-4), time (1.5s) or time range (1s-2s)")
+    weight: float = Field(description="strength in those sections")
+
+    @field_validator("when")
+    @classmethod
+    def _when_syntax(cls, value: str) -> str:
+        with _as_value_error():
+            parse_when(value, "when")  # where it falls is checked against the plan, by the request
+        return value.strip()
+
+    def __str__(self) -> str:
+        return f"{self.weight:g}@{self.when}"
+
+
+class LoraSpec(BaseModel):
+    """One LoRA file on this machine, its weight, and optionally a weight per section.
+
+    Written `FILE`, `FILE:WEIGHT` or `FILE:[BASE,]WEIGHT@WHEN[,WEIGHT@WHEN...]` on the CLI and in
+    settings, e.g. `style.safetensors:0.8@1-3` (0.8 in sections 1-3, off elsewhere) or
+    `style.safetensors:0.3,1@4` (0.3 everywhere but section 4). WHEN is the section prompts'
+    syntax. Without a schedule `weight` applies everywhere (default 1.0); with one, `weight` is
+    the strength in the sections no entry names (default 0). Whether the file exists and is a
+    `.safetensors` file is checked when the job is submitted (the jobs layer).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     path: Text = Field(min_length=1, max_length=limits.MAX_LORA_PATH_CHARS,
-                       description="a .safetensors LoRA file on this machine")
-    weight: float = Field(1.0, description="strength; 1.0 as trained, 0 no effect")
+                       description="a .safetensors LoRA file on this machine (the API takes names from the "
+                                   "LoRA folder)")
+    weight: float = Field(1.0, description="strength; 1.0 as trained, 0 no effect (with a schedule: the "
+                                           "strength outside it, default 0)")
+    schedule: Annotated[tuple[LoraWeight, ...], BeforeValidator(_as_tuple)] = Field(
+        (), max_length=limits.MAX_LORA_SCHEDULE_ENTRIES, description="weight per section: [{when, weight}, ...]")
 
     @model_validator(mode="before")
     @classmethod
     def _from_text(cls, value: Any) -> Any:
-        return cls._parse(value) if isinstance(value, str) else value
+        if isinstance(value, str):
+            return cls._parse(value)
+        if isinstance(value, dict) and value.get("schedule") and "weight" not in value:
+            return {**value, "weight": 0.0}  # a schedule names where the LoRA acts; elsewhere it is off
+        return value
 
     @classmethod
     def parse(cls, text: str) -> "LoraSpec":
         """`"file.safetensors:0.8"` -> path and weight 0.8; no `:weight` means 1.0 (`InputErrors` if bad)."""
         return validated(cls, text)
 
-    @staticmethod
-    def _parse(text: str) -> dict[str, Any]:
-        """Only a number after the last colon is a weight, so `C:\\loras\\x.safetensors` stays a path."""
+    @classmethod
+    def _parse(cls, text: str) -> dict[str, Any]:
+        """Only weights after the last colon are read, so `C:\\loras\\x.safetensors` stays a path.
+
+        Linear in the text: one split on the last colon, one on commas, one `@` per entry.
+        """
         spec = text.strip()
         if not spec:
             raise ValueError("empty LoRA entry; write FILE or FILE:WEIGHT")
+        if len(spec) > limits.MAX_LORA_PATH_CHARS + limits.MAX_SCHEDULE_LINE_CHARS:
+            raise ValueError(f"LoRA entry too long ({len(spec)} characters)")
         head, sep, tail = spec.rpartition(":")
-        try:
-            weight = float(tail.strip()) if sep and head.strip() else None
-        except ValueError:
-            weight = None
-        if weight is None:
+        if not (sep and head.strip()) or _number(tail.split(",", 1)[0].partition("@")[0]) is None:
             return {"path": spec, "weight": 1.0}
-        if not math.isfinite(weight):
-            raise ValueError(f"LoRA weight in {spec!r} must be a finite number")
-        return {"path": head.strip(), "weight": weight}
+        if tail.count(",") >= limits.MAX_LORA_SCHEDULE_ENTRIES + 1:
+            raise ValueError(f"LoRA {head.strip()!r}: more than {limits.MAX_LORA_SCHEDULE_ENTRIES} schedule entries")
+        base, schedule = None, []
+        for entry in tail.split(","):
+            weight_text, at, when = entry.partition("@")
+            weight = _number(weight_text)
+            if weight is None:
+                raise ValueError(f"LoRA {head.strip()!r}: {entry.strip()!r} is not WEIGHT or WEIGHT@WHEN "
+                                 "(e.g. 0.8 or 0.8@1-3)")
+            if not math.isfinite(weight):
+                raise ValueError(f"LoRA weight in {spec!r} must be a finite number")
+            if not at:
+                if base is not None:
+                    raise ValueError(f"LoRA {head.strip()!r}: give one weight without @WHEN (the weight elsewhere)")
+                base = weight
+            else:
+                schedule.append({"when": when.strip(), "weight": weight})
+        return {"path": head.strip(), "weight": (0.0 if schedule else 1.0) if base is None else base,
+                "schedule": schedule}
+
+    @property
+    def label(self) -> str:
+        """The file's name without folder and `.safetensors`, for plans and messages."""
+        name = self.path.replace("\\", "/").rsplit("/", 1)[-1]
+        return name[: -len(".safetensors")] if name.lower().endswith(".safetensors") else name
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.weight:g}"
+        if not self.schedule:
+            return f"{self.path}:{self.weight:g}"
+        entries = ([f"{self.weight:g}"] if self.weight else []) + [str(entry) for entry in self.schedule]
+        return f"{self.path}:{','.join(entries)}"
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- keyframes
@@ -275,7 +340,8 @@ class GenerationRequest(BaseModel):
             self._plan = plan_video(
                 duration=self.duration, fps=self.fps, interpolation=self.interpolation,
                 latent_window_size=self.latent_window_size, variant=self.variant, prompt=self.prompt,
-                section_prompts=self.section_prompts, keyframes=[keyframe.when for keyframe in self.keyframes])
+                section_prompts=self.section_prompts, keyframes=[keyframe.when for keyframe in self.keyframes],
+                loras=lora_plan_entries(self.loras))
         except FramePackError as error:
             problems.append(error)
         if problems:
@@ -378,7 +444,8 @@ def input_errors(error: ValidationError) -> InputErrors:
 
 # ---------------------------------------------------------------------------------------------- planning only
 
-PLAN_FIELDS = ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts")
+PLAN_FIELDS = ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts",
+               "loras")
 """Request fields the planner reads (plus the WHEN of each keyframe)."""
 
 
@@ -401,7 +468,13 @@ def plan_for(fields: dict[str, Any], keyframes: Sequence[str] = (), *, strict: b
             problems.extend(problem.located(name) for problem in input_errors(error).problems())
     if problems:
         raise InputErrors(problems)
+    values["loras"] = lora_plan_entries(values["loras"])
     return plan_video(**values, keyframes=list(keyframes))
+
+
+def lora_plan_entries(loras: Sequence[LoraSpec]) -> list[tuple[str, float, list[tuple[str, float]]]]:
+    """What the planner needs of each LoRA: (label, weight elsewhere, [(WHEN, weight), ...])."""
+    return [(spec.label, spec.weight, [(entry.when, entry.weight) for entry in spec.schedule]) for spec in loras]
 
 
 @functools.cache

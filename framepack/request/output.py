@@ -41,13 +41,26 @@ class OutputOptions(BaseModel):
     image_format: Literal[limits.IMAGE_FORMATS] = Field("png", description="format of the frame images")
     interpolation_method: Literal[limits.INTERPOLATION_METHODS] = Field(
         "flow", description="how interpolated frames are made")
+    upscale: float = Field(1.0, ge=limits.UPSCALE_RANGE[0], le=limits.UPSCALE_RANGE[1],
+                           description="scale the frames by this factor before writing them (1 = off)")
+    upscaler: Text = Field("lanczos", min_length=1, max_length=limits.MAX_LORA_PATH_CHARS,
+                           description="'lanczos', or an ESRGAN-family .safetensors model (a name from the "
+                                       "server's model folder)")
+    interpolation_model: Optional[Text] = Field(None, min_length=1, max_length=limits.MAX_LORA_PATH_CHARS,
+                                                description="RIFE .safetensors model for interpolation_method "
+                                                            "'rife' (a name from the server's model folder)")
     filename: Text = Field("framepack", max_length=limits.MAX_FILENAME_CHARS, description="file name stem")
     keep_incomplete: bool = Field(True, description="keep the partial outputs of a stopped job")
+    keep_checkpoints: bool = Field(False, description="keep the job's checkpoints when it completes "
+                                                      "(to re-roll from a section later)")
 
     @model_validator(mode="after")
     def _something_to_save(self) -> "OutputOptions":
         if not (self.writes_video or self.save_frames or self.save_images):
             raise InputError("nothing to save: enable the video (with a codec), raw frames or frame images", ())
+        if self.interpolation_method == "rife" and not self.interpolation_model:
+            raise InputError("interpolation method 'rife' needs a RIFE model file (interpolation_model)",
+                             ("interpolation_model",))
         return self
 
     @property

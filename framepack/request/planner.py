@@ -83,6 +83,8 @@ class SectionPlan(NamedTuple):
     frame_end: int
     section_text: str
     keyframe: int | None
+    lora_weights: tuple[float, ...] = ()
+    """Weight of each of the request's LoRAs in this section (their order in ``VideoPlan.lora_names``)."""
     main_prompt: str = ""
 
     @property
@@ -117,6 +119,8 @@ class VideoPlan:
     generation_order: tuple[int, ...]
     prompt: str = ""
     """The main prompt; each section's ``prompt`` is it plus the section's own text."""
+    lora_names: tuple[str, ...] = ()
+    """The request's LoRAs (file names), in order; each section holds their weights."""
 
     @property
     def frame_spans(self) -> list[tuple[int, int]]:
@@ -164,6 +168,8 @@ class VideoPlan:
                 "section_text": text,
                 "keyframe": None if s.keyframe is None else s.keyframe + 1,
             })
+            if self.lora_names:
+                rows[-1]["loras"] = _lora_text(self.lora_names, s.lora_weights)
         return rows
 
     def to_dict(self) -> dict:
@@ -172,7 +178,9 @@ class VideoPlan:
         The main prompt is stored once; each section keeps only its own text.
         """
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sections", "generation_order")}
-        data["sections"] = [dict(zip(_SECTION_FIELDS, s)) for s in self.sections]
+        data["lora_names"] = list(self.lora_names)
+        data["sections"] = [{**dict(zip(_SECTION_FIELDS, s)), "lora_weights": list(s.lora_weights)}
+                            for s in self.sections]
         data["generation_order"] = list(self.generation_order)
         return data
 
@@ -181,7 +189,9 @@ class VideoPlan:
         """Rebuild a plan saved with ``to_dict`` (checkpoints, job records)."""
         fields_ = dict(data)
         main = fields_["prompt"]
-        fields_["sections"] = tuple(SectionPlan(**s, main_prompt=main) for s in data["sections"])
+        fields_["sections"] = tuple(SectionPlan(**{**s, "lora_weights": tuple(s.get("lora_weights", ()))},
+                                                main_prompt=main) for s in data["sections"])
+        fields_["lora_names"] = tuple(data.get("lora_names", ()))
         fields_["generation_order"] = tuple(data["generation_order"])
         return cls(**fields_)
 
@@ -527,6 +537,34 @@ def _keyframe_when(raw: Any, where: str) -> When:
     return parse_when(prefix, where)
 
 
+def _assign_lora_weights(loras: Sequence[tuple[str, float, Sequence[tuple[str, float]]]], spans: _Spans,
+                         fps: float) -> list[list[float]]:
+    """Weight per section for each LoRA; two entries of one LoRA may not cover the same section.
+
+    Each entry costs its sections plus O(log sections), as prompt lines do (``_resolve``).
+    """
+    result = []
+    for number, (name, elsewhere, schedule) in enumerate(loras):
+        weights = [float(elsewhere)] * len(spans)
+        owner: dict[int, int] = {}
+        for entry, (when_text, weight) in enumerate(schedule):
+            where = f"LoRA {name} schedule entry {entry + 1}"
+            with _field("loras", number, "schedule", entry, "when"):
+                for index in _resolve(parse_when(when_text, where), spans, fps, where):
+                    if index in owner:
+                        raise ScheduleError(f"LoRA {name}: schedule entries {owner[index] + 1} and {entry + 1} "
+                                            f"both cover section {index + 1}")
+                    owner[index] = entry
+                    weights[index] = float(weight)
+        result.append(weights)
+    return result
+
+
+def _lora_text(names: Sequence[str], weights: Sequence[float]) -> str:
+    """``style 0.8, motion 0``: each LoRA's weight in one section, for the plan table."""
+    return ", ".join(f"{_shorten(name, 40)} {weight:g}" for name, weight in zip(names, weights))
+
+
 def _join_prompt(main: str, section_text: str) -> str:
     """Main prompt, then the section's own text, one space between (either may be empty)."""
     return " ".join(part for part in (main.strip(), section_text.strip()) if part)
@@ -637,8 +675,12 @@ def plan_video(
     prompt: str = "",
     section_prompts: str = "",
     keyframes: Sequence[str] = (),
+    loras: Sequence[tuple[str, float, Sequence[tuple[str, float]]]] = (),
 ) -> VideoPlan:
-    """Decide sections, frames, times, prompts and keyframes for one video.
+    """Decide sections, frames, times, prompts, keyframes and LoRA weights for one video.
+
+    ``loras`` holds (name, weight elsewhere, [(WHEN, weight), ...]) per LoRA: each section gets
+    the weight of the schedule entry covering it, else the LoRA's weight elsewhere.
 
     ``keyframes`` holds one WHEN string per keyframe image; the images are not the planner's
     business. Raises InputError for bad settings and ScheduleError for schedule problems, each
@@ -661,11 +703,13 @@ def plan_video(
     with _field("section_prompts"):
         texts = _assign_schedule(schedule, spans, fps)
     chosen = _assign_keyframes(keyframes, spans, fps)
+    weights = _assign_lora_weights(loras, spans, fps)
     order, paddings = _generation(variant, count)
 
     main = prompt.strip()
     sections = tuple(
-        SectionPlan(i, i + 1, paddings[i], start / fps, end / fps, start, end, texts[i], chosen[i], main)
+        SectionPlan(i, i + 1, paddings[i], start / fps, end / fps, start, end, texts[i], chosen[i],
+                    tuple(lora[i] for lora in weights), main)
         for i, (start, end) in enumerate(spans.spans)
     )
     generated = 4 * lws * count + 1
@@ -684,6 +728,7 @@ def plan_video(
         sections=sections,
         generation_order=order,
         prompt=main,
+        lora_names=tuple(name for name, _, _ in loras),
     )
 
 
