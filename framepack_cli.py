@@ -385,10 +385,10 @@ def run_interpolate(args) -> int:
 # ------------------------------------------------------------------------------ parser / main
 
 from framepack.cli.continuation import add_extend, add_reroll, add_resume  # noqa: E402  (argparse only)
-from framepack.cli.generate import add_generate  # noqa: E402  (argparse only; heavy imports run later)
+from framepack.cli.generate import add_generate, add_plan  # noqa: E402  (argparse only; heavy imports run later)
 from framepack.cli.serve import add_serve  # noqa: E402  (argparse only; uvicorn and the app load in run_serve)
 
-SUBCOMMANDS = [add_generate, add_resume, add_reroll, add_extend, add_info, add_export, add_encode, add_interpolate]
+SUBCOMMANDS = [add_generate, add_plan, add_resume, add_reroll, add_extend, add_info, add_export, add_encode, add_interpolate]
 SUBCOMMANDS.append(add_serve)
 """Registration functions, one per subcommand: each takes the argparse subparsers object, adds
 its parser and sets `func`. `generate` and `serve` are added here by appending their own

@@ -492,3 +492,25 @@ def test_keyframes_outside_the_video_are_refused_and_removed_one_at_a_time():
     items = logic.remove_keyframe(items, "#2 at 1.5s")
     assert [item["when"] for item in items] == ["2", "3-4"]
     assert logic.remove_keyframe(items, "#9 at 1") == items  # a stale choice removes nothing
+
+
+def test_the_plan_line_shows_the_resources_on_the_hosts_machine():
+    from framepack.jobs.resources import Machine
+    from framepack.models.resources import GiB
+
+    class Host:
+        def __init__(self, vram):
+            self.vram = vram
+
+        def resource_machine(self, variant):
+            return Machine(device="cuda", vram_bytes=self.vram * GiB, ram_bytes=64 * GiB)
+
+    values = (5, 30, 0, 9, "original", "a boat", "")
+    fits = logic.host_plan_html(Host(24), *values, None, 640)
+    assert "4 sections" in fits and "· VRAM " in fits and "RAM " in fits and "disk " in fits
+    assert "(offload group)" in fits
+    short = logic.host_plan_html(Host(2), *values, None, 960)
+    assert "needs VRAM" in short and "this run does not fit" in short
+    assert logic.host_plan_html(object(), *values, None, 640) == logic.plan_html(*values, None)  # no machine
+    assert "VRAM" not in logic.host_plan_html(Host(24), *values, None, "abc")  # not plannable yet: no line
+    assert 'role="alert"' in logic.host_plan_html(Host(24), 0, 30, 0, 9, "original", "", "", None, 640)

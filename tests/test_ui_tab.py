@@ -104,17 +104,18 @@ def test_generate_handler_streams_to_the_outputs(tab, host):
     assert outputs[0][4] and outputs[0][5] == 3  # job id and used seed come with the first update
     bad = list(handler("", *[{**values, "resolution": 33}[name] for name in logic.VALUE_NAMES]))
     assert len(bad) == 1 and "Resolution: resolution must be a multiple of 16" in bad[0][0]
-    assert bad[0][3] == gr.update()  # the last video stays
+    assert bad[0][3] is None  # a new error replaces the previous result
 
 
-def test_assets_are_added_only_outside_sdnext(tab):
+def test_assets_are_added_only_outside_sdnext(tab, tmp_path):
     blocks, _ = tab
     assert any("fpkScriptLoaded" in (dep.get("js") or "") for dep in blocks.dependencies)
     assert "#fpk_tab" in (blocks.css or "")
 
     sdnext_like = SimpleNamespace(name="sdnext", option=lambda key, default=None: default,
                                   keep_incomplete=lambda: True, loaded_variant=lambda: None,
-                                  request_defaults=lambda: {"variant": "f1"}, output_defaults=lambda: {"crf": 20})
+                                  request_defaults=lambda: {"variant": "f1"}, output_defaults=lambda: {"crf": 20},
+                                  video_dir=lambda: tmp_path)
     blocks = create_ui(sdnext_like, SimpleNamespace(list=lambda: []))
     assert not any("fpkScriptLoaded" in (dep.get("js") or "") for dep in blocks.dependencies)
     components = blocks.fpk_components

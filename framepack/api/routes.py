@@ -36,9 +36,10 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from framepack.api import schema
 from framepack.api.validation import (BodyError, error_items, item, parse_extend_body, parse_job_body, parse_plan_body,
-                                      parse_reroll_body, parse_resume_body, reroll_options)
+                                      parse_reroll_body, parse_resource_fields, parse_resume_body, reroll_options)
 from framepack.errors import FramePackError, InputError
 from framepack.jobs.queue import EXTEND_REFUSED, JobConflict, JobNotFound, QueueFull
+from framepack.jobs.resources import assess, distinct_prompts, resources_dict, workload_inputs
 from framepack.request.events import STATUSES, Status
 
 log = logging.getLogger("framepack")
@@ -323,7 +324,7 @@ class FramePackApi:
         if isinstance(body, Response):
             return body
         try:
-            return AsciiJSONResponse(await run_in_threadpool(plan_response, body))
+            return AsciiJSONResponse(await run_in_threadpool(plan_response, body, self.host))
         except BodyError as error:
             return _problem(422, error.items)
 
@@ -413,10 +414,21 @@ class FramePackApi:
         }
 
 
-def plan_response(body: Any) -> dict[str, Any]:
-    """What POST /plan answers for a JSON body (raises BodyError): the summary, table and plan."""
+def plan_response(body: Any, host: Any = None) -> dict[str, Any]:
+    """What POST /plan answers for a JSON body (raises BodyError): the summary, table and plan, and
+    the resources the run needs on the host's machine (`resources`: VRAM, RAM, disk, time, the
+    offload and VAE tiling auto picks, whether it fits and what would otherwise). Images are not
+    decoded: the largest bucket at the resolution is planned, the worst case for any image."""
     plan = parse_plan_body(body)
-    return {"summary": plan.summary(), "table": plan.table(), "plan": plan.to_dict()}
+    answer = {"summary": plan.summary(), "table": plan.table(), "plan": plan.to_dict()}
+    describe = getattr(host, "resource_machine", None)
+    if describe is not None:
+        values, save_raw = parse_resource_fields(body)
+        workload = workload_inputs({**values, "variant": plan.variant, "latent_window_size": plan.latent_window_size,
+                                    "interpolation": plan.interpolation}, plan.num_sections,
+                                   distinct_prompts(plan), save_raw=save_raw)
+        answer["resources"] = resources_dict(*assess(describe(plan.variant), workload))
+    return answer
 
 
 def _json_int(text: str):

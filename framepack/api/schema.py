@@ -8,7 +8,7 @@ filter or reject what the endpoints return.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,6 +72,9 @@ class PlanResult(BaseModel):
     summary: str
     table: list[dict[str, Any]] = Field(description="one row per section, in time order")
     plan: dict[str, Any] = Field(description="VideoPlan.to_dict()")
+    resources: Optional[dict[str, Any]] = Field(
+        None, description="predicted vram_peak_bytes, ram_peak_bytes, disk_bytes, seconds (null when unknown), "
+                          "the offload and vae_tiling auto picks, fits, and refusal (what would fit) when it does not")
 
 
 class Problem(BaseModel):

@@ -20,7 +20,8 @@ from framepack.errors import FramePackError
 from framepack.jobs.checks import check_output, codec_problems
 from framepack.request.images import declared_pixels
 from framepack.request.limits import MAX_KEYFRAMES, MAX_REQUEST_IMAGE_PIXELS, request_pixels_text
-from framepack.request.model import PLAN_FIELDS, GenerationRequest, Keyframe, plan_for, validated
+from framepack.request.model import (PLAN_FIELDS, RESOURCE_FIELDS, GenerationRequest, Keyframe, field_values,
+                                     plan_for, validated)
 from framepack.request.output import OUTPUT, OutputOptions, build_output_from
 
 OUTPUT_KEY = OUTPUT
@@ -326,6 +327,18 @@ def parse_plan_body(body: Any):
         return plan_for({key: fields[key] for key in PLAN_FIELDS if key in fields}, whens, strict=True)
     except FramePackError as error:
         raise BodyError(_dedupe(error_items(error))) from None
+
+
+def parse_resource_fields(body: dict) -> tuple[dict[str, Any], bool]:
+    """The request fields a resource plan reads besides the plan's (resolution, steps, cfg,
+    TeaCache, prompt tokens), each validated by its field, and whether raw frames are saved."""
+    try:
+        values = field_values(body, RESOURCE_FIELDS, strict=True)
+    except FramePackError as error:
+        raise BodyError(_dedupe(error_items(error))) from None
+    output = body.get(OUTPUT_KEY)
+    save_raw = isinstance(output, dict) and output.get("save_frames") is True
+    return values, save_raw
 
 
 def _too_many_keyframes(keyframes: Any, errors: list) -> bool:

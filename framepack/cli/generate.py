@@ -29,8 +29,10 @@ REQUEST_FLAGS = {  # argument group -> request fields given as flags, in the ord
     "inputs": ("blank_start", "prompt", "negative_prompt", "system_prompt"),
     "video": ("variant", "duration", "fps", "interpolation", "resolution"),
     "sampling": ("steps", "seed", "latent_window_size", "sampler", "shift", "cfg", "distilled_cfg", "cfg_rescale",
-                 "cfg_zero_star", "teacache", "teacache_threshold", "start_strength", "end_strength",
-                 "vision_strength", "max_prompt_tokens"),
+                 "cfg_zero_star", "teacache", "teacache_threshold", "cache", "magcache_threshold", "magcache_max_skips",
+                 "magcache_retention", "noise", "start_strength", "end_strength", "vision_strength",
+                 "max_prompt_tokens"),
+    "speed": ("fp32_head", "compile"),
 }
 OUTPUT_FLAGS = ("filename", "codec", "container", "codec_options", "crf", "pix_fmt", "save_frames", "save_images",
                 "image_format", "interpolation_method", "interpolation_model", "upscale", "upscaler", "keep_incomplete",
@@ -50,14 +52,36 @@ def flag_for(field: str, default: object = None) -> str:
 
 
 def add_generate(subparsers) -> None:
-    from framepack.request.model import GenerationRequest
-    from framepack.request.output import OutputOptions
-
     parser = subparsers.add_parser(
         "generate", help="generate a video from an image (and optional end image) and prompts",
         description="Generate a FramePack video on this machine (standalone host). "
                     "Use --model tiny for the random-weight smoke-test model (its output is noise). "
                     "An interrupted run (Ctrl-C, a crash, a kill) can be continued with `resume`.")
+    add_job_arguments(parser)
+    add_report_flags(parser)
+    parser.set_defaults(func=run_generate)
+
+
+def add_plan(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "plan", help="predict VRAM, RAM, disk and time of a generate command without running it",
+        description="Plan a run: the same arguments as generate; prints the sections and frames, and the "
+                    "resources the run needs on this machine (or on the one --vram/--ram describe), with "
+                    "the offload and VAE tiling auto would pick. Exits 2, saying what would fit, when the "
+                    "run would not fit. Loads no model.")
+    add_job_arguments(parser)
+    machine = parser.add_argument_group("machine to plan for (default: this one)")
+    machine.add_argument("--vram", type=float, metavar="GB", help="GPU memory to plan for, in GiB (plans a CUDA GPU)")
+    machine.add_argument("--ram", type=float, metavar="GB", help="RAM to plan for, in GiB")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON (with a resources object)")
+    parser.set_defaults(func=run_plan)
+
+
+def add_job_arguments(parser) -> None:
+    """The arguments of one job, shared by generate and plan."""
+    from framepack.request.model import GenerationRequest
+    from framepack.request.output import OutputOptions
+
     source = parser.add_argument_group("inputs")
     source.add_argument("--image", help="start image file (omit with --blank-start for text-to-video)")
     source.add_argument("--end-image", help="last frame to aim at (original model only)")
@@ -85,10 +109,6 @@ def add_generate(subparsers) -> None:
                         help="replace an existing --out file (without it an existing file is refused)")
     for name in OUTPUT_FLAGS:
         _add_field(output, OutputOptions, name)
-    add_report_flags(parser)
-    parser.set_defaults(func=run_generate)
-
-
 def add_model_flags(parser, loras: bool = True) -> None:
     """Which model runs and where: the same flags for every command that generates."""
     model = parser.add_argument_group("model")
@@ -104,6 +124,8 @@ def add_model_flags(parser, loras: bool = True) -> None:
                        help="none, quanto-int8, quanto-fp8, quanto-int4, nncf-int8 or nncf-int4")
     model.add_argument("--offload", default="auto", help="auto, none, model, sequential or group")
     model.add_argument("--attention", default="default", help="default, native, flash, sage or xformers")
+    model.add_argument("--vae-tiling", default="auto",
+                       help="auto (tile the VAE decode only when the plan says it would not fit), on or off")
 
 
 def add_report_flags(parser) -> None:
@@ -268,13 +290,16 @@ def runtime_settings(args) -> dict:
     from framepack.models.offload import ATTENTION_BACKENDS, OFFLOAD_MODES
     from framepack.models.quantize import QUANT_METHODS
 
+    from framepack.models.resources import TILING_CHOICES
+
     for flag, value, choices in (("--quantization", args.quantization, QUANT_METHODS),
                                  ("--offload", args.offload, OFFLOAD_MODES),
-                                 ("--attention", args.attention, ("default", *ATTENTION_BACKENDS))):
+                                 ("--attention", args.attention, ("default", *ATTENTION_BACKENDS)),
+                                 ("--vae-tiling", args.vae_tiling, TILING_CHOICES)):
         if value not in choices:
             raise InputError(f"{flag} {value!r}: choose one of {', '.join(choices)}")
     return {"framepack_quantization": args.quantization, "framepack_offload": args.offload,
-            "framepack_attention": args.attention}
+            "framepack_attention": args.attention, "framepack_vae_tiling": args.vae_tiling}
 
 
 def _keyframe(text: str) -> dict:
@@ -370,6 +395,39 @@ def run_job_here(args, queue, submit) -> int:
         if record.resumable:
             print(f"resume it with: framepack_cli.py resume {record.checkpoint}")
     return 0 if record.status == Status.COMPLETED else 130
+
+
+def run_plan(args) -> int:
+    """Print the video plan and the resource plan; exit 2 (saying what would fit) when it does not fit."""
+    from framepack.errors import InputError
+    from framepack.host.standalone import StandaloneHost
+    from framepack.jobs.resources import Machine, assess, request_workload, resources_dict, resources_line
+    from framepack.models.resources import recipe_configs
+
+    request, options = build_job(args)
+    host = StandaloneHost(output_dir=args.out, model=args.model, cache_dir=args.cache_dir,
+                          offline=True if args.offline else None, device=args.device, settings=runtime_settings(args))
+    for flag, value in (("--vram", args.vram), ("--ram", args.ram)):
+        if value is not None and not 0 < value < 1e6:
+            raise InputError(f"{flag} {value!r}: give the memory in GiB, more than 0")
+    runtime = host.runtime()
+    machine = Machine.local(host.device, offload=runtime.offload, quantization=runtime.quantization,
+                            vae_tiling=runtime.vae_tiling, vram_gb=args.vram, ram_gb=args.ram,
+                            configs=recipe_configs(host.recipe(request.variant), host.cache_dir))
+    resource_plan, refusal = assess(machine, request_workload(request, options))
+    video = request.plan()
+    if args.json:
+        print(json.dumps({"summary": video.summary(), "plan": video.to_dict(),
+                          "resources": resources_dict(resource_plan, refusal),
+                          "resource_plan": resource_plan.to_dict()}, indent=2, default=str))
+    else:
+        print(f"plan: {video.summary()}")
+        print(f"resources: {resources_line(resource_plan)}")
+        print(f"  {resource_plan.summary()}")
+    if refusal is not None and machine.enforce:
+        print(f"error: --resolution: {refusal}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def plan_line(request) -> str:

@@ -109,10 +109,15 @@ def encode_vision(pipe, image: np.ndarray, device) -> torch.Tensor:
     return pipe.encode_image(to_model_pixels(image).to(device), device=device, dtype=pipe.transformer.dtype)
 
 
-def encode_latent(pipe, image: np.ndarray, device) -> torch.Tensor:
-    """VAE latent of one frame, [1, C, 1, h, w] float32. Uses the posterior mean: deterministic."""
+def encode_latent(pipe, image: np.ndarray, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """VAE latent of one frame, [1, C, 1, h, w] float32.
+
+    The posterior mean (deterministic) by default; a sample of the posterior drawn with
+    ``generator`` when one is given (what the reference app does).
+    """
     pixels = to_model_pixels(image).unsqueeze(2).to(device=device, dtype=pipe.vae.dtype)
-    latent = pipe.vae.encode(pixels).latent_dist.mode()
+    posterior = pipe.vae.encode(pixels).latent_dist
+    latent = posterior.mode() if generator is None else posterior.sample(generator)
     return (latent * pipe.vae.config.scaling_factor).float()
 
 

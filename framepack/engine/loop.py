@@ -26,13 +26,16 @@ import torch
 from framepack.engine import conditioning as cond
 from framepack.engine.context import HISTORY_LENGTH, LatentContext, continuing_context, new_context
 from framepack.engine.control import GenerationControl, StageHooks
-from framepack.request.events import Done, Frames, Preview, Progress, SectionDone, Stage, Status
+from framepack.request.events import Done, Frames, Progress, SectionDone, Stage, Status
 from framepack.engine.frames import FrameAssembler, FrameSink
 from framepack.engine.guidance import GuidanceConfig, make_denoiser
 from framepack.request.planner import SectionPlan, VideoPlan
-from framepack.engine.preview import preview_image
 from framepack.engine.sampler import SAMPLERS, dynamic_shift, flow_sigmas
-from framepack.engine.teacache import TeaCacheState, run_transformer
+from framepack.engine.forward import compiled_blocks, prepare_section, prepare_text, section_forward
+from framepack.engine.magcache import MagCacheState, mag_ratios
+from framepack.engine.noise import ReferenceNoise, section_noise
+from framepack.engine.preview import PreviewStream
+from framepack.engine.teacache import TeaCacheState
 from framepack.request.model import GenerationRequest
 
 Emit = Callable[[object], None]
@@ -64,13 +67,6 @@ def continuation_frames(window: int) -> int:
     return 1 + 4 * (max(HISTORY_LENGTH, window) - 1)
 
 
-def section_noise(seed: int, section_index: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """Noise for one section from (seed, section): any section can be re-rolled or resumed alone."""
-    state = np.random.SeedSequence([seed, section_index]).generate_state(2, dtype=np.uint32)
-    generator = torch.Generator("cpu").manual_seed(int(state[0]) << 32 | int(state[1]))
-    return torch.randn(shape, generator=generator, dtype=torch.float32)
-
-
 class _SectionEnded(Exception):
     """Raised from the step callback to leave the sampler early."""
 
@@ -100,7 +96,7 @@ class SectionLoop:
         self.sink = sink
         self.control = control or GenerationControl()
         self.hooks = hooks or StageHooks()
-        self.noise_fn = noise_fn or (lambda index, shape: section_noise(request.seed, index, shape))
+        self.noise_fn = noise_fn or self.default_noise(request)
         self.spill_dir = spill_dir
         self.on_section_state = on_section_state
         self.on_section_start = on_section_start  # e.g. the section's LoRA weights (models.lora.LoraSchedule)
@@ -114,6 +110,12 @@ class SectionLoop:
         self.text_encodes = 0
         self._text_cache: tuple[str, cond.TextEmbedding] | None = None
         self._emit: Emit = lambda event: None
+
+    @staticmethod
+    def default_noise(request: GenerationRequest) -> NoiseFn:
+        if request.noise == "reference":
+            return ReferenceNoise(request.seed)
+        return lambda index, shape: section_noise(request.seed, index, shape)
 
     # ---- table of contents -------------------------------------------------------------
     def run(self, emit: Emit, start_position: int = 0, context_state: dict | None = None,
@@ -157,6 +159,8 @@ class SectionLoop:
 
     def sample_sections(self, images: cond.ImageConditioning, negative, context: LatentContext,
                         assembler: FrameAssembler, emit: Emit, start_position: int = 0) -> Status:
+        if isinstance(self.noise_fn, ReferenceNoise):  # one stream: continuing draws past the earlier sections
+            self.noise_fn.fast_forward(start_position, self.latent_shape(images))
         for position in range(start_position, self.plan.num_sections):
             if self.control.should_stop():
                 return Status.INTERRUPTED
@@ -201,12 +205,24 @@ class SectionLoop:
             end_embeds = None if end is None else cond.encode_vision(self.pipe, end, self.device)
             key_embeds = [cond.encode_vision(self.pipe, image, self.device) for image in keys]
         with self.stage("vae_encode"):
-            start_latent = cond.encode_latent(self.pipe, start, self.device)
+            start_latent = cond.encode_latent(self.pipe, start, self.device, generator=self.posterior_generator())
             end_latent = None if end is None else cond.encode_latent(self.pipe, end, self.device)
             key_latents = [cond.encode_latent(self.pipe, image, self.device) for image in keys]
         start_latent = cond.weighted(start_latent, torch.zeros_like(start_latent), request.start_strength)
         return cond.ImageConditioning(height, width, start_latent.cpu(), start_embeds, end_latent, end_embeds,
                                       key_latents, key_embeds, start)
+
+    def posterior_generator(self) -> torch.Generator | None:
+        """Reference noise samples the start latent from the VAE posterior, as lllyasviel's demo does.
+
+        His demo draws that sample from the global RNG, which it never seeds, so no tool can repeat
+        that one draw; here it comes from its own CPU generator seeded with the seed, and leaves
+        the section noise stream untouched (as in the demo). With a trained VAE the posterior's
+        spread is far below bf16 precision, so the start latent matches the reference's anyway.
+        """
+        if self.request.noise != "reference":
+            return None
+        return torch.Generator("cpu").manual_seed(self.request.seed)
 
     def text_for(self, prompt: str) -> cond.TextEmbedding:
         """Encode a section's prompt only when it differs from the previous section's."""
@@ -312,38 +328,50 @@ class SectionLoop:
     def sample_section(self, section, position, context, images, negative, emit: Emit):
         """Sample one window. Returns (latents, skipped); latents is None when the user stopped."""
         request = self.request
-        height, width = images.height // 8, images.width // 8
-        shape = (1, self.pipe.transformer.config.in_channels, request.latent_window_size, height, width)
+        shape = self.latent_shape(images)
         noise = self.noise_fn(section.index, shape).to(self.device)
         sigmas = flow_sigmas(request.steps, request.shift or dynamic_shift(self.token_count(shape))).to(self.device)
-        denoise = make_denoiser(self.velocity_fn(section, context, images, negative), self.guidance)
-        callback = self.step_callback(section, position, emit)
+        denoise = make_denoiser(self.velocity_fn(section, context, images, negative, shape), self.guidance)
+        previews = PreviewStream(emit) if request.preview else None
+        callback = self.step_callback(section, position, emit, previews)
         try:
             with self.stage("sample"):
                 return SAMPLERS[request.sampler](denoise, noise, sigmas, callback=callback).float().cpu(), False
         except _SectionEnded as ended:
             return (None, False) if ended.latents is None else (ended.latents.float().cpu(), True)
+        finally:
+            if previews is not None:
+                previews.flush()
+
+    def latent_shape(self, images: cond.ImageConditioning) -> tuple[int, ...]:
+        channels = self.pipe.transformer.config.in_channels
+        return (1, channels, self.request.latent_window_size, images.height // 8, images.width // 8)
 
     def token_count(self, shape: tuple[int, ...]) -> float:
         patch = self.pipe.transformer.config.patch_size
         return shape[2] * shape[3] * shape[4] / patch**2
 
-    def velocity_fn(self, section, context, images, negative):
-        request = self.request
-        positive = self.text_for(section.prompt)
+    def velocity_fn(self, section, context, images, negative, shape):
+        """The model call of this section: its fixed inputs (RoPE, history and image embeddings, text
+        lengths) prepared once here, only the per-step part computed in each call."""
+        request, transformer = self.request, self.pipe.transformer
         inputs = context.model_context(section, self.anchor(section, images)).as_kwargs(self.dtype)
         inputs["image_embeds"] = images.image_embeds(section.keyframe, request.vision_strength).to(self.dtype)
         inputs["guidance"] = torch.tensor([self.guidance.transformer_guidance], dtype=self.dtype, device=self.device)
         inputs = {key: value.to(self.device) for key, value in inputs.items()}
+        prepared = prepare_section(transformer, latent_shape=shape, **inputs)
+        texts = {False: self.text_for(section.prompt), True: negative}
+        branches = {use_negative: prepare_text(prepared, text.embeds, text.mask, text.pooled)
+                    for use_negative, text in texts.items() if text is not None}
         caches = {False: self.new_cache(), True: self.new_cache()}  # cond and uncond never share state
+        blocks = compiled_blocks(transformer) if request.compile else None
 
         def velocity(x: torch.Tensor, sigma: torch.Tensor, step: int, use_negative: bool) -> torch.Tensor:
-            self.check_control()  # before every model call, computed by TeaCache or not
-            text = negative if use_negative else positive
-            return run_transformer(
-                self.pipe.transformer, caches[use_negative], step=step, hidden_states=x.to(self.dtype),
-                timestep=(sigma * 1000.0).expand(x.shape[0]).float(), encoder_hidden_states=text.embeds,
-                encoder_attention_mask=text.mask, pooled_projections=text.pooled, **inputs,
+            self.check_control()  # before every model call, computed by the step cache or not
+            return section_forward(
+                transformer, prepared, branches[use_negative], x.to(self.dtype),
+                (sigma * 1000.0).expand(x.shape[0]).float(), cache=caches[use_negative], step=step,
+                fp32_head=request.fp32_head, blocks=blocks,
             ).float()
 
         return velocity
@@ -359,12 +387,16 @@ class SectionLoop:
         if self.control.should_stop():
             raise _SectionEnded(None)
 
-    def new_cache(self) -> TeaCacheState | None:
-        if not self.request.teacache:
-            return None
-        return TeaCacheState(self.request.teacache_threshold, self.request.steps)
+    def new_cache(self) -> TeaCacheState | MagCacheState | None:
+        request = self.request
+        if request.step_cache == "teacache":
+            return TeaCacheState(request.teacache_threshold, request.steps)
+        if request.step_cache == "magcache":
+            return MagCacheState(mag_ratios(self.plan.variant, request.steps), request.magcache_threshold,
+                                 request.magcache_max_skips, request.magcache_retention)
+        return None
 
-    def step_callback(self, section: SectionPlan, position: int, emit: Emit):
+    def step_callback(self, section: SectionPlan, position: int, emit: Emit, previews: PreviewStream | None):
         started = time.perf_counter()
         steps = self.request.steps
 
@@ -375,8 +407,8 @@ class SectionLoop:
             remaining = (self.plan.num_sections - position) * steps - done
             emit(Progress(section.number, position, self.plan.num_sections, done, steps, elapsed, rate,
                           remaining / rate if rate else 0.0))
-            if self.request.preview:
-                emit(Preview(preview_image(x0), section.number, done))
+            if previews is not None:
+                previews.push(x0, section.number, done)
             self.check_control()
             if done < steps and self.control.take_skip():
                 raise _SectionEnded(x0)

@@ -48,6 +48,10 @@ STAGE_TEXT = {
     "sample": "FramePack: sampling",
     "vae_decode": "FramePack: decoding frames",
 }
+# The component each stage runs: balanced offload is applied when the next stage runs another one
+# (2 times per section, sample and decode), not before and after every stage (4 times).
+STAGE_COMPONENTS = {"text": "text_encoders", "vision": "image_encoder", "vae_encode": "vae", "sample": "transformer",
+                    "vae_decode": "vae"}
 
 
 # ----------------------------------------------------------------------------- settings
@@ -299,6 +303,24 @@ class _ForwardToHostLog(logging.Handler):
 class SettingsDefaults:
     """Request and output defaults read from the FramePack settings; the keys are the same in every host."""
 
+    def resource_machine(self, variant: str):
+        """The GPU SD.Next runs on, for the resource plan. SD.Next's offload decides what is
+        resident (balanced is planned as model offload, its nearest mode), so a run predicted not
+        to fit is shown, not refused."""
+        import dataclasses
+
+        from modules import devices
+
+        from framepack.jobs.resources import Machine
+        from framepack.models.resources import recipe_configs
+
+        offload = self._offload_mode()
+        planned = offload if offload in ("none", "model", "group", "sequential") else "model"  # balanced, or new
+        machine = Machine.local(devices.device, offload=planned,
+                                quantization=str(self.option("framepack_quantization") or "none"),
+                                configs=recipe_configs(self.recipe(variant)))
+        return dataclasses.replace(machine, enforce=False)
+
     def output_defaults(self) -> dict[str, Any]:
         """Defaults for `OutputOptions`."""
         return {
@@ -346,6 +368,7 @@ class SdnextHost(SettingsDefaults):
         self._variant: str | None = None
         self._registered = False  # the host accepted our pipeline as shared.sd_model
         self._offload: str | None = None
+        self._resident: str | None = None
         self._unload_pending = False
         self._job_running = False
         self.queue = None  # the JobQueue (set by get_queue) to find a starting job's progress task
@@ -452,6 +475,7 @@ class SdnextHost(SettingsDefaults):
         state.job_count = 1
         state.textinfo = "FramePack: starting"
         self._job_running = True
+        self._resident = None  # what the last stage ran; balanced offload applies when it changes
         if control is not None:
             self._start_task(control)
         return token
@@ -459,6 +483,7 @@ class SdnextHost(SettingsDefaults):
     def end_job(self, token: Any) -> None:
         self._job_running = False
         try:
+            self._offload_after_job()
             if self._unload_pending:
                 self._unload_pending = False
                 with self._lock:
@@ -585,19 +610,24 @@ class SdnextHost(SettingsDefaults):
             return
         from modules import devices, sd_models
 
-        if self._offload == "balanced":
-            sd_models.apply_balanced_offload(pipe)
+        component = STAGE_COMPONENTS.get(name, name)
+        if self._offload == "balanced" and component != self._resident:
+            sd_models.apply_balanced_offload(pipe)  # once per change of the component that runs
+        self._resident = component
         if name == "vision" and getattr(pipe, "image_encoder", None) is not None:
             # SigLIP does not run under the offload hook: move it explicitly
             sd_models.move_model(pipe.image_encoder, devices.device, force=True)
 
     def _stage_exit(self, name: str, seconds: float) -> None:
-        pipe = self._pipe
-        if pipe is not None and self._offload == "balanced":
+        self.add_timer(name, seconds)
+
+    def _offload_after_job(self) -> None:
+        """Leave the GPU as SD.Next's own jobs do: balanced offload once after the last stage."""
+        resident, self._resident = self._resident, None
+        if resident is not None and self._pipe is not None and self._offload == "balanced":
             from modules import sd_models
 
-            sd_models.apply_balanced_offload(pipe)
-        self.add_timer(name, seconds)
+            sd_models.apply_balanced_offload(self._pipe)
 
     # ---- model lifecycle ------------------------------------------------------------
     def recipe(self, variant: str):

@@ -209,6 +209,7 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
     from the frame log, then the loop goes on. `clip` (an `extend.ClipJob`) continues a clip.
     """
     from framepack.engine.loop import run_generation
+    from framepack.io.background import BackgroundSink
     from framepack.io.paths import sanitize_filename
     from framepack.io.workdir import WorkFolder
     from framepack.jobs.checkpoint import sweep_output_folder
@@ -235,8 +236,9 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
     try:
         writers = OutputWriters(folder, request, options, stem, work=work, source=spec, exact=name is not None,
                                 overwrite=overwrite, device=getattr(pipe, "_execution_device", "cpu"))
+        encoder = BackgroundSink(writers)  # encodes section N while section N+1 samples
         extension = (clip is not None or (spec is not None and spec.kind == "extend"))
-        frames = JobFrames(writers, None if checkpoints is None else work.path / "frames.log",
+        frames = JobFrames(encoder, None if checkpoints is None else work.path / "frames.log",
                            log_generated=request.variant == "f1",
                            drop_first=1 if extension and request.variant == "original" else 0)
         try:
@@ -256,7 +258,9 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
                                   spill_dir=str(work.path), keep_spill=options.keep_checkpoints,
                                   on_section_state=None if checkpoints is None else _saver(checkpoints, frames),
                                   on_section_start=schedule, **start)
+            encoder.drain()  # every frame written (a stopped run's too) before the files are published
         except BaseException:
+            encoder.cancel()
             writers.abort()
             raise
         finally:

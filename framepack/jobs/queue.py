@@ -29,6 +29,7 @@ from framepack.errors import FramePackError, InputError
 from framepack.jobs.checks import check_job, check_output
 from framepack.jobs.handle import Extend, JobHandle, Listener, Reroll, Resume
 from framepack.jobs.record import JobRecord, new_job_id
+from framepack.jobs.resources import plan_job, resources_dict
 from framepack.jobs.runner import JobRunner
 from framepack.request.events import Status
 from framepack.request.limits import MAX_WAITING_JOBS
@@ -86,7 +87,9 @@ class JobQueue:
         `overwrite`: whether an existing file of that name is replaced."""
         options = options or self._default_options()
         check_job(request, options)
+        resources = self.plan_resources(request, options)
         handle = JobHandle(request.resolve_seed(), options, self.host.new_control(task_id), task_id, listener)
+        handle.record.resources = resources
         handle.name, handle.overwrite = name, overwrite
         return self._enqueue(handle, task_id)
 
@@ -334,6 +337,15 @@ class JobQueue:
             self._ensure_worker_locked()
             self._lock.notify_all()
         return handle
+
+    def plan_resources(self, request: GenerationRequest, options: OutputOptions | None = None) -> dict | None:
+        """The request's resource plan on the host's machine (None when the host describes none);
+        raises an `InputError` at `resolution`, naming what would fit, when the run would not fit."""
+        describe = getattr(self.host, "resource_machine", None)
+        machine = describe(request.variant) if describe is not None else None
+        if machine is None:
+            return None
+        return resources_dict(plan_job(machine, request, options))
 
     def get(self, job_id: str) -> JobHandle | None:
         with self._lock:

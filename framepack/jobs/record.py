@@ -43,6 +43,9 @@ class JobRecord:
     plan: str = ""
     """The plan's one-line summary: frames, true duration, sections."""
     settings: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] | None = None
+    """The resource plan made at submission (`framepack.jobs.resources.resources_dict`); None when
+    the host describes no machine."""
     """What reproduces the video: the request's settings (images summarised) and the output options."""
 
     sections: int = 0

@@ -75,6 +75,7 @@ class JobRunner:
                     request = host.prepare_request(request)  # before the model loads: a bad LoRA tag fails fast
                 on_event(Stage("loading"))
                 pipe = host.pipeline(request.variant)
+                tile_if_planned(pipe, handle.record.resources)
                 opened = self._open_work(handle, request, host.video_dir())
                 checkpoints = opened["checkpoints"]
                 checkpoints.write_record(handle.record)
@@ -155,3 +156,16 @@ class JobRunner:
         if record.resumable:
             log.info("FramePack job %s can be resumed from %d section(s): %s", handle.id,
                      checkpoints.positions()[-1], work.path)
+
+
+def tile_if_planned(pipe, resources: dict | None) -> None:
+    """Turn the VAE's tiled decode on when this job's plan needs it (a larger bucket or longer
+    sections than the pipeline was loaded for); it is never turned off here, so a forced or
+    load-time choice stands."""
+    vae = getattr(pipe, "vae", None)
+    if not resources or not resources.get("vae_tiling") or vae is None or getattr(vae, "use_tiling", True):
+        return
+    from framepack.models.offload import apply_vae_tiling
+
+    log.info("VAE tiling on for this job (the resource plan needs it)")
+    apply_vae_tiling(pipe, True)

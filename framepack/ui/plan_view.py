@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from framepack.errors import FramePackError
-from framepack.ui.values import _esc, _number, _whole, error_html
+from framepack.ui.values import _esc, _number, _whole, error_html, log
 
 # ----------------------------------------------------------------------------- the plan
 
@@ -47,6 +47,38 @@ def plan_html(duration: Any, fps: Any, interpolation: Any, latent_window_size: A
               section_prompts: Any, keyframes: Sequence[Mapping[str, Any]] | None = None) -> str:
     view = plan_view(duration, fps, interpolation, latent_window_size, variant, prompt, section_prompts, keyframes)
     return render_plan(view)
+
+
+def host_plan_html(host, duration: Any, fps: Any, interpolation: Any, latent_window_size: Any, variant: Any,
+                   prompt: Any, section_prompts: Any, keyframes: Sequence[Mapping[str, Any]] | None = None,
+                   resolution: Any = None) -> str:
+    """`plan_html` with the resources the run needs on the host's machine appended to the plan line
+    (predicted VRAM, RAM, disk; or that it does not fit and what would)."""
+    view = plan_view(duration, fps, interpolation, latent_window_size, variant, prompt, section_prompts, keyframes)
+    if view.error is None:
+        view.summary += resources_text(host, view, _whole(resolution), _whole(latent_window_size), variant)
+    return render_plan(view)
+
+
+def resources_text(host, view: PlanView, resolution: Any, window: Any, variant: Any) -> str:
+    """' · VRAM .., RAM .., disk ..' for the plan line; empty when the host describes no machine or
+    the values cannot be planned yet (the plan line shows their errors)."""
+    from framepack.jobs.resources import assess, resources_line, workload_inputs
+
+    describe = getattr(host, "resource_machine", None)
+    if describe is None or not isinstance(resolution, int) or not isinstance(window, int):
+        return ""
+    try:
+        variant = str(variant or "original")
+        workload = workload_inputs({"variant": variant, "resolution": resolution, "latent_window_size": window},
+                                   len(view.rows), len({row["section_text"] for row in view.rows}) or 1)
+        plan, refusal = assess(describe(variant), workload)
+    except Exception:  # noqa: BLE001 - the resources only decorate the plan line; the run checks again
+        log.debug("no resource plan for the plan line", exc_info=True)
+        return ""
+    if refusal is not None:
+        return f" · needs {resources_line(plan)}: {refusal}"
+    return f" · {resources_line(plan)}"
 
 
 def render_plan(view: PlanView) -> str:

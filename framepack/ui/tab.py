@@ -22,6 +22,7 @@ behind its own login with `--auth`) they are ordinary Gradio events with the sam
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
     if assets is None:
         assets = getattr(host, "name", "") != "sdnext"
     d = logic.default_values(host)
+    live_plan = functools.partial(logic.host_plan_html, host)  # the plan line, with the resources on this host
     lo, hi, step = logic.RESOLUTION_RANGE
     dlo, dhi, dstep = logic.DURATION_RANGE
     writable = logic.settings_writable(host)
@@ -114,7 +116,7 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                                               elem_id="fpk_duration")
                     c["resolution"] = gr.Slider(lo, hi, value=d["resolution"], step=step, label="Resolution",
                                                 elem_id="fpk_resolution")
-                plan = gr.HTML(logic.plan_html(*(d[name] for name in logic.PLAN_NAMES)), elem_id="fpk_plan",
+                plan = gr.HTML(live_plan(*(d[name] for name in logic.PLAN_NAMES), d["resolution"]), elem_id="fpk_plan",
                                elem_classes=["fpk-plan-box"])
                 quick = gr.Dataset(samples=[[p] for p in logic.QUICK_PROMPTS], label="Quick prompts (click to use)",
                                    components=[c["prompt"]], samples_per_page=20, elem_id="fpk_quick_prompts")
@@ -303,12 +305,14 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                 settings_source = gr.Textbox("", visible=False, elem_id="fpk_settings_source")
 
         values = [c[name] for name in logic.VALUE_NAMES]
-        plan_inputs = [c[name] for name in logic.PLAN_NAMES]
+        plan_inputs = [c[name] for name in logic.PLAN_NAMES] + [c["resolution"]]
         mode_inputs = [c["image"], c["end_image"], c["blank_start"], c["variant"], c["keyframes"]]
 
         # ---------------------------------------------------------------- live plan and mode
-        for name in ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts"):
-            c[name].change(logic.plan_html, plan_inputs, plan, queue=False, show_progress="hidden")
+        for name in ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts",
+                     "resolution"):
+            c[name].change(live_plan, plan_inputs, plan, queue=False, show_progress="hidden")
+
         def on_mode(image, *rest):  # the blank-start choice only matters without a start image
             return logic.mode_html(image, *rest), gr.update(visible=image is None)
 
@@ -370,7 +374,7 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
             return gr.update(choices=logic.keyframe_choices(items), value=None)
 
         def on_add_keyframe(keyframes, image, when, *plan_values):
-            items, error = logic.add_keyframe(keyframes, image, when, plan_values[:-1])
+            items, error = logic.add_keyframe(keyframes, image, when, plan_values[:len(logic.PLAN_NAMES) - 1])
             if error:
                 return items, gr.update(), gr.update(), gr.update(), logic.error_html(error), gr.update()
             return items, logic.keyframe_gallery(items), None, "", "", keyframe_pick_update(items)
@@ -384,15 +388,15 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
 
         keyframe_add.click(on_add_keyframe, [c["keyframes"], keyframe_image, keyframe_when, *plan_inputs],
                            [c["keyframes"], keyframes_gallery, keyframe_image, keyframe_when, keyframe_message,
-                            keyframe_pick], queue=False).then(logic.plan_html, plan_inputs, plan, queue=False) \
+                            keyframe_pick], queue=False).then(live_plan, plan_inputs, plan, queue=False) \
             .then(logic.mode_html, mode_inputs, mode, queue=False)
         keyframe_remove.click(on_remove_keyframe, [c["keyframes"], keyframe_pick],
                               [c["keyframes"], keyframes_gallery, keyframe_message, keyframe_pick],
-                              queue=False).then(logic.plan_html, plan_inputs, plan, queue=False) \
+                              queue=False).then(live_plan, plan_inputs, plan, queue=False) \
             .then(logic.mode_html, mode_inputs, mode, queue=False)
         keyframe_clear.click(on_clear_keyframes, None, [c["keyframes"], keyframes_gallery, keyframe_message,
                                                         keyframe_pick],
-                             queue=False).then(logic.plan_html, plan_inputs, plan, queue=False) \
+                             queue=False).then(live_plan, plan_inputs, plan, queue=False) \
             .then(logic.mode_html, mode_inputs, mode, queue=False)
 
         # ---------------------------------------------------------------- small helpers
