@@ -205,8 +205,8 @@ function fpkSubmit(...args) {
   window.fpkLastTask = id;
   if (fpkInSdnext()) fpkFollow(id);
   const res = Array.from(args);
-  res[0] = id; // the first input is the hidden task id textbox
-  fpkRemember(res.slice(1));
+  res[0] = id; // the first input is the hidden task id textbox, the second this page's id
+  fpkRemember(res.slice(2));
   setTimeout(fpkJobs, 500);
   return res;
 }

@@ -61,28 +61,77 @@ def generate_stream(host, job_queue, values: Mapping[str, Any], task_id: str | N
     "Stopping" once when a stop is asked for, and the end. Stopping the iteration (page closed)
     leaves the job running in the queue.
     """
+    first, job = submit(host, job_queue, values, task_id)
+    yield first
+    if job is not None:
+        yield from follow_job(job_queue, job, task_id, poll=poll, heartbeat=heartbeat, stream=stream,
+                              announced=True)
+
+
+def submit(host, job_queue, values: Mapping[str, Any], task_id: str | None = None,
+           page_id: str | None = None) -> tuple[Update, Any]:
+    """Validate and submit at once (the tab's Generate): (the first `Update`, the job or None).
+
+    Returns without waiting, so a second Generate while a job runs reaches the queue (Gradio 3.43
+    drops a click on an event that is still running); the page follows its jobs with
+    `follow_page`. A job submitted while another runs says its place in line.
+    """
     try:
         request, options = validate(values, host)
     except InputError as error:  # the error replaces the previous result block (no stale video under it)
-        yield _refused(error_html(str(error)), task_id)
-        return
+        return _refused(error_html(str(error)), task_id), None
     if PAGE_TASKS.stopped_before_start(task_id):
-        yield Update(status=_final_marker(info_html("Stopped before the job was submitted"), task_id), finished=True)
-        return
+        return Update(status=_final_marker(info_html("Stopped before the job was submitted"), task_id),
+                      finished=True), None
     try:  # the queue opens the host's progress task now and closes it when the job ends
         job = job_queue.submit(request, options, task_id=task_id or None)
     except FramePackError as error:
-        yield _refused(error_html("; ".join(labelled(problem) for problem in error.problems())), task_id)
-        return
-    PAGE_TASKS.bind(task_id, job, job_queue)  # a Stop that came in meanwhile cancels it now
+        return _refused(error_html("; ".join(labelled(problem) for problem in error.problems())), task_id), None
+    PAGE_TASKS.bind(task_id, job, job_queue, page_id)  # a Stop that came in meanwhile cancels it now
+    seed = job.record.seed
+    if job.status == Status.QUEUED and job_queue.ahead_of(job) > 0:
+        # another job runs: its follower keeps the progress box; this one says its place in line
+        return Update(status=info_html(f"Job {job.id} queued · {waiting_text(job_queue, job)} · seed {seed}"),
+                      seed=seed), job
+    return Update(status=info_html(f"Job {job.id} submitted · seed {seed} · {job.record.plan}"),
+                  progress=progress_html(job, job_queue), preview=None, video=None, job_id=job.id, seed=seed,
+                  pause_label="Pause"), job
+
+
+def follow_page(job_queue, page_id: str | None, poll: float = 0.3, heartbeat: float = 2.0,
+                stream: bool = True, linger: float = 1.0) -> Iterator[Update]:
+    """Follow the jobs this page submitted, oldest unfinished first, until none is left.
+
+    A job submitted while this runs is picked up after the one followed now; `linger` seconds
+    after the last one ends it looks once more before ending. Always yields at least once.
+    """
+    followed: set[str] = set()
+    yielded = False
+    while True:
+        job = next((j for j in PAGE_TASKS.page_jobs(page_id, job_queue) if j.id not in followed
+                    and not Status(j.status).finished), None)
+        if job is None and linger > 0:
+            time.sleep(linger)
+            job = next((j for j in PAGE_TASKS.page_jobs(page_id, job_queue) if j.id not in followed
+                        and not Status(j.status).finished), None)
+        if job is None:
+            break
+        followed.add(job.id)
+        for update in follow_job(job_queue, job, None, poll=poll, heartbeat=heartbeat, stream=stream):
+            yielded = True
+            yield update
+    if not yielded:
+        yield Update()
+
+
+def follow_job(job_queue, job, task_id: str | None = None, poll: float = 0.3, heartbeat: float = 2.0,
+               stream: bool = True, announced: bool = False) -> Iterator[Update]:
+    """Updates for one job until it ends: its place in line while it waits, then progress, then the end."""
+    task_id = task_id or getattr(job, "task_id", None) or getattr(job.record, "task_id", None)
     seed = job.record.seed
     waiting = job.status == Status.QUEUED and job_queue.ahead_of(job) > 0
-    if waiting:  # another job runs: its stream keeps the progress box; this one says its place in line
-        yield Update(status=info_html(f"Job {job.id} queued · {waiting_text(job_queue, job)} · seed {seed}"),
-                     job_id=job.id, seed=seed)
-    else:
-        yield Update(status=info_html(f"Job {job.id} submitted · seed {seed} · {job.record.plan}"),
-                     progress=progress_html(job, job_queue), preview=None, video=None, job_id=job.id, seed=seed,
+    if not announced and not waiting and not Status(job.status).finished:  # Generate's line stays
+        yield Update(progress=progress_html(job, job_queue), preview=None, video=None, job_id=job.id, seed=seed,
                      pause_label="Pause")
     seen, preview, last, stopping = job.record.updates, None, time.monotonic(), False
     place = waiting_text(job_queue, job) if waiting else None
@@ -136,6 +185,7 @@ class PageTasks:
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, str] = OrderedDict()  # task id -> job id
         self._early_stops: OrderedDict[str, float] = OrderedDict()  # task ids stopped before their job existed
+        self._pages: OrderedDict[str, list[str]] = OrderedDict()  # page id -> the job ids it submitted
         self._size = size
 
     def _remember(self, table: OrderedDict, key: str, value: Any) -> None:
@@ -144,7 +194,11 @@ class PageTasks:
         while len(table) > self._size:
             table.popitem(last=False)
 
-    def bind(self, task_id: str | None, job, job_queue) -> None:
+    def bind(self, task_id: str | None, job, job_queue, page_id: str | None = None) -> None:
+        if page_id:
+            with self._lock:
+                jobs = self._pages.get(page_id, [])[-self._size + 1:] + [job.id]
+                self._remember(self._pages, page_id, jobs)
         if not task_id:
             return
         with self._lock:
@@ -158,6 +212,12 @@ class PageTasks:
             return False
         with self._lock:
             return self._early_stops.pop(task_id, None) is not None
+
+    def page_jobs(self, page_id: str | None, job_queue) -> list:
+        """The jobs a page submitted that the queue still knows, oldest first."""
+        with self._lock:
+            ids = list(self._pages.get(page_id, ())) if page_id else []
+        return [job for job in (job_queue.get(i) for i in ids) if job is not None]
 
     def job_id(self, task_id: str | None) -> str | None:
         with self._lock:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,14 @@ def _stored_values(stored: str) -> dict[str, Any]:
 
 def _as_output(value: Any) -> Any:
     return gr.update() if value is KEEP else value
+
+
+def _outputs(update) -> tuple:
+    """An `Update` as (status, progress, preview, video, job id, seed, Pause's label)."""
+    label = KEEP if update.pause_label is KEEP else gr.update(value=update.pause_label)
+    shown = KEEP if update.preview is KEEP else logic.preview_html(update.preview)
+    return tuple(_as_output(value) for value in (update.status, update.progress, shown, update.video,
+                                                  update.job_id, update.seed, label))
 
 
 def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
@@ -295,6 +304,7 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                 jobs = gr.HTML(logic.jobs_html(queue), elem_id="fpk_jobs")
                 task_id = gr.Textbox("", visible=False, elem_id="fpk_task_id")
                 job_id = gr.Textbox("", visible=False, elem_id="fpk_job_id")
+                page_id = gr.Textbox("", visible=False, elem_id="fpk_page_id")  # this page's jobs, for follow
                 last_seed = gr.Number(-1, visible=False, precision=0, elem_id="fpk_last_seed")
                 # rendered but hidden: the page's script clicks them (a job's Load settings, the last settings)
                 with gr.Row(elem_classes=["fpk-hidden"]):
@@ -431,18 +441,27 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                             show_progress="hidden")
 
         # ---------------------------------------------------------------- generate / stop / skip / pause
-        def on_generate(task, *args):
-            stream = logic.generate_stream(host, queue, dict(zip(logic.VALUE_NAMES, args)), task_id=task or None,
-                                           stream=not in_sdnext)
-            for update in stream:
-                label = KEEP if update.pause_label is KEEP else gr.update(value=update.pause_label)
-                shown = KEEP if update.preview is KEEP else logic.preview_html(update.preview)
-                yield tuple(_as_output(value) for value in (update.status, update.progress, shown,
-                                                            update.video, update.job_id, update.seed, label))
+        def on_generate(task, page, *args):
+            page = page or uuid.uuid4().hex
+            update, _ = logic.submit(host, queue, dict(zip(logic.VALUE_NAMES, args)), task_id=task or None,
+                                     page_id=page)
+            return (*_outputs(update), page)
 
+        def on_follow(page):
+            for update in logic.follow_page(queue, page or None, stream=not in_sdnext):
+                shown = _outputs(update)
+                yield shown[:5] + shown[6:]  # the seed stays what Generate said
+
+        follow_outputs = [status, progress, preview, video, job_id, pause]
+        # Generate only submits and answers at once, so every click reaches the job queue (Gradio
+        # drops a click on an event still running); the page follows its jobs in a second event.
         # show_progress hidden: the progress box is ours; Gradio's per-output timers would re-render the page
-        generate.click(on_generate, [task_id, *values], [status, progress, preview, video, job_id, last_seed, pause],
-                       _js=SUBMIT_JS, show_progress="hidden", api_name="fpk_generate")
+        follow = generate.click(on_generate, [task_id, page_id, *values],
+                                [status, progress, preview, video, job_id, last_seed, pause, page_id],
+                                _js=SUBMIT_JS, show_progress="hidden", api_name="fpk_generate", queue=False) \
+            .then(on_follow, page_id, follow_outputs, show_progress="hidden", api_name="fpk_follow")
+        # a Generate that lands while the follower is ending finds it still running: look once more
+        follow.then(on_follow, page_id, follow_outputs, show_progress="hidden")
         if not in_sdnext:  # inside SD.Next: click listeners of javascript/framepack.js (see the module docstring)
             def on_pause(job, task):
                 label, line = logic.toggle_pause(queue, job or None, task or None)
