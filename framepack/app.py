@@ -24,6 +24,9 @@ from framepack.api import API_PREFIX, DEFAULT_MAX_BODY, register_routes
 log = logging.getLogger("framepack")
 
 UiBuilder = Callable[[Any, Any], Any]  # (host, queue) -> gr.Blocks
+GRADIO_CONCURRENCY = 8
+"""Gradio events that run at once: a second Generate while one runs must reach the JobQueue (and show its
+place in line) instead of waiting behind the first stream in Gradio's own queue; SD.Next uses 64."""
 
 
 def create_app(host, queue=None, ui: bool | UiBuilder = True, *, max_body_bytes: int = DEFAULT_MAX_BODY,
@@ -72,7 +75,7 @@ def create_app(host, queue=None, ui: bool | UiBuilder = True, *, max_body_bytes:
         blocks.auth = list(auth) if auth else None
         blocks.auth_message = "FramePack: sign in with the --auth credentials of this server"  # launch() sets it
         app.state.framepack_ui = blocks
-        gr.mount_gradio_app(app, blocks.queue(), path="/")  # last: a mount at "/" swallows later routes
+        gr.mount_gradio_app(app, blocks.queue(concurrency_count=GRADIO_CONCURRENCY), path="/")  # last: a mount at "/" swallows later routes
         _restrict_gradio(app)
         protected = (API_PREFIX, *documentation)  # the tab itself: Gradio's login page
     app.add_middleware(Guard, credentials=credentials, protected=protected, allowed_hosts=allowed_hosts,

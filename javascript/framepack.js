@@ -14,6 +14,12 @@
  *                      tab's page routes (framepack/ui/routes.py, under SD.Next's --auth) and shows the answer in
  *                      the status line, unless the job's own final line has arrived meanwhile. The standalone page
  *                      is light: there they are Gradio events, covered by its own login
+ * fpkJobs()           the jobs panel (#fpk_jobs) every 2 s while the tab is shown: inside SD.Next from the page route
+ *                      .../page/jobs, its Stop / Remove buttons posting the job id to .../page/stop; on the standalone
+ *                      page through the hidden Gradio buttons #fpk_jobs_refresh / #fpk_job_stop; its Load settings
+ *                      clicks the hidden #fpk_load_job button (a Gradio event that fills every control)
+ * fpkRemember(values)  Generate keeps its settings (not the images) in localStorage; after a reload the hidden
+ *                      #fpk_restore button puts them back into the controls
  * fpkLoopVideos()      result <video>: loop, autoplay, muted, inline
  * fpkSidebarButton()   ModernUI: its sidebar button for our tab says "framepack" with Video's icon; give it our
  *                      name, a tooltip and its own icon
@@ -23,6 +29,7 @@
 window.fpkScriptLoaded = true;
 
 const fpkPollMs = 1000;
+const fpkJobsMs = 2000; // the jobs panel's refresh
 const fpkGiveUpMs = 120000; // no sign of the task for this long (a refused or lost submission): stop following
 
 function fpkApp() {
@@ -183,13 +190,85 @@ async function fpkFollow(task) {
   fpkButtonText('#fpk_generate', 'Generate');
 }
 
+function fpkRemember(values) {
+  // the last Generate's settings survive a reload: images and keyframes (data URLs, objects) are left out
+  const kept = values.map((v) => (((typeof v === 'string' && v.startsWith('data:')) || (v && typeof v === 'object')) ? null : v));
+  try {
+    window.localStorage.setItem('fpk-last-settings', JSON.stringify(kept));
+  } catch (err) {
+    console.warn('FramePack: settings not kept', err); // eslint-disable-line no-console
+  }
+}
+
 function fpkSubmit(...args) {
   const id = fpkRandomId();
   window.fpkLastTask = id;
   if (fpkInSdnext()) fpkFollow(id);
   const res = Array.from(args);
-  res[0] = id; // the first input is the hidden task id textbox
+  res[0] = id; // the first input is the hidden task id textbox, the second this page's id
+  fpkRemember(res.slice(2));
+  setTimeout(fpkJobs, 500);
   return res;
+}
+
+async function fpkJobs() {
+  // the jobs panel: running and queued jobs (stoppable), then the history, newest first
+  const holder = fpkEl('#fpk_jobs');
+  if (!holder || document.visibilityState === 'hidden' || !holder.offsetParent) return;
+  if (!fpkInSdnext()) { // the standalone page: a Gradio event (covered by its own login), cheap on this page
+    const refresh = fpkEl('#fpk_jobs_refresh');
+    if (refresh) refresh.click();
+    return;
+  }
+  try {
+    const res = await fpkSend('./framepack/v1/page/jobs', { job: '', task: '' });
+    if (!res || !res.ok) return;
+    const data = await res.json();
+    const root = holder.querySelector('.fpk-jobs');
+    if (root && data.html && root.outerHTML !== data.html) fpkRewrite('#fpk_jobs', data.html);
+  } catch (err) {
+    console.warn('FramePack: jobs', err); // eslint-disable-line no-console
+  }
+}
+
+async function fpkJobAction(event) {
+  const button = event.target.closest('[data-fpk-job-action]');
+  if (!button) return;
+  const job = button.dataset.fpkJob;
+  if (button.dataset.fpkJobAction === 'load') {
+    window.fpkJobToLoad = job;
+    const load = fpkEl('#fpk_load_job');
+    if (load) load.click();
+    return;
+  }
+  button.disabled = true;
+  if (!fpkInSdnext()) {
+    window.fpkJobToStop = job;
+    const stop = fpkEl('#fpk_job_stop');
+    if (stop) stop.click();
+    return;
+  }
+  try {
+    const res = await fpkSend(`./framepack/v1/page/${button.dataset.fpkJobAction}`, { job, task: '' });
+    const data = res ? await res.json() : null;
+    if (data && data.status) fpkRewrite('#fpk_status', data.status);
+  } catch (err) {
+    fpkRewrite('#fpk_status', `<div class="fpk-error" role="alert">${fpkEscape(`${err.message || err}`)}</div>`);
+  }
+  fpkJobs();
+}
+
+function fpkJobsPanel() {
+  const holder = fpkEl('#fpk_jobs');
+  if (!holder) return false;
+  if (holder.dataset.fpkBound) return true;
+  holder.dataset.fpkBound = '1';
+  holder.addEventListener('click', fpkJobAction);
+  fpkJobs();
+  setInterval(fpkJobs, fpkJobsMs);
+  const restore = fpkEl('#fpk_restore'); // the last Generate's settings, kept by this browser
+  if (restore && window.localStorage.getItem('fpk-last-settings')) restore.click();
+  return true;
 }
 
 function fpkLoopVideos() {
@@ -236,7 +315,7 @@ function fpkWatch() {
 function fpkInit() {
   let tries = 0;
   const retry = () => { // ModernUI builds its sidebar some time after the page has loaded (up to a minute here)
-    const watching = fpkWatch() && fpkControls();
+    const watching = fpkWatch() && fpkControls() && fpkJobsPanel();
     const named = fpkSidebarButton();
     tries += 1;
     if (!(watching && named) && tries < 240) setTimeout(retry, 500); // Standard theme: no sidebar, 2 min of cheap checks

@@ -228,7 +228,9 @@ def test_bad_input_is_reported_and_nothing_is_queued(host):
     updates = list(logic.generate_stream(host, queue, values(host, **FAST, image=image(), section_prompts="9: x")))
     assert len(updates) == 1 and updates[0].finished
     assert "fpk-error" in updates[0].status and "section 9 does not exist" in updates[0].status
-    assert updates[0].video is logic.KEEP and queue.list() == []
+    assert queue.list() == []
+    # the error replaces the previous result block: no stale video, the error in the result's place
+    assert updates[0].video is None and "section 9 does not exist" in updates[0].progress
     queue.shutdown()
 
 
@@ -359,14 +361,35 @@ def test_progress_box_texts():
     stats = {"ram": 3 * 2**30, "ram_peak": 4 * 2**30, "gpu_peak": 2**29}
     queued = SimpleNamespace(status="queued", record=JobRecord(status=Status.QUEUED))
     fake_queue = SimpleNamespace(ahead_of=lambda job: 1)
-    assert "Waiting in the queue (position 2)" in logic.progress_html(queued, fake_queue, stats)
-    record = JobRecord(status=Status.RUNNING, started=0, steps=25, step=5, sections_done=1, sections=4, section=3,
-                       it_per_s=1.25, eta=75, progress=0.3)
-    running = SimpleNamespace(status=record.status, record=record, control=SimpleNamespace(paused=True))
-    text = logic.progress_html(running, None, stats)
-    assert "Section 2/4 (#3) · step 5/25 · 1.25 it/s · ETA 1m 15s" in text and "PAUSED" in text
-    assert "RAM 3.00 GB · peak 4.00 GB · GPU peak 512 MB" in text and 'width:30.0%' in text
-    assert "RAM" in logic.memory_text()
+    assert "Waiting, 2nd in line" in logic.progress_html(queued, fake_queue, stats)
+    assert [logic.ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22)] == \
+        ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd"]
+    now = 1000.0
+    record = JobRecord(status=Status.RUNNING, started=now - 100, steps=25, step=5, sections_done=1, sections=4,
+                       section=3, it_per_s=1.25, eta=75, progress=0.3, stage="sample", stage_since=now - 1,
+                       stage_seconds={"sample": 80.0, "vae_decode": 10.0, "encode": 2.0})
+    # the sampling ETA (75 s) plus the measured decode + encode time per section (12 s) for 3 sections left
+    fraction, left = logic.estimate(record, now)
+    assert left == pytest.approx(75 + 3 * 12) and fraction == pytest.approx(100 / 211)
+    waiting = SimpleNamespace(status=record.status, record=record, control=SimpleNamespace(paused=True, waiting=True))
+    _, text = logic.progress_text(waiting, now)
+    assert "Sampling · section 2/4 (#3) · step 5/25 · 1.25 it/s · ETA 1m 51s" in text and "PAUSED" in text
+    html = logic.progress_html(waiting, None, stats)
+    assert "RAM 3.00 GB · peak 4.00 GB · GPU peak 512 MB" in html and "RAM" in logic.memory_text()
+    # Pause pressed while the last step's frames are decoded: work goes on, so no PAUSED yet
+    record.stage, record.stage_since = "vae_decode", now - 2
+    decoding = SimpleNamespace(status=record.status, record=record, control=SimpleNamespace(paused=True, waiting=False))
+    _, text = logic.progress_text(decoding, now)
+    assert text.startswith("Decoding frames (VAE)") and "PAUSED" not in text and "pausing at the next" in text
+    fraction, left = logic.estimate(record, now)  # 10 s of this section's 12 left, then 2 sections of both
+    assert left == pytest.approx(10 + 2 * 12 + 2 * 25 / 1.25) and fraction < 1
+    # before any section is decoded the time left is not known: never a 100 % bar with ETA 0
+    first = JobRecord(status=Status.RUNNING, started=now - 10, steps=2, step=2, sections=1, progress=1.0,
+                      stage="vae_decode", stage_since=now - 1)
+    fraction, left = logic.estimate(first, now)
+    assert left is None and fraction < 1
+    _, text = logic.progress_text(SimpleNamespace(record=first, control=SimpleNamespace(paused=False)), now)
+    assert "Decoding frames (VAE)" in text and "decode time not measured yet" in text
 
 
 def test_the_host_task_follows_the_job_and_no_thread_submits_behind_the_page(host, job_queue):
@@ -453,6 +476,22 @@ def test_recipe_edit_on_a_host_that_ignores_the_setting(tmp_path, tiny_model_dir
         assert json.loads(text)["vae"] == shown["vae"]
     else:
         assert json.loads(text)["vae"] == "me/other-vae"
+
+
+def test_keyframes_outside_the_video_are_refused_and_removed_one_at_a_time():
+    picture = np.zeros((16, 16, 3), np.uint8)
+    plan = (2.0, 30, 0, 3, "original", "", "")  # PLAN_NAMES without keyframes: 5 sections
+    items, error = logic.add_keyframe([], picture, "9", plan)
+    assert items == [] and "section 9 does not exist" in error
+    items, error = logic.add_keyframe([], picture, "9s", plan)
+    assert items == [] and error
+    for when in ("2", "1.5s", "3-4"):
+        items, error = logic.add_keyframe(items, picture, when, plan)
+        assert error is None
+    assert logic.keyframe_choices(items) == ["#1 at 2", "#2 at 1.5s", "#3 at 3-4"]
+    items = logic.remove_keyframe(items, "#2 at 1.5s")
+    assert [item["when"] for item in items] == ["2", "3-4"]
+    assert logic.remove_keyframe(items, "#9 at 1") == items  # a stale choice removes nothing
 
 
 def test_the_plan_line_shows_the_resources_on_the_hosts_machine():

@@ -27,7 +27,7 @@ def served(tiny_model_dir, tmp_path_factory):
     queue = JobQueue(host)
     app = FastAPI()
     assert register_page_routes(app.add_api_route, queue) == [f"POST {PAGE_PREFIX}/{name}"
-                                                               for name in ("stop", "skip", "pause")]
+                                                               for name in ("stop", "skip", "pause", "jobs")]
     yield TestClient(app), queue
     queue.shutdown()
 
@@ -85,3 +85,21 @@ def test_only_json_bodies_are_read(served, content_type):
     headers = {"Content-Type": content_type} if content_type else {}
     response = client.post(f"{PAGE_PREFIX}/stop", content=b'{"job": "", "task": ""}', headers=headers)
     assert response.status_code == 415 and "application/json" in response.json()["detail"]
+
+
+def test_jobs_panel_lists_running_and_queued_jobs_and_stops_one_by_its_id(served):
+    client, queue = served
+    running = long_job(queue)
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    waiting = queue.submit(build_request(**FAST, image=image, duration=20.0, prompt="second"))
+    html = client.post(f"{PAGE_PREFIX}/jobs", json={}).json()["html"]
+    active = html.split("History")[0]
+    assert active.index(running.id) < active.index(waiting.id)  # in run order
+    assert "Waiting, 2nd in line" in active and 'data-fpk-job-action="stop"' in active
+    assert client.post(f"{PAGE_PREFIX}/stop", json={"job": waiting.id}).json()["status"].count("removed")
+    client.post(f"{PAGE_PREFIX}/stop", json={"job": running.id})
+    assert running.wait(60) and waiting.status == "cancelled"
+    history = client.post(f"{PAGE_PREFIX}/jobs", json={}).json()["html"].split("History")[1]
+    # newest first: the running job finished after the queued one was removed
+    assert history.index(running.id) < history.index(waiting.id) and "seed" in history
+    assert "No job running" in client.post(f"{PAGE_PREFIX}/jobs", json={}).json()["html"]

@@ -81,40 +81,52 @@ def test_initial_values_and_plan(tab, host):
     assert components["codec"].value == "libx264" and "none" in choice_values(components["codec"])
 
 
-def test_only_generate_uses_the_queue(tab):
+def test_only_following_a_job_uses_the_queue(tab):
     blocks, _ = tab
     queued = [dep for dep in blocks.dependencies if dep.get("queue") is not False and dep.get("backend_fn")]
-    assert {dep.get("api_name") for dep in queued} <= {"fpk_generate", None}
+    assert {dep.get("api_name") for dep in queued} <= {"fpk_follow", None}
     generate, _ = dependency(blocks, "fpk_generate")
-    assert generate["queue"] is not False and "fpkSubmit" in generate["js"]
-    # load / unload may take minutes with real models: they stay on the queue too
-    assert len(queued) <= 3
+    # Generate answers at once (a click on a running event is dropped by Gradio's page)
+    assert generate["queue"] is False and "fpkSubmit" in generate["js"]
+    follow, _ = dependency(blocks, "fpk_follow")
+    assert follow["queue"] is not False and follow["trigger_after"] == blocks.dependencies.index(generate)
+    # the follower, its second look, load / unload (minutes with real models) stay on the queue
+    assert len(queued) <= 4
 
 
-def test_generate_handler_streams_to_the_outputs(tab, host):
+def test_generate_submits_at_once_and_the_page_follows_its_jobs(tab, host):
     blocks, _ = tab
-    dep, handler = dependency(blocks, "fpk_generate")
+    dep, submit = dependency(blocks, "fpk_generate")
+    follow_dep, follow = dependency(blocks, "fpk_follow")
     values = {**logic.default_values(host), "image": np.full((40, 40, 3), 90, np.uint8), "seed": 3}
-    outputs = list(handler("", *[values[name] for name in logic.VALUE_NAMES]))
-    assert all(len(out) == len(dep["outputs"]) == 7 for out in outputs)
-    status, progress, preview, video, job_id, seed, pause_label = outputs[-1]
-    assert pause_label == gr.update(value="Pause")
-    assert "completed · seed 3" in status and "Timings:" in progress and seed == gr.update()
+    first = submit("", "", *[values[name] for name in logic.VALUE_NAMES])
+    assert len(first) == len(dep["outputs"]) == 8
+    status, _, _, _, job_id, seed, _, page = first
+    assert "submitted · seed 3" in status and job_id and seed == 3 and page  # a page id is made for the page
+    second = submit("", page, *[{**values, "seed": 4}[name] for name in logic.VALUE_NAMES])
+    assert second[7] == page and "seed 4" in second[0]
+    outputs = list(follow(page))
+    assert all(len(out) == len(follow_dep["outputs"]) == 6 for out in outputs)
+    finals = [out for out in outputs if isinstance(out[0], str) and "completed" in out[0]]
+    assert len(finals) == 2 and "seed 3" in finals[0][0] and "seed 4" in finals[1][0]  # both followed, in order
+    status, progress, preview, video, job_id, pause_label = outputs[-1]
+    assert pause_label == gr.update(value="Pause") and "Timings:" in progress
     assert Path(video).exists() and Path(video).parent == host.video_dir() and job_id == ""
-    assert outputs[0][4] and outputs[0][5] == 3  # job id and used seed come with the first update
-    bad = list(handler("", *[{**values, "resolution": 33}[name] for name in logic.VALUE_NAMES]))
-    assert len(bad) == 1 and "Resolution: resolution must be a multiple of 16" in bad[0][0]
-    assert bad[0][3] == gr.update()  # the last video stays
+    bad = submit("", page, *[{**values, "resolution": 33}[name] for name in logic.VALUE_NAMES])
+    assert "Resolution: resolution must be a multiple of 16" in bad[0]
+    assert bad[3] is None  # a new error replaces the previous result
+    assert len(list(follow(page))) == 1  # nothing left to follow: one empty update
 
 
-def test_assets_are_added_only_outside_sdnext(tab):
+def test_assets_are_added_only_outside_sdnext(tab, tmp_path):
     blocks, _ = tab
     assert any("fpkScriptLoaded" in (dep.get("js") or "") for dep in blocks.dependencies)
     assert "#fpk_tab" in (blocks.css or "")
 
     sdnext_like = SimpleNamespace(name="sdnext", option=lambda key, default=None: default,
                                   keep_incomplete=lambda: True, loaded_variant=lambda: None,
-                                  request_defaults=lambda: {"variant": "f1"}, output_defaults=lambda: {"crf": 20})
+                                  request_defaults=lambda: {"variant": "f1"}, output_defaults=lambda: {"crf": 20},
+                                  video_dir=lambda: tmp_path)
     blocks = create_ui(sdnext_like, SimpleNamespace(list=lambda: []))
     assert not any("fpkScriptLoaded" in (dep.get("js") or "") for dep in blocks.dependencies)
     components = blocks.fpk_components

@@ -1,4 +1,5 @@
-"""`generate --from FILE`: the settings a video (or raw frames file) made by this tool carries.
+"""`generate --from FILE`: the settings a video (or raw frames file) made by this tool carries
+(read by framepack.io.embedded, shared with the tab's Load settings).
 
 The writers embed `{"settings": request.settings(), "output": options, "plan": ..., "seed": ...}`
 (framepack.jobs.output). Only the fields a flag could set are taken, each value is validated by
@@ -11,45 +12,7 @@ it names).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
-NOT_REUSED = frozenset({"image", "end_image", "keyframes", "loras", "upscaler", "interpolation_model"})
-
-
-@dataclass
-class Embedded:
-    """What `--from` found: request and output field values, and the images the video was made from."""
-
-    source: str
-    request: dict[str, Any] = field(default_factory=dict)
-    output: dict[str, Any] = field(default_factory=dict)
-    images: dict[str, Any] = field(default_factory=dict)  # image / end_image / keyframes as described
-
-
-def read_embedded(path: str, request_fields, output_fields) -> Embedded:
-    """The settings in `path` restricted to `request_fields` / `output_fields`; InputError when absent or malformed."""
-    from framepack.errors import FramePackError, InputError
-    from framepack.io.reader import open_frames
-
-    try:
-        with open_frames(path) as source:
-            data = source.settings
-    except FramePackError as error:
-        raise InputError(f"--from: {error}") from None
-    settings = data.get("settings") if isinstance(data, dict) else None
-    if not isinstance(settings, dict) or not settings:
-        raise InputError(f"--from: {path!r} holds no FramePack settings (it was not made by this tool, "
-                         f"or its tags were stripped)")
-    output = data.get("output", {})
-    if not isinstance(output, dict):
-        raise InputError(f"--from: {path!r}: the embedded setting 'output' is not a JSON object")
-    embedded = Embedded(path)
-    embedded.request = {name: settings[name] for name in request_fields
-                        if name in settings and name not in NOT_REUSED}
-    embedded.output = {name: output[name] for name in output_fields if name in output and name not in NOT_REUSED}
-    embedded.images = {name: settings.get(name) for name in ("image", "end_image", "keyframes")}
-    return embedded
+from framepack.io.embedded import NOT_REUSED, Embedded, read_embedded  # noqa: F401 (the reader lives in io)
 
 
 def missing_images(embedded: Embedded, image, end_image, keyframes) -> tuple[list[str], list[str]]:

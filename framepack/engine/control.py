@@ -32,6 +32,7 @@ class GenerationControl:
         self._skip = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        self._waiting = False
         self.timings: dict[str, float] = {}
 
     def stop(self) -> None:
@@ -61,10 +62,22 @@ class GenerationControl:
             return True
         return False
 
+    @property
+    def waiting(self) -> bool:
+        """True while the loop really stands still in a pause (Pause pressed during a decode or an
+        encode takes effect at the next sampling step: until then work goes on)."""
+        return self._waiting
+
     def wait_while_paused(self, poll: float = 0.1) -> None:
-        while not self._running.wait(poll):
-            if self.should_stop():
-                return
+        if self._running.is_set():
+            return
+        self._waiting = True
+        try:
+            while not self._running.wait(poll):
+                if self.should_stop():
+                    return
+        finally:
+            self._waiting = False
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from framepack.engine.control import GenerationControl
-from framepack.request.events import Done, Status
+from framepack.request.events import Done, Stage, Status
 from framepack.request.limits import RANDOM_SEED
 from framepack.request.model import GenerationRequest
 from framepack.request.output import OutputOptions
@@ -253,7 +253,8 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
             if checkpoints is not None and resume is None:
                 checkpoints.write_spec(replace(spec, request=request))
             hooks = getattr(control, "stage_hooks", None)  # a host's control may bring its stage hooks
-            done = run_generation(pipe, request, frames, on_event, control=control, hooks=hooks,
+            done = run_generation(pipe, request, _staged(frames, on_event, request.plan().interpolation), on_event,
+                                  control=control, hooks=hooks,
                                   spill_dir=str(work.path), keep_spill=options.keep_checkpoints,
                                   on_section_state=None if checkpoints is None else _saver(checkpoints, frames),
                                   on_section_start=schedule, **start)
@@ -267,6 +268,8 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
         if (done.status != Status.COMPLETED and not options.keep_incomplete) or frames.sent == 0:
             writers.abort()
             return JobResult(done, frame_count=frames.sent)
+        if on_event is not None:
+            on_event(Stage("encode"))  # finishing the files (the encoder flushes its buffered frames)
         published = writers.close()
     finally:
         if own_work:
@@ -284,3 +287,16 @@ def _saver(checkpoints, frames: JobFrames) -> Callable[[Any], None]:
                          logged, size)
 
     return save
+
+
+def _staged(writers: Callable[[np.ndarray], None], on_event: Callable[[object], None] | None, interpolation: int):
+    """The writers as the loop's sink, announcing the stage the frames enter (faces show every stage)."""
+    if on_event is None:
+        return writers
+    stage = Stage("interpolate" if interpolation else "encode")
+
+    def sink(frames: np.ndarray) -> None:
+        on_event(stage)
+        writers(frames)
+
+    return sink

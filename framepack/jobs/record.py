@@ -58,6 +58,11 @@ class JobRecord:
     it_per_s: float = 0.0
     eta: float | None = None
     stage: str | None = None
+    stage_since: float | None = None
+    """When the current stage began (time.time())."""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds spent so far in each stage (the current one up to its last change): the faces' ETA
+    adds the decode and encode time per section to the sampling ETA."""
 
     error: str | None = None
     frame_count: int | None = None
@@ -91,18 +96,27 @@ class JobRecord:
             self.section, self.step, self.steps = event.section_number, event.step, event.steps
             self.sections, self.progress, self.it_per_s, self.eta = (
                 event.section_count, event.fraction, event.it_per_s, event.eta)
-            self.stage = "sample"
+            self._enter("sample")
         elif isinstance(event, SectionDone):
             self.sections_done = event.position + 1
         elif isinstance(event, Stage):
-            self.stage = event.name
+            self._enter(event.name)
         elif isinstance(event, Done):
+            self._enter(None)
             self.frame_count, self.timings = event.frames, dict(event.timings)
             if event.status == Status.COMPLETED:
                 self.progress = 1.0
         elif isinstance(event, (Preview, Frames)):
             pass  # the preview image is runtime state (the handle keeps it); frame counts arrive with Done
         self.updates += 1
+
+    def _enter(self, stage: str | None) -> None:
+        if stage == self.stage and stage is not None:
+            return
+        now = time.time()
+        if self.stage is not None and self.stage_since is not None:
+            self.stage_seconds[self.stage] = self.stage_seconds.get(self.stage, 0.0) + now - self.stage_since
+        self.stage, self.stage_since = stage, now
 
     # ---- plain data ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -42,8 +42,11 @@ class Status(str, Enum):
 STATUSES = tuple(status.value for status in Status)
 FINISHED = tuple(status for status in Status if status.finished)
 
-STAGES = ("loading", "text", "vision", "vae_encode", "sample", "vae_decode", "encode")
-"""Stages of one job, in the order they first happen; `Stage` events and timings use these names."""
+STAGES = ("loading", "text", "vision", "vae_encode", "sample", "vae_decode", "interpolate", "encode")
+"""Stages of one job, in the order they first happen; `Stage` events and timings use these names.
+
+`interpolate`: frames of a section go through the interpolator and the writers (encoding as
+they go); `encode` alone: the writers take frames without interpolation, and finish the files."""
 
 
 @dataclass

@@ -3,6 +3,7 @@
     POST {prefix}/stop   {"job": id, "task": page task id} -> {"status": html}
     POST {prefix}/skip   {"job": ..., "task": ...}         -> {"status": html}
     POST {prefix}/pause  {"job": ..., "task": ...}         -> {"status": html, "label": "Pause" | "Resume"}
+    POST {prefix}/jobs   {}                                -> {"html": the jobs panel (running, queued, history)}
 
 Why not Gradio events: inside SD.Next every Gradio event makes the browser re-render the
 loading state of SD.Next's whole page (thousands of components), which takes seconds of
@@ -63,7 +64,7 @@ async def _ids(request: Request) -> tuple[str, str]:
 
 
 def register_page_routes(add_api_route: Callable[..., Any], queue, prefix: str = PAGE_PREFIX) -> list[str]:
-    """Add the three routes; returns "POST path" for each."""
+    """Add the four routes; returns "POST path" for each."""
 
     def endpoint(action: Callable[[str, str], dict]):
         async def handle(request: Request) -> JSONResponse:
@@ -87,8 +88,11 @@ def register_page_routes(add_api_route: Callable[..., Any], queue, prefix: str =
         label, status = logic.toggle_pause(queue, job or None, task or None)
         return {"status": status, "label": label}
 
+    def jobs(job: str, task: str) -> dict:
+        return {"html": logic.jobs_html(queue)}
+
     registered = []
-    for name, action in (("stop", stop), ("skip", skip), ("pause", pause)):
+    for name, action in (("stop", stop), ("skip", skip), ("pause", pause), ("jobs", jobs)):
         path = f"{prefix.rstrip('/')}/{name}"
         add_api_route(path, endpoint(action), methods=["POST"], include_in_schema=False)
         registered.append(f"POST {path}")

@@ -23,15 +23,16 @@ behind its own login with `--auth`) they are ordinary Gradio events with the sam
 from __future__ import annotations
 
 import functools
-
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from framepack.errors import FramePackError
 from framepack.request.model import DEFAULT_SYSTEM_PROMPT
-from framepack.ui import logic
+from framepack.ui import logic, presets
 from framepack.ui.logic import KEEP
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,8 +56,29 @@ def _script_loader() -> str:
             f"s.textContent = {source}; document.head.appendChild(s); }}")
 
 
+def _stored_values(stored: str) -> dict[str, Any]:
+    """The browser's copy of the last Generate's values (a JSON list in VALUE_NAMES order, images left out)."""
+    try:
+        items = json.loads(stored or "[]")
+    except ValueError:
+        items = []
+    if not isinstance(items, list) or len(items) != len(logic.VALUE_NAMES):
+        from framepack.errors import InputError
+
+        raise InputError("no last settings stored in this browser")
+    return dict(zip(logic.VALUE_NAMES, items))
+
+
 def _as_output(value: Any) -> Any:
     return gr.update() if value is KEEP else value
+
+
+def _outputs(update) -> tuple:
+    """An `Update` as (status, progress, preview, video, job id, seed, Pause's label)."""
+    label = KEEP if update.pause_label is KEEP else gr.update(value=update.pause_label)
+    shown = KEEP if update.preview is KEEP else logic.preview_html(update.preview)
+    return tuple(_as_output(value) for value in (update.status, update.progress, shown, update.video,
+                                                  update.job_id, update.seed, label))
 
 
 def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
@@ -87,65 +109,75 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
         status = gr.HTML(logic.info_html(""), elem_id="fpk_status")
         progress = gr.HTML('<div class="fpk-progress"></div>', elem_id="fpk_progress")
         with gr.Row(elem_id="fpk_tab", elem_classes=["fpk-tab"], equal_height=False):
-            # ------------------------------------------------------------ inputs
-            with gr.Column(elem_id="fpk_inputs", elem_classes=["fpk-column"], scale=5, min_width=360):
+            # ------------------------------------------------------------ inputs: the first screen
+            with gr.Column(elem_id="fpk_inputs", elem_classes=["fpk-column"], scale=5, min_width=0):
                 with gr.Row(elem_id="fpk_images", elem_classes=["fpk-images"]):
                     c["image"] = gr.Image(label="Start image (empty = text-to-video)", source="upload", type="numpy",
-                                          elem_id="fpk_image", height=260)
-                    c["end_image"] = gr.Image(label="End image (optional, Original variant)", source="upload",
-                                              type="numpy", elem_id="fpk_end_image", height=260)
+                                          elem_id="fpk_image", height=220)
                 c["blank_start"] = gr.Radio(list(logic.BLANK_STARTS), value=d["blank_start"],
-                                            label="Blank start (used only without a start image)",
+                                            label="Blank start (no start image: text-to-video)",
                                             elem_id="fpk_blank_start", elem_classes=["fpk-inline-radio"])
                 mode = gr.HTML(logic.mode_html(None, None, d["blank_start"], d["variant"]), elem_id="fpk_mode")
+                c["prompt"] = gr.Textbox(value=d["prompt"], label="Prompt", lines=2, elem_id="fpk_prompt",
+                                         placeholder="What happens in the video")
+                with gr.Row(elem_id="fpk_timing", elem_classes=["fpk-pair"]):
+                    c["duration"] = gr.Slider(dlo, dhi, value=d["duration"], step=dstep, label="Duration (s)",
+                                              elem_id="fpk_duration")
+                    c["resolution"] = gr.Slider(lo, hi, value=d["resolution"], step=step, label="Resolution",
+                                                elem_id="fpk_resolution")
+                plan = gr.HTML(live_plan(*(d[name] for name in logic.PLAN_NAMES), d["resolution"]), elem_id="fpk_plan",
+                               elem_classes=["fpk-plan-box"])
+                quick = gr.Dataset(samples=[[p] for p in logic.QUICK_PROMPTS], label="Quick prompts (click to use)",
+                                   components=[c["prompt"]], samples_per_page=20, elem_id="fpk_quick_prompts")
+
+                # -------------------------------------------------------- end image, keyframes, strengths
                 c["keyframes"] = gr.State(list(d["keyframes"]))
-                with gr.Accordion("Keyframes", open=False, elem_id="fpk_keyframes_accordion"):
-                    gr.Markdown("Extra images that steer the section(s) their WHEN names (`3`, `2-4`, `1.5s`).",
-                                elem_classes=["fpk-help"])
+                with gr.Accordion("End image, keyframes, strengths", open=False, elem_id="fpk_guides_accordion"):
+                    c["end_image"] = gr.Image(label="End image (optional, Original variant)", source="upload",
+                                              type="numpy", elem_id="fpk_end_image", height=200)
+                    gr.Markdown("Keyframes: extra images that steer the section(s) their WHEN names "
+                                "(`3`, `2-4`, `1.5s`).", elem_classes=["fpk-help"])
                     keyframes_gallery = gr.Gallery(label="Keyframes", elem_id="fpk_keyframes", columns=6,
-                                                   height=170, object_fit="contain", allow_preview=False,
+                                                   height=130, object_fit="contain", allow_preview=False,
                                                    value=logic.keyframe_gallery(d["keyframes"]))
                     with gr.Row(elem_classes=["fpk-keyframe-row"]):
                         keyframe_image = gr.Image(label="Keyframe image", source="upload", type="numpy",
-                                                  elem_id="fpk_keyframe_image", height=160)
-                        with gr.Column(min_width=160):
+                                                  elem_id="fpk_keyframe_image", height=160, min_width=0)
+                        with gr.Column(min_width=0):
                             keyframe_when = gr.Textbox(label="WHEN", placeholder="3, 2-4, 1.5s or 1s-2s",
                                                        elem_id="fpk_keyframe_when", max_lines=1)
                             keyframe_add = gr.Button("Add keyframe", elem_id="fpk_keyframe_add", size="sm")
-                            keyframe_clear = gr.Button("Clear keyframes", elem_id="fpk_keyframe_clear", size="sm")
+                    with gr.Row(elem_classes=["fpk-keyframe-row"]):
+                        keyframe_pick = gr.Dropdown([], label="Keyframe to remove", elem_id="fpk_keyframe_pick",
+                                                    min_width=0)
+                        keyframe_remove = gr.Button("Remove", elem_id="fpk_keyframe_remove", size="sm",
+                                                    elem_classes=["fpk-small-button"], min_width=0)
+                        keyframe_clear = gr.Button("Clear all", elem_id="fpk_keyframe_clear", size="sm",
+                                                   elem_classes=["fpk-small-button"], min_width=0)
                     keyframe_message = gr.HTML("", elem_id="fpk_keyframe_message")
-                with gr.Row(elem_id="fpk_strengths"):
-                    c["start_strength"] = gr.Slider(0, 1, value=d["start_strength"], step=0.05, label="Start strength",
-                                                    elem_id="fpk_start_strength")
-                    c["end_strength"] = gr.Slider(0, 1, value=d["end_strength"], step=0.05, label="End strength",
-                                                  elem_id="fpk_end_strength")
-                    c["vision_strength"] = gr.Slider(0, 1, value=d["vision_strength"], step=0.05,
-                                                     label="Vision strength", elem_id="fpk_vision_strength")
-                c["prompt"] = gr.Textbox(value=d["prompt"], label="Prompt", lines=3, elem_id="fpk_prompt",
-                                         placeholder="What happens in the video")
-                quick = gr.Dataset(samples=[[p] for p in logic.QUICK_PROMPTS], label="Quick prompts (click to use)",
-                                   components=[c["prompt"]], samples_per_page=20, elem_id="fpk_quick_prompts")
+                    with gr.Row(elem_id="fpk_strengths", elem_classes=["fpk-pair"]):
+                        c["start_strength"] = gr.Slider(0, 1, value=d["start_strength"], step=0.05,
+                                                        label="Start strength", elem_id="fpk_start_strength")
+                        c["end_strength"] = gr.Slider(0, 1, value=d["end_strength"], step=0.05, label="End strength",
+                                                      elem_id="fpk_end_strength")
+                        c["vision_strength"] = gr.Slider(0, 1, value=d["vision_strength"], step=0.05,
+                                                         label="Vision strength", elem_id="fpk_vision_strength")
+                negative_visible = logic.negative_prompt_visible(d["cfg"])
                 c["negative_prompt"] = gr.Textbox(value=d["negative_prompt"],
-                                                  label="Negative prompt (used when CFG > 1)",
+                                                  label="Negative prompt (CFG > 1)", visible=negative_visible,
                                                   lines=1, elem_id="fpk_negative_prompt")
-                c["section_prompts"] = gr.Textbox(value=d["section_prompts"], label="Section prompts", lines=3,
+                c["section_prompts"] = gr.Textbox(value=d["section_prompts"], label="Section prompts", lines=2,
                                                   elem_id="fpk_section_prompts",
                                                   placeholder="1: she looks up\n2-3: she starts to run\n4s: she stops")
                 gr.Markdown(logic.SECTION_PROMPTS_HELP, elem_id="fpk_section_help", elem_classes=["fpk-help"])
                 gr.Markdown(logic.LORA_NOTE, elem_id="fpk_lora_note", elem_classes=["fpk-help"])
-                with gr.Row(elem_id="fpk_video_settings"):
+                with gr.Row(elem_id="fpk_video_settings", elem_classes=["fpk-pair"]):
                     c["variant"] = gr.Radio(list(logic.VARIANTS), value=d["variant"], label="Model variant",
                                             elem_id="fpk_variant")
-                    c["resolution"] = gr.Slider(lo, hi, value=d["resolution"], step=step, label="Resolution",
-                                                elem_id="fpk_resolution")
-                with gr.Row(elem_id="fpk_timing"):
-                    c["duration"] = gr.Slider(dlo, dhi, value=d["duration"], step=dstep, label="Duration (s)",
-                                              elem_id="fpk_duration")
-                    c["fps"] = gr.Number(value=d["fps"], label="FPS", minimum=1, maximum=240, elem_id="fpk_fps")
-                    c["interpolation"] = gr.Slider(0, 8, value=d["interpolation"], step=1,
+                    c["fps"] = gr.Number(value=d["fps"], label="FPS", minimum=logic.FPS_RANGE[0],
+                                         maximum=logic.FPS_RANGE[1], elem_id="fpk_fps", min_width=0)
+                    c["interpolation"] = gr.Slider(0, logic.MAX_INTERPOLATION, value=d["interpolation"], step=1,
                                                    label="Interpolated frames", elem_id="fpk_interpolation")
-                plan = gr.HTML(live_plan(*(d[name] for name in logic.PLAN_NAMES), d["resolution"]), elem_id="fpk_plan",
-                               elem_classes=["fpk-plan-box"])
 
                 # -------------------------------------------------------- video output
                 with gr.Accordion("Video", open=False, elem_id="fpk_video_accordion"):
@@ -161,7 +193,7 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                         c["codec_options"] = gr.Textbox(value=d["codec_options"], label="Codec options",
                                                         placeholder="preset=slow,tune=film",
                                                         elem_id="fpk_codec_options")
-                        c["crf"] = gr.Slider(0, 51, value=d["crf"], step=1, label="Quality (CRF, lower = better)",
+                        c["crf"] = gr.Slider(*logic.CRF_RANGE, value=d["crf"], step=1, label="Quality (CRF, lower = better)",
                                              elem_id="fpk_crf")
                     with gr.Row():
                         c["save_video"] = gr.Checkbox(value=d["save_video"], label="Save video",
@@ -189,14 +221,14 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                                                 elem_classes=["fpk-small-button"])
                         seed_reuse = gr.Button("Reuse last", elem_id="fpk_seed_reuse", size="sm",
                                                elem_classes=["fpk-small-button"])
-                        c["latent_window_size"] = gr.Slider(1, 33, value=d["latent_window_size"], step=1,
+                        c["latent_window_size"] = gr.Slider(*logic.LATENT_WINDOW_RANGE, value=d["latent_window_size"], step=1,
                                                             label="Latent window", elem_id="fpk_latent_window_size")
-                        c["steps"] = gr.Slider(1, 100, value=d["steps"], step=1, label="Steps", elem_id="fpk_steps")
+                        c["steps"] = gr.Slider(*logic.STEPS_RANGE, value=d["steps"], step=1, label="Steps", elem_id="fpk_steps")
                     with gr.Row():
-                        c["shift"] = gr.Number(value=d["shift"], label="Shift (0 = dynamic)", minimum=0, maximum=100,
+                        c["shift"] = gr.Number(value=d["shift"], label="Shift (0 = dynamic)", minimum=0, maximum=logic.MAX_SHIFT,
                                                elem_id="fpk_shift")
-                        c["cfg"] = gr.Slider(1, 32, value=d["cfg"], step=0.1, label="CFG (1 = off)", elem_id="fpk_cfg")
-                        c["distilled_cfg"] = gr.Slider(0, 32, value=d["distilled_cfg"], step=0.1, label="Distilled CFG",
+                        c["cfg"] = gr.Slider(1, logic.CFG_SLIDER_MAX, value=d["cfg"], step=0.1, label="CFG (1 = off)", elem_id="fpk_cfg")
+                        c["distilled_cfg"] = gr.Slider(0, logic.CFG_SLIDER_MAX, value=d["distilled_cfg"], step=0.1, label="Distilled CFG",
                                                        elem_id="fpk_distilled_cfg")
                         c["cfg_rescale"] = gr.Slider(0, 1, value=d["cfg_rescale"], step=0.01, label="CFG rescale",
                                                      elem_id="fpk_cfg_rescale")
@@ -244,14 +276,43 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                         recipe_reset = gr.Button("Reset to defaults", elem_id="fpk_recipe_reset", size="sm")
                         recipe_reload = gr.Button("Show current", elem_id="fpk_recipe_reload", size="sm")
 
+                # -------------------------------------------------------- load settings, presets
+                with gr.Accordion("Load settings and presets", open=False, elem_id="fpk_presets_accordion"):
+                    settings_file = gr.File(label="Load settings from a video (or raw frames) made by this tool",
+                                            file_types=[".mp4", ".mkv", ".mov", ".webm", ".avi", ".safetensors"],
+                                            type="file", elem_id="fpk_settings_file")
+                    with gr.Row(elem_classes=["fpk-keyframe-row"]):
+                        preset_pick = gr.Dropdown(presets.list_presets(host), label="Preset", elem_id="fpk_preset",
+                                                  min_width=0)
+                        preset_load = gr.Button("Load", elem_id="fpk_preset_load", size="sm",
+                                                elem_classes=["fpk-small-button"], min_width=0)
+                        preset_refresh = gr.Button("Refresh", elem_id="fpk_preset_refresh", size="sm",
+                                                   elem_classes=["fpk-small-button"], min_width=0)
+                    with gr.Row(elem_classes=["fpk-keyframe-row"]):
+                        preset_name = gr.Textbox(label="Save the current settings as", max_lines=1,
+                                                 placeholder="preset name", elem_id="fpk_preset_name", min_width=0)
+                        preset_save = gr.Button("Save preset", elem_id="fpk_preset_save", size="sm",
+                                                elem_classes=["fpk-small-button"], min_width=0)
+                    settings_message = gr.HTML("", elem_id="fpk_settings_message")
+
             # ------------------------------------------------------------ outputs
-            with gr.Column(elem_id="fpk_outputs", elem_classes=["fpk-column"], scale=4, min_width=320):
+            with gr.Column(elem_id="fpk_outputs", elem_classes=["fpk-column"], scale=4, min_width=0):
                 video = gr.Video(label="Video", autoplay=True, interactive=False, elem_id="fpk_video",
                                  elem_classes=["fpk-video"])
                 preview = gr.HTML(logic.preview_html(None), elem_id="fpk_preview", elem_classes=["fpk-preview"])
+                # the jobs panel: javascript/framepack.js refreshes it from the page route .../page/jobs
+                jobs = gr.HTML(logic.jobs_html(queue), elem_id="fpk_jobs")
                 task_id = gr.Textbox("", visible=False, elem_id="fpk_task_id")
                 job_id = gr.Textbox("", visible=False, elem_id="fpk_job_id")
+                page_id = gr.Textbox("", visible=False, elem_id="fpk_page_id")  # this page's jobs, for follow
                 last_seed = gr.Number(-1, visible=False, precision=0, elem_id="fpk_last_seed")
+                # rendered but hidden: the page's script clicks them (a job's Load settings, the last settings)
+                with gr.Row(elem_classes=["fpk-hidden"]):
+                    load_job = gr.Button("load job settings", elem_id="fpk_load_job")
+                    restore = gr.Button("restore last settings", elem_id="fpk_restore")
+                    jobs_refresh = gr.Button("refresh jobs", elem_id="fpk_jobs_refresh")
+                    job_stop = gr.Button("stop a job", elem_id="fpk_job_stop")
+                settings_source = gr.Textbox("", visible=False, elem_id="fpk_settings_source")
 
         values = [c[name] for name in logic.VALUE_NAMES]
         plan_inputs = [c[name] for name in logic.PLAN_NAMES] + [c["resolution"]]
@@ -261,24 +322,90 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
         for name in ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts",
                      "resolution"):
             c[name].change(live_plan, plan_inputs, plan, queue=False, show_progress="hidden")
+
+        def on_mode(image, *rest):  # the blank-start choice only matters without a start image
+            return logic.mode_html(image, *rest), gr.update(visible=image is None)
+
         for component in (c["image"], c["end_image"], c["blank_start"], c["variant"]):
-            component.change(logic.mode_html, mode_inputs, mode, queue=False, show_progress="hidden")
+            component.change(on_mode, mode_inputs, [mode, c["blank_start"]], queue=False, show_progress="hidden")
+        c["cfg"].change(lambda cfg: gr.update(visible=logic.negative_prompt_visible(cfg)), c["cfg"],
+                        c["negative_prompt"], queue=False, show_progress="hidden")
+
+        # ---------------------------------------------------------------- load settings, presets
+        setting_outputs = [c[name] for name in presets.SETTING_NAMES]
+
+        def apply_settings(read):
+            try:
+                found = read()
+            except FramePackError as error:
+                return (*(gr.update() for _ in setting_outputs), logic.error_html(presets.problem_text(error)))
+            return (*(gr.update(value=found[name]) for name in presets.SETTING_NAMES), None)
+
+        def settings_reply(read, note):
+            *updates, error = apply_settings(read)
+            return (*updates, error or logic.info_html(note))
+
+        def on_settings_file(file):
+            if file is None:
+                return (*(gr.update() for _ in setting_outputs), "")
+            name = Path(file.name).name
+            return settings_reply(lambda: presets.from_video(file.name, host), f"Settings loaded from {name}")
+
+        def on_load_job(job):
+            return settings_reply(lambda: presets.from_job(queue, job, host), f"Settings of job {job} loaded")
+
+        def on_restore(stored):
+            updates = apply_settings(lambda: presets.from_values(_stored_values(stored), host))
+            return (*updates[:-1], "")  # nothing stored yet, or stale: the defaults stay, quietly
+
+        def on_preset_load(name):
+            return settings_reply(lambda: presets.load_preset(host, name), f"Preset {name} loaded")
+
+        def on_preset_save(name, *args):
+            try:
+                saved = presets.save_preset(host, name, dict(zip(logic.VALUE_NAMES, args)))
+            except FramePackError as error:
+                return gr.update(), logic.error_html(presets.problem_text(error))
+            return (gr.update(choices=presets.list_presets(host), value=saved),
+                    logic.info_html(f"Preset {saved} saved in {presets.presets_folder(host)}"))
+
+        message = [settings_message]
+        settings_file.upload(on_settings_file, settings_file, setting_outputs + message, queue=False)
+        load_job.click(on_load_job, settings_source, setting_outputs + message, queue=False,
+                       _js="() => [window.fpkJobToLoad || '']")
+        restore.click(on_restore, settings_source, setting_outputs + message, queue=False,
+                      _js="() => [window.localStorage.getItem('fpk-last-settings') || '']")
+        preset_load.click(on_preset_load, preset_pick, setting_outputs + message, queue=False)
+        preset_refresh.click(lambda: gr.update(choices=presets.list_presets(host)), None, preset_pick, queue=False)
+        preset_save.click(on_preset_save, [preset_name, *values], [preset_pick, settings_message], queue=False)
 
         # ---------------------------------------------------------------- keyframes
-        def on_add_keyframe(keyframes, image, when):
-            items, error = logic.add_keyframe(keyframes, image, when)
+        def keyframe_pick_update(items):
+            return gr.update(choices=logic.keyframe_choices(items), value=None)
+
+        def on_add_keyframe(keyframes, image, when, *plan_values):
+            items, error = logic.add_keyframe(keyframes, image, when, plan_values[:len(logic.PLAN_NAMES) - 1])
             if error:
-                return items, gr.update(), gr.update(), gr.update(), logic.error_html(error)
-            return items, logic.keyframe_gallery(items), None, "", ""
+                return items, gr.update(), gr.update(), gr.update(), logic.error_html(error), gr.update()
+            return items, logic.keyframe_gallery(items), None, "", "", keyframe_pick_update(items)
+
+        def on_remove_keyframe(keyframes, choice):
+            items = logic.remove_keyframe(keyframes, choice)
+            return items, logic.keyframe_gallery(items), "", keyframe_pick_update(items)
 
         def on_clear_keyframes():
-            return [], [], ""
+            return [], [], "", keyframe_pick_update([])
 
-        keyframe_add.click(on_add_keyframe, [c["keyframes"], keyframe_image, keyframe_when],
-                           [c["keyframes"], keyframes_gallery, keyframe_image, keyframe_when, keyframe_message],
-                           queue=False).then(live_plan, plan_inputs, plan, queue=False) \
+        keyframe_add.click(on_add_keyframe, [c["keyframes"], keyframe_image, keyframe_when, *plan_inputs],
+                           [c["keyframes"], keyframes_gallery, keyframe_image, keyframe_when, keyframe_message,
+                            keyframe_pick], queue=False).then(live_plan, plan_inputs, plan, queue=False) \
             .then(logic.mode_html, mode_inputs, mode, queue=False)
-        keyframe_clear.click(on_clear_keyframes, None, [c["keyframes"], keyframes_gallery, keyframe_message],
+        keyframe_remove.click(on_remove_keyframe, [c["keyframes"], keyframe_pick],
+                              [c["keyframes"], keyframes_gallery, keyframe_message, keyframe_pick],
+                              queue=False).then(live_plan, plan_inputs, plan, queue=False) \
+            .then(logic.mode_html, mode_inputs, mode, queue=False)
+        keyframe_clear.click(on_clear_keyframes, None, [c["keyframes"], keyframes_gallery, keyframe_message,
+                                                        keyframe_pick],
                              queue=False).then(live_plan, plan_inputs, plan, queue=False) \
             .then(logic.mode_html, mode_inputs, mode, queue=False)
 
@@ -314,18 +441,27 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                             show_progress="hidden")
 
         # ---------------------------------------------------------------- generate / stop / skip / pause
-        def on_generate(task, *args):
-            stream = logic.generate_stream(host, queue, dict(zip(logic.VALUE_NAMES, args)), task_id=task or None,
-                                           stream=not in_sdnext)
-            for update in stream:
-                label = KEEP if update.pause_label is KEEP else gr.update(value=update.pause_label)
-                shown = KEEP if update.preview is KEEP else logic.preview_html(update.preview)
-                yield tuple(_as_output(value) for value in (update.status, update.progress, shown,
-                                                            update.video, update.job_id, update.seed, label))
+        def on_generate(task, page, *args):
+            page = page or uuid.uuid4().hex
+            update, _ = logic.submit(host, queue, dict(zip(logic.VALUE_NAMES, args)), task_id=task or None,
+                                     page_id=page)
+            return (*_outputs(update), page)
 
+        def on_follow(page):
+            for update in logic.follow_page(queue, page or None, stream=not in_sdnext):
+                shown = _outputs(update)
+                yield shown[:5] + shown[6:]  # the seed stays what Generate said
+
+        follow_outputs = [status, progress, preview, video, job_id, pause]
+        # Generate only submits and answers at once, so every click reaches the job queue (Gradio
+        # drops a click on an event still running); the page follows its jobs in a second event.
         # show_progress hidden: the progress box is ours; Gradio's per-output timers would re-render the page
-        generate.click(on_generate, [task_id, *values], [status, progress, preview, video, job_id, last_seed, pause],
-                       _js=SUBMIT_JS, show_progress="hidden", api_name="fpk_generate")
+        follow = generate.click(on_generate, [task_id, page_id, *values],
+                                [status, progress, preview, video, job_id, last_seed, pause, page_id],
+                                _js=SUBMIT_JS, show_progress="hidden", api_name="fpk_generate", queue=False) \
+            .then(on_follow, page_id, follow_outputs, show_progress="hidden", api_name="fpk_follow")
+        # a Generate that lands while the follower is ending finds it still running: look once more
+        follow.then(on_follow, page_id, follow_outputs, show_progress="hidden")
         if not in_sdnext:  # inside SD.Next: click listeners of javascript/framepack.js (see the module docstring)
             def on_pause(job, task):
                 label, line = logic.toggle_pause(queue, job or None, task or None)
@@ -336,6 +472,11 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
             skip.click(lambda job, task: logic.skip_section(queue, job or None, task or None), [job_id, task_id],
                        status, queue=False)
             pause.click(on_pause, [job_id, task_id], [pause, status], queue=False)
+
+            jobs_refresh.click(lambda: logic.jobs_html(queue), None, jobs, queue=False, show_progress="hidden")
+            job_stop.click(lambda job: logic.stop_job(queue, job or None, None, wait=0), settings_source, status,
+                           queue=False, _js="() => [window.fpkJobToStop || '']") \
+                .then(lambda: logic.jobs_html(queue), None, jobs, queue=False, show_progress="hidden")
 
         if assets:
             blocks.load(None, None, None, _js=_script_loader())
