@@ -18,13 +18,14 @@ import numpy as np
 import torch
 
 from framepack.engine import conditioning as cond
+from framepack.errors import ModelError
 from framepack.engine.context import LatentContext, new_context
 from framepack.engine.control import GenerationControl, StageHooks
 from framepack.request.events import Done, Frames, Preview, Progress, SectionDone, Stage, Status
 from framepack.engine.frames import FrameAssembler, FrameSink
 from framepack.engine.guidance import GuidanceConfig, make_denoiser
 from framepack.request.planner import SectionPlan, VideoPlan
-from framepack.engine.preview import preview_image
+from framepack.engine.preview import preview_image, tiny_vae_preview
 from framepack.engine.sampler import SAMPLERS, dynamic_shift, flow_sigmas
 from framepack.engine.teacache import TeaCacheState, run_transformer
 from framepack.request.model import GenerationRequest
@@ -90,6 +91,10 @@ class SectionLoop:
         self.on_section_start = on_section_start  # e.g. the section's LoRA weights (models.lora.LoraSchedule)
         self.device = pipe._execution_device
         self.dtype = pipe.transformer.dtype
+        self.tiny_vae = getattr(pipe, "tiny_vae", None)  # the recipe's Tiny VAE (models.taehv), if it has one
+        if request.tiny_vae_decode and self.tiny_vae is None:
+            raise ModelError("tiny_vae_decode needs a Tiny VAE in the model recipe (the tiny_vae component: a "
+                             "folder or file with taehv.safetensors)")
         self.guidance = GuidanceConfig(
             distilled_cfg=request.distilled_cfg, cfg=request.cfg, rescale=request.cfg_rescale,
             cfg_zero_star=request.cfg_zero_star,
@@ -303,7 +308,8 @@ class SectionLoop:
             emit(Progress(section.number, position, self.plan.num_sections, done, steps, elapsed, rate,
                           remaining / rate if rate else 0.0))
             if self.request.preview:
-                emit(Preview(preview_image(x0), section.number, done))
+                image = preview_image(x0) if self.tiny_vae is None else tiny_vae_preview(x0, self.tiny_vae)
+                emit(Preview(image, section.number, done))
             self.check_control()
             if done < steps and self.control.take_skip():
                 raise _SectionEnded(x0)
@@ -313,6 +319,9 @@ class SectionLoop:
     # ---- decoding ----------------------------------------------------------------------
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae
+        if self.request.tiny_vae_decode:  # the Tiny VAE decodes the sampler's latents as they are
+            with self.stage("vae_decode"):
+                return self.tiny_vae.decode(latents)
         with self.stage("vae_decode"):
             scaled = latents.to(device=self.device, dtype=vae.dtype) / vae.config.scaling_factor
             return vae.decode(scaled, return_dict=False)[0]

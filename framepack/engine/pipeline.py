@@ -75,6 +75,10 @@ def build_pipeline(recipe: Recipe, runtime: RuntimeOptions, device: str = "cpu",
     components = load_components(recipe, device=device if direct else "cpu", dtypes=default_dtypes(device),
                                  **load_options)
     pipe = FramePackPipeline.from_components(components)
+    from framepack.models.taehv import attach_tiny_vae
+
+    attach_tiny_vae(pipe, recipe, device, default_dtypes(device)["vae"], cache_dir=load_options.get("cache_dir"),
+                    offline=bool(load_options.get("offline", False)))
     if runtime.quantization != "none":
         quantize_pipeline(pipe, runtime.quantization, device=device)
     if mode == "none":
