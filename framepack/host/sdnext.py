@@ -129,7 +129,7 @@ def parse_recipe_setting(text: str | None, variant: str, base=None):
     Overrides apply on top of `base` (default: the public models) unless a `folder` is given.
     """
     from framepack.errors import ModelError
-    from framepack.models.recipe import ROLES, default_recipe, local_recipe
+    from framepack.models.recipe import OPTIONAL_ROLES, ROLES, default_recipe, local_recipe
 
     text = (text or "").strip()
     base = base or default_recipe(variant)
@@ -154,7 +154,7 @@ def parse_recipe_setting(text: str | None, variant: str, base=None):
                 raise ModelError(f"FramePack model recipe setting, line {number}: expected 'role: source', "
                                  f"got {line!r}")
             entries[line[:separator].strip()] = line[separator + 1:].strip()
-    known = {"folder", *ROLES, *(f"transformer_{v}" for v in VARIANT_CHOICES)}
+    known = {"folder", *ROLES, *OPTIONAL_ROLES, *(f"transformer_{v}" for v in VARIANT_CHOICES)}
     unknown = sorted(set(entries) - known)
     if unknown:
         raise ModelError(f"FramePack model recipe setting: unknown key(s) {', '.join(unknown)}; "
@@ -276,6 +276,8 @@ class _ForwardToHostLog(logging.Handler):
 # ----------------------------------------------------------------------------- the host
 
 
+from framepack.host.sdnext_media import SdnextMedia  # noqa: E402  (no SD.Next import at module level)
+
 class SettingsDefaults:
     """Request and output defaults read from the FramePack settings; the keys are the same in every host."""
 
@@ -309,7 +311,7 @@ class SettingsDefaults:
                 "teacache_threshold": float(self.option("framepack_teacache_threshold"))}
 
 
-class SdnextHost(SettingsDefaults):
+class SdnextHost(SdnextMedia, SettingsDefaults):  # SdnextMedia: RIFE, upscalers, enhancer, send to Process
     """`framepack.request.host.Host` inside SD.Next.
 
     `recipe_for` (optional) replaces the `framepack_model_recipe` setting: a function
@@ -682,6 +684,9 @@ class SdnextHost(SettingsDefaults):
                     components[role] = load_component(recipe, role, cache_dir=cache_dir, offline=offline,
                                                       device=devices.cpu, dtype=dtypes.get(role))
             pipe = _pipeline_class().from_components(components)
+            from framepack.models.taehv import attach_tiny_vae  # the recipe's Tiny VAE (previews), if any
+
+            attach_tiny_vae(pipe, recipe, devices.device, dtypes["vae"], cache_dir=cache_dir, offline=offline)
         except BaseException:
             components.clear()
             self.gc()

@@ -16,7 +16,8 @@ import time
 from collections import OrderedDict, deque
 
 from framepack.errors import FramePackError
-from framepack.jobs.checks import check_job
+from framepack.errors import InputErrors
+from framepack.jobs.checks import check_job, host_model_problems
 from framepack.jobs.handle import JobHandle, Listener
 from framepack.jobs.runner import JobRunner
 from framepack.request.events import Status
@@ -62,6 +63,9 @@ class JobQueue:
         `overwrite`: whether an existing file of that name is replaced."""
         options = options or OutputOptions(keep_incomplete=self.host.keep_incomplete())
         check_job(request, options)
+        problems = host_model_problems(self.host, options, request)
+        if problems:
+            raise InputErrors(problems)
         handle = JobHandle(request.resolve_seed(), options, self.host.new_control(task_id), task_id, listener)
         handle.name, handle.overwrite = name, overwrite
         with self._lock:

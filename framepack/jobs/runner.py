@@ -66,7 +66,7 @@ class JobRunner:
                 try:
                     result = run_job(pipe, request, handle.options, folder, control=handle.control,
                                      on_event=on_event, work=handle.work, name=handle.name,
-                                     overwrite=handle.overwrite)
+                                     overwrite=handle.overwrite, host=host)
                 finally:
                     handle.work.close()
                 handle.record.outputs = {kind: str(path) for kind, path in
