@@ -47,6 +47,13 @@ def test_decode_shape_matches_hunyuan_vae(decoder, latent_frames):
     assert pixels.min() >= -1.0 and pixels.max() <= 1.0
 
 
+def test_cheap_preview_decode_makes_one_frame_per_latent_frame(decoder):
+    latents = torch.randn(1, 16, 4, 3, 5)
+    pixels = decoder.decode(latents, time_upscale=False)
+    assert pixels.shape == (1, 3, 4, 24, 40)
+    assert torch.allclose(decoder.decode(latents, chunk=1, time_upscale=False), pixels, atol=1e-5)
+
+
 def test_decode_refuses_other_latents(decoder):
     with pytest.raises(ValueError, match="16"):
         decoder.decode(torch.randn(1, 4, 2, 3, 3))

@@ -47,8 +47,7 @@ def tiny_vae_preview(latents: torch.Tensor, tiny_vae) -> np.ndarray:
     Sharper than `preview_image` (real pixels at 8x the latent size) and still cheap; the strip is
     scaled down to at most `PREVIEW_MAX_WIDTH` pixels wide.
     """
-    pixels = tiny_vae.decode(latents[:1])[0].float()  # [3, 4T-3, H, W] in [-1, 1]
-    picked = pixels[:, ::4]  # the frame of each latent frame (4 output frames per latent frame)
+    picked = tiny_vae.decode(latents[:1], time_upscale=False)[0].float()  # [3, T, H, W] in [-1, 1]
     frames, height, width = picked.shape[1], picked.shape[2], picked.shape[3]
     scale = min(1.0, PREVIEW_MAX_WIDTH / float(frames * width))
     if scale < 1.0:

@@ -114,28 +114,36 @@ class TinyVideoDecoder(nn.Module):
         return max(0, latent_frames * 4 - FRAMES_TO_TRIM)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, chunk: int = 4) -> torch.Tensor:
-        """Latents as the sampler holds them -> pixels in [-1, 1], `chunk` latent frames at a time."""
+    def decode(self, latents: torch.Tensor, chunk: int = 4, time_upscale: bool = True) -> torch.Tensor:
+        """Latents as the sampler holds them -> pixels in [-1, 1], `chunk` latent frames at a time.
+
+        `time_upscale` False: one frame per latent frame ([B, 3, T, 8h, 8w]), about 4x cheaper, for
+        previews: each `TGrow` keeps only its last time step's channels, as TAEHV's own cheap
+        preview mode does.
+        """
         if latents.ndim != 5 or latents.shape[1] != LATENT_CHANNELS:
             raise ValueError(f"the Tiny VAE decodes [B, {LATENT_CHANNELS}, T, h, w] latents, got "
                              f"{tuple(latents.shape)}")
         latents = latents.to(device=self.device, dtype=self.dtype)
-        return torch.stack([self._decode_one(video, max(1, int(chunk))) for video in latents])
+        return torch.stack([self._decode_one(video, max(1, int(chunk)), time_upscale) for video in latents])
 
-    def _decode_one(self, video: torch.Tensor, chunk: int) -> torch.Tensor:
+    def _decode_one(self, video: torch.Tensor, chunk: int, time_upscale: bool) -> torch.Tensor:
         frames = video.transpose(0, 1)  # [T, 16, h, w]
         memory: dict[int, torch.Tensor] = {}
-        outputs = [self._run(frames[start:start + chunk], memory) for start in range(0, len(frames), chunk)]
-        pixels = torch.cat(outputs)[FRAMES_TO_TRIM:]  # [4T-3, 3, H, W]
+        outputs = [self._run(frames[start:start + chunk], memory, time_upscale)
+                   for start in range(0, len(frames), chunk)]
+        pixels = torch.cat(outputs)[FRAMES_TO_TRIM if time_upscale else 0:]  # [4T-3 (or T), 3, H, W]
         return (pixels.clamp(0.0, 1.0) * 2.0 - 1.0).transpose(0, 1)
 
-    def _run(self, x: torch.Tensor, memory: dict[int, torch.Tensor]) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, memory: dict[int, torch.Tensor], time_upscale: bool = True) -> torch.Tensor:
         for index, layer in enumerate(self.decoder):
             if isinstance(layer, MemBlock):
                 previous = memory.get(index, torch.zeros_like(x[:1]))
                 past = torch.cat([previous, x[:-1]])
                 memory[index] = x[-1:]
                 x = layer(x, past)
+            elif isinstance(layer, TGrow) and not time_upscale and layer.stride > 1:
+                x = nn.functional.conv2d(x, layer.conv.weight[-x.shape[1]:])
             else:
                 x = layer(x)
         return x
