@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt requirements-nodeps.txt constraints.txt | cksum | cut -d' ' -f1)
 DEMO_OUT ?= outputs
 
-.PHONY: demo test venv system-deps clean
+SDNEXT_CACHE ?= build/sdnext
+
+.PHONY: demo test test-sdnext sdnext venv system-deps clean
 
 venv: $(STAMP)
 
@@ -34,5 +36,15 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
+# The real SD.Next (../shared/vendor snapshot) with its own venv, built once into $(SDNEXT_CACHE) and
+# rebuilt when the snapshot or the recipe changes (tests_sdnext/build_sdnext.py, host-pins.txt).
+sdnext:
+	$(PYTHON) tests_sdnext/build_sdnext.py --cache $(SDNEXT_CACHE)
+
+# This checkout installed into that SD.Next (git clone), launched on 127.0.0.1 and driven with
+# Playwright + Debian chromium; artifacts in build/sdnext-run/ and build/sdnext-screens/.
+test-sdnext: $(STAMP) system-deps sdnext
+	FRAMEPACK_SDNEXT_CACHE=$(SDNEXT_CACHE) $(BIN)/python -m pytest -q -p no:cacheprovider -s tests_sdnext
+
 clean:
-	rm -rf $(VENV) outputs models/tiny-random
+	rm -rf $(VENV) outputs models/tiny-random build/sdnext-run build/sdnext-screens

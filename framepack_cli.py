@@ -3,6 +3,9 @@
 interpolate saved frames.
 
     python framepack_cli.py generate --image in.png --prompt "a boat sails" --duration 5 --out outputs
+    python framepack_cli.py resume outputs                 # continue an interrupted job
+    python framepack_cli.py reroll outputs --from-section 3 --seed 7
+    python framepack_cli.py extend clip.mp4 --duration 4 --prompt "the boat reaches the shore"
     python framepack_cli.py serve [--model tiny] [--port 7870]
 
     python framepack_cli.py info clip.safetensors [--json]
@@ -79,10 +82,11 @@ def _output_file(out: str, source: Path, suffixes, overwrite: bool) -> Path:
 
 
 def _work_folder(out_folder: Path):
-    """The work folder for unfinished output in `out_folder` (abandoned ones of killed runs go first)."""
-    from framepack.io.workdir import WorkFolder, remove_abandoned
-    remove_abandoned(out_folder)
-    return WorkFolder(out_folder, "cli")
+    """The work folder for unfinished output in `out_folder` (unresumable ones of killed runs go first)."""
+    from framepack.io.workdir import WorkFolder
+    from framepack.jobs.checkpoint import sweep_output_folder
+    sweep_output_folder(out_folder)
+    return WorkFolder(out_folder)
 
 
 def _require_frames(source, path: str, action: str) -> None:
@@ -380,10 +384,11 @@ def run_interpolate(args) -> int:
 
 # ------------------------------------------------------------------------------ parser / main
 
-from framepack.cli.generate import add_generate  # noqa: E402  (argparse only; heavy imports run later)
+from framepack.cli.continuation import add_extend, add_reroll, add_resume  # noqa: E402  (argparse only)
+from framepack.cli.generate import add_generate, add_plan  # noqa: E402  (argparse only; heavy imports run later)
 from framepack.cli.serve import add_serve  # noqa: E402  (argparse only; uvicorn and the app load in run_serve)
 
-SUBCOMMANDS = [add_generate, add_info, add_export, add_encode, add_interpolate]
+SUBCOMMANDS = [add_generate, add_plan, add_resume, add_reroll, add_extend, add_info, add_export, add_encode, add_interpolate]
 SUBCOMMANDS.append(add_serve)
 """Registration functions, one per subcommand: each takes the argparse subparsers object, adds
 its parser and sets `func`. `generate` and `serve` are added here by appending their own

@@ -10,11 +10,20 @@ Installs only what is missing, through SD.Next's own helpers:
 | cv2             | opencv-python-headless | image I/O, optical-flow interpolation      |
 | peft            | peft                   | LoRA through diffusers' loader             |
 
+torch, diffusers, transformers, gradio, numpy and setuptools are never installed, upgraded or
+downgraded. A plain `pip install optimum-quanto` would re-resolve torch's own requirements and
+raise setuptools from SD.Next's 69.5.1 to the newest release (torch's metadata asks for >= 77,
+SD.Next pins 69.5.1 on every start), and pinning setuptools makes that resolve impossible. So
+each missing package is installed in two steps: `pip install --dry-run --report -` says what it
+needs (the protected packages pinned at their installed versions, setuptools left free), then
+exactly that list, minus the protected packages, is installed with `--no-deps`.
+
 `launch.run_pip` installs all but OpenCV (it raises on failure). It silently refuses any name
 containing "opencv-python", so OpenCV goes through `installer.install` from the SD.Next root
-(that helper adds a relative `-c constraints.txt`). torch, diffusers, transformers, gradio and
-numpy are never installed, upgraded or downgraded: every pip call gets a constraints file
-pinning the versions installed now.
+(that helper adds a relative `-c constraints.txt`).
+
+SD.Next shows extension installer output only with `SD_INSTALL_DEBUG` set (or in its log file
+after a failure): the lines start with `FramePack install:`.
 
 Set FRAMEPACK_INSTALL_SKIP to a comma-separated list of package names (e.g. `nncf`) to leave
 optional packages out. Exit status: 0 when everything is present or was installed, 1 when an
@@ -25,7 +34,9 @@ package, what it is needed for and how to install it by hand).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 import sys
 import tempfile
 from importlib import metadata
@@ -39,7 +50,10 @@ REQUIREMENTS = (
     ("cv2", "opencv-python-headless", "image I/O and optical-flow interpolation", False),
     ("peft", "peft", "LoRA files through diffusers' loader", False),
 )
-PROTECTED = ("torch", "diffusers", "transformers", "gradio", "numpy")
+PROTECTED = ("torch", "diffusers", "transformers", "gradio", "numpy", "setuptools")
+# pinned in the dry run too, except setuptools: torch's metadata asks for a newer one than SD.Next keeps,
+# so pinning it there makes every resolve that touches torch impossible (it is dropped from the plan instead)
+PINNED_IN_RESOLVE = tuple(name for name in PROTECTED if name != "setuptools")
 
 
 def say(message: str, error: bool = False) -> None:
@@ -63,10 +77,14 @@ def missing_requirements() -> list[tuple[str, str, str, bool]]:
     return [item for item in REQUIREMENTS if not importable(item[0]) and item[1] not in skip]
 
 
-def write_constraints() -> str:
-    """A constraints file pinning the protected packages at the versions installed now."""
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def write_constraints(names: tuple[str, ...] = PROTECTED) -> str:
+    """A constraints file pinning `names` at the versions installed now."""
     lines = []
-    for name in PROTECTED:
+    for name in names:
         try:
             lines.append(f"{name}=={metadata.version(name)}")
         except metadata.PackageNotFoundError:
@@ -88,13 +106,36 @@ def pip_requirement(package: str) -> str:
     return package
 
 
-def install_with_launch(requirement: str, package: str, constraints: str) -> None:
+def plan_install(requirement: str, resolve_constraints: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """(exact `name==version` specs to install, protected packages pip wanted to change).
+
+    `pip install --dry-run --report -` resolves `requirement` against what is installed and
+    prints what it would install or upgrade; nothing is installed.
+    """
     import launch
 
-    launch.run_pip(f'install "{requirement}" -c "{constraints}"', package)
+    output = launch.run(f'"{sys.executable}" -m pip install --dry-run --quiet --no-input --report - '
+                        f'"{requirement}" -c "{resolve_constraints}"',
+                        errdesc=f"pip cannot resolve {requirement}")
+    try:
+        report = json.loads(output[output.index("{"):])
+        items = [(item["metadata"]["name"], item["metadata"]["version"]) for item in report.get("install", [])]
+    except (ValueError, KeyError, TypeError) as error:
+        raise RuntimeError(f"pip's install report for {requirement} is unreadable ({error})") from None
+    protected = {canonical(name) for name in PROTECTED}
+    specs = [f"{name}=={version}" for name, version in items if canonical(name) not in protected]
+    kept = [(name, version) for name, version in items if canonical(name) in protected]
+    return specs, kept
 
 
-def install_with_installer(requirement: str, package: str, constraints: str) -> None:
+def install_with_launch(specs: list[str], package: str, constraints: str) -> None:
+    import launch
+
+    quoted = " ".join(f'"{spec}"' for spec in specs)
+    launch.run_pip(f'install --no-deps {quoted} -c "{constraints}"', package)
+
+
+def install_with_installer(specs: list[str], package: str, constraints: str) -> None:
     """`installer.install` from the SD.Next root (its `-c constraints.txt` is relative)."""
     import installer
 
@@ -102,12 +143,36 @@ def install_with_installer(requirement: str, package: str, constraints: str) -> 
     here = os.getcwd()
     os.chdir(root)
     try:
-        result = installer.install(f'"{requirement}" -c "{constraints}"', package, reinstall=True)
+        quoted = " ".join(f'"{spec}"' for spec in specs)
+        result = installer.install(f'{quoted} -c "{constraints}"', package, reinstall=True, no_deps=True)
     finally:
         os.chdir(here)
     outcome = result[0] if isinstance(result, tuple) else None
     if outcome is not None and getattr(outcome, "returncode", 0) != 0:
         raise RuntimeError(f"pip exit code {outcome.returncode}: {(outcome.stderr or '').strip()[:500]}")
+
+
+def install_package(requirement: str, package: str, constraints: str, resolve_constraints: str) -> list[str]:
+    """Install `requirement` and what it needs, never a protected package; returns what was installed."""
+    specs, kept = plan_install(requirement, resolve_constraints)
+    for name, wanted in kept:
+        say(f"kept {name} {installed_version(name)} (the host's; resolving {requirement} asked for {wanted})")
+    if not specs:
+        return []
+    through_installer = [spec for spec in specs if spec.lower().startswith("opencv")]  # launch.run_pip refuses them
+    others = [spec for spec in specs if spec not in through_installer]
+    if others:
+        install_with_launch(others, package, constraints)
+    if through_installer:
+        install_with_installer(through_installer, package, constraints)
+    return specs
+
+
+def installed_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def main() -> int:
@@ -117,16 +182,14 @@ def main() -> int:
         say(f"nothing to install, all requirements present ({names})")
         return 0
     constraints = write_constraints()
+    resolve_constraints = write_constraints(PINNED_IN_RESOLVE)
     failed = []
     try:
         for module, package, purpose, required in missing:
             requirement = pip_requirement(package)
             say(f"installing {requirement} (needed for {purpose})")
             try:
-                if package.startswith("opencv"):
-                    install_with_installer(requirement, package, constraints)
-                else:
-                    install_with_launch(requirement, package, constraints)
+                specs = install_package(requirement, package, constraints, resolve_constraints)
             except Exception as error:  # one failure must not stop the others
                 detail = " ".join(str(error).split())[:400]
                 kind = "required" if required else "optional"
@@ -134,12 +197,14 @@ def main() -> int:
                     f'Install it by hand into SD.Next\'s Python: python -m pip install "{requirement}"', error=True)
                 failed.append(package)
             else:
-                say(f"installed {package}")
+                extra = [spec for spec in specs if canonical(spec.split("==")[0]) != canonical(package)]
+                say(f"installed {package}" + (f" with {', '.join(extra)}" if extra else ""))
     finally:
-        try:
-            os.remove(constraints)
-        except OSError:
-            pass
+        for path in (constraints, resolve_constraints):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
     if failed:
         say(f"failed: {', '.join(failed)}; the other requirements are in place", error=True)
         return 1

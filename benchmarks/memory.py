@@ -7,7 +7,10 @@ a tiny random-weight model at 2, 8 and 32 sections (by default) and prints their
 memory side by side.
 
 Every measurement runs in a fresh subprocess (this file with `--worker ours|diffusers`), so one
-run's peak cannot hide in another's. A worker loads the model, records its baseline RSS (psutil,
+run's peak cannot hide in another's. Each cell (pipeline x section count) runs `--repeats` times
+(default 3): the table shows the median peak and the spread (min-max), and the 32/2 ratio is
+given for the medians and for the worst pairing (largest long-run peak over smallest short-run
+peak), so a number can be trusted only when the spread is small next to the effect. A worker loads the model, records its baseline RSS (psutil,
 after imports and model load, before generating), generates once, and prints one JSON line with
 `ru_maxrss` (its peak RSS over its whole life) taken at the end.
 
@@ -19,6 +22,12 @@ pipelines load that same folder.
     .venv/bin/python benchmarks/memory.py                 # 2, 8, 32 sections at 224 px, 1 step
     .venv/bin/python benchmarks/memory.py --quick         # smoke test: 1 and 2 sections at 64 px
     .venv/bin/python benchmarks/memory.py --sections 2,8 --resolution 192 --steps 2
+    .venv/bin/python benchmarks/memory.py --trace --sections 32 --repeats 1   # where the peak moves
+
+`--trace` makes our worker record, after every section and after the final replay, its RSS, its
+peak RSS so far and glibc's heap statistics (`mallinfo2`: bytes in use, free bytes the heap keeps,
+mmapped bytes), and prints them: this separates the decode's transient working set, the spill
+file's mapped pages during the reversed replay, and allocator fragmentation.
 
 Workers inherit the environment, so glibc allocator settings apply to both pipelines, e.g.
 `MALLOC_MMAP_THRESHOLD_=1048576 .venv/bin/python benchmarks/memory.py`. The header shows any
@@ -55,9 +64,10 @@ QUIET_ENV = {
 }
 
 DEFAULT_SECTIONS = (2, 8, 32)
+DEFAULT_REPEATS = 3
 DEFAULT_RESOLUTION = 224
 DEFAULT_STEPS = 1
-QUICK = dict(sections=(1, 2), resolution=64, steps=1)
+QUICK = dict(sections=(1, 2), resolution=64, steps=1, repeats=1)
 WINDOW = 9  # latent_window_size, the default
 FPS = 30
 SEED = 1234
@@ -145,6 +155,27 @@ def _peak_rss() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
 
+def heap_stats() -> dict[str, int] | None:
+    """glibc's `mallinfo2()`: bytes in use, free bytes kept by the heap, mmapped bytes (None elsewhere)."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                         "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return None
+    return {"in_use": info.uordblks, "free_kept": info.fordblks, "mmapped": info.hblkhd}
+
+
+def trace_point(label: str) -> dict:
+    return {"at": label, "rss": _rss_now(), "peak_rss": _peak_rss(), "heap": heap_stats()}
+
+
 def malloc_env() -> dict[str, str]:
     """glibc allocator settings in force (workers inherit the driver's environment)."""
     return {key: value for key, value in sorted(os.environ.items()) if key.startswith("MALLOC_")}
@@ -156,7 +187,8 @@ def _start_image(height: int, width: int):
     return np.random.default_rng(SEED).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-def worker_ours(model_dir: Path, sections: int, resolution: int, steps: int, window: int) -> dict:
+def worker_ours(model_dir: Path, sections: int, resolution: int, steps: int, window: int,
+                trace_enabled: bool = False) -> dict:
     from framepack.engine.pipeline import FramePackPipeline
     from framepack.request.model import build_request
     from framepack.models.loader import load_components
@@ -189,14 +221,23 @@ def worker_ours(model_dir: Path, sections: int, resolution: int, steps: int, win
     gc.collect()
     baseline = _rss_now()
     started = time.perf_counter()
-    done = pipe.run(request, sink)  # runs under torch.no_grad itself
+    trace: list[dict] = []
+
+    def on_event(event) -> None:
+        if trace_enabled and getattr(event, "kind", "") == "section_done":
+            trace.append(trace_point(f"section {len(trace) + 1} done"))
+
+    done = pipe.run(request, sink, on_event)  # runs under torch.no_grad itself
     seconds = time.perf_counter() - started
+    if trace_enabled:
+        trace.append(trace_point("after the final replay"))
     assert done.status == "completed" and done.frames == seen["frames"], (done.status, done.frames, seen)
     return {"frames": seen["frames"], "frame_shape": seen["shape"], "checksum": f"{seen['checksum']:08x}",
-            "baseline_rss": baseline, "load_seconds": load_seconds, "seconds": seconds}
+            "baseline_rss": baseline, "load_seconds": load_seconds, "seconds": seconds, "trace": trace}
 
 
-def worker_diffusers(model_dir: Path, sections: int, resolution: int, steps: int, window: int) -> dict:
+def worker_diffusers(model_dir: Path, sections: int, resolution: int, steps: int, window: int,
+                     trace_enabled: bool = False) -> dict:
     import torch
     from diffusers import HunyuanVideoFramepackPipeline
     from PIL import Image
@@ -242,7 +283,8 @@ def run_worker(args) -> None:
 
     torch.set_num_threads(args.threads)
     sections = args.sections[0]
-    result = WORKERS[args.worker](Path(args.model_dir), sections, args.resolution, args.steps, args.window)
+    result = WORKERS[args.worker](Path(args.model_dir), sections, args.resolution, args.steps, args.window,
+                                  trace_enabled=args.trace)
     result.update(impl=args.worker, sections=sections, resolution=args.resolution, steps=args.steps,
                   window=args.window, peak_rss=_peak_rss(), end_rss=_rss_now(), threads=torch.get_num_threads(),
                   malloc_env=malloc_env())
@@ -255,7 +297,7 @@ def run_worker(args) -> None:
 def spawn(impl: str, sections: int, args, model_dir: Path) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--sections", str(sections),
                "--resolution", str(args.resolution), "--steps", str(args.steps), "--window", str(args.window),
-               "--threads", str(args.threads), "--model-dir", str(model_dir)]
+               "--threads", str(args.threads), "--model-dir", str(model_dir)] + (["--trace"] if args.trace else [])
     env = {**os.environ, **QUIET_ENV}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     started = time.perf_counter()
@@ -276,18 +318,38 @@ def mb(value: float) -> str:
     return f"{value / MB:.0f}"
 
 
-def report(results: dict[tuple[str, int], dict], args, height: int, width: int) -> None:
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def cell_stats(runs: list[dict], key: str = "peak_rss") -> dict:
+    values = [run[key] for run in runs]
+    return {"median": median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def spread(stats: dict) -> str:
+    return f"{mb(stats['median'])} ({mb(stats['min'])}-{mb(stats['max'])})"
+
+
+def report(results: dict[tuple[str, int], list[dict]], args, height: int, width: int) -> dict:
     sections = args.sections
     print(f"resolution {width}x{height}, steps {args.steps}, latent_window_size {args.window}, euler, teacache off, "
-          f"{args.threads} torch threads, glibc settings {malloc_env() or 'default'}; one fresh process per cell; MB = MiB")
-    header = ["sections", "frames", "ours peak MB", "diffusers peak MB", "ours baseline", "diffusers baseline",
-              "diffusers float history MB", "ours s", "diffusers s"]
-    rows = []
+          f"{args.threads} torch threads, glibc settings {malloc_env() or 'default'}; one fresh process per run, "
+          f"{args.repeats} runs per cell; MB = MiB; peak: median (min-max)")
+    impls = [impl for impl in WORKERS if impl not in args.skip]
+    header = ["sections", "frames", *(f"{impl} peak MB" for impl in impls), *(f"{impl} baseline" for impl in impls),
+              "diffusers float history MB", *(f"{impl} s" for impl in impls)]
+    rows, summary = [], {}
     for n in sections:
-        ours, theirs = results[("ours", n)], results[("diffusers", n)]
-        rows.append([str(n), str(ours["frames"]), mb(ours["peak_rss"]), mb(theirs["peak_rss"]),
-                     mb(ours["baseline_rss"]), mb(theirs["baseline_rss"]), mb(history_bytes(n, height, width, args.window)),
-                     f"{ours['seconds']:.1f}", f"{theirs['seconds']:.1f}"])
+        cells = {impl: results[(impl, n)] for impl in impls}
+        stats = {impl: cell_stats(cells[impl]) for impl in impls}
+        summary[n] = stats
+        rows.append([str(n), str(cells[impls[0]][0]["frames"]), *(spread(stats[impl]) for impl in impls),
+                     *(mb(median([r["baseline_rss"] for r in cells[impl]])) for impl in impls),
+                     mb(history_bytes(n, height, width, args.window)),
+                     *(f"{median([r['seconds'] for r in cells[impl]]):.1f}" for impl in impls)])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print(" | ".join(h.rjust(w) for h, w in zip(header, widths)))
     print("-+-".join("-" * w for w in widths))
@@ -295,16 +357,38 @@ def report(results: dict[tuple[str, int], dict], args, height: int, width: int) 
         print(" | ".join(c.rjust(w) for c, w in zip(row, widths)))
     longest, shortest = max(sections), min(sections)
     history = history_bytes(longest, height, width, args.window)
-    baseline = max(results[(impl, longest)]["baseline_rss"] for impl in WORKERS)
-    growth = {impl: results[(impl, longest)]["peak_rss"] - results[(impl, shortest)]["peak_rss"] for impl in WORKERS}
-    print(f"peak growth {shortest} -> {longest} sections: ours {growth['ours'] / MB:+.0f} MB, "
-          f"diffusers {growth['diffusers'] / MB:+.0f} MB (float history grows by "
-          f"{(history - history_bytes(shortest, height, width, args.window)) / MB:.0f} MB)")
-    if history < baseline:
+    baseline = max(median([r["baseline_rss"] for r in results[(impl, longest)]]) for impl in impls)
+    growth = {impl: summary[longest][impl]["median"] - summary[shortest][impl]["median"] for impl in impls}
+    print(f"median peak growth {shortest} -> {longest} sections: "
+          + ", ".join(f"{impl} {growth[impl] / MB:+.0f} MB" for impl in impls)
+          + f" (float history grows by {(history - history_bytes(shortest, height, width, args.window)) / MB:.0f} MB)")
+    if "diffusers" in impls and history < baseline:
         print(f"WARNING: diffusers' float history at {longest} sections ({history / MB:.0f} MB) is smaller than the "
               f"baseline RSS ({baseline / MB:.0f} MB): raise --resolution or --sections for a meaningful comparison")
-    ratio = {impl: results[(impl, longest)]["peak_rss"] / results[(impl, shortest)]["peak_rss"] for impl in WORKERS}
-    print(f"peak RSS ratio {longest}/{shortest} sections: ours {ratio['ours']:.2f}, diffusers {ratio['diffusers']:.2f}")
+    ratios = {}
+    for impl in impls:
+        long, short = summary[longest][impl], summary[shortest][impl]
+        ratios[impl] = {"median": long["median"] / short["median"], "best": long["min"] / short["max"],
+                        "worst": long["max"] / short["min"]}
+    print(f"peak RSS ratio {longest}/{shortest} sections (medians; best-worst pairing): "
+          + ", ".join(f"{impl} {r['median']:.2f} ({r['best']:.2f}-{r['worst']:.2f})" for impl, r in ratios.items()))
+    if args.trace:
+        print_traces(results)
+    return {"cells": {f"{impl}:{n}": summary[n][impl] for n in sections for impl in impls}, "ratios": ratios}
+
+
+def print_traces(results: dict[tuple[str, int], list[dict]]) -> None:
+    for (impl, n), runs in sorted(results.items()):
+        for index, run in enumerate(runs):
+            if not run.get("trace"):
+                continue
+            print(f"\ntrace: {impl}, {n} sections, run {index + 1} "
+                  "(MB: rss, peak rss, heap in use / free kept / mmapped)")
+            for point in run["trace"]:
+                heap = point["heap"] or {}
+                heap_mb = [mb(heap.get(key, 0)) for key in ("in_use", "free_kept", "mmapped")]
+                print(f"  {point['at']:24s} {mb(point['rss']):>6s} {mb(point['peak_rss']):>6s}   "
+                      f"{heap_mb[0]:>5s} / {heap_mb[1]:>5s} / {heap_mb[2]:>5s}")
 
 
 def run_benchmark(args) -> None:
@@ -320,24 +404,29 @@ def run_benchmark(args) -> None:
         model_dir = build_bench_model(scratch / "tiny-bench")
     try:
         height, width = bucket(args.resolution)
-        results = {}
-        for n in args.sections:
-            for impl in WORKERS:
-                result = spawn(impl, n, args, model_dir)
-                results[(impl, n)] = result
-                print(f"  [{impl:9s} {n:3d} sections] {result['frames']} frames, peak {mb(result['peak_rss'])} MB, "
-                      f"baseline {mb(result['baseline_rss'])} MB, after {mb(result['end_rss'])} MB, "
-                      f"generate {result['seconds']:.1f} s, process {result['wall_seconds']:.1f} s", flush=True)
-            ours, theirs = results[("ours", n)], results[("diffusers", n)]
-            expected = frames_for(n, args.window)
-            assert ours["frames"] == theirs["frames"] == expected, (
-                f"frame counts differ at {n} sections: ours {ours['frames']}, diffusers {theirs['frames']}, "
-                f"expected {expected}")
-            assert ours["frame_shape"] == theirs["frame_shape"] == [height, width, 3], (ours, theirs)
+        results: dict[tuple[str, int], list[dict]] = {}
+        for repeat in range(args.repeats):  # interleaved, so slow drifts of the machine hit every cell alike
+            for n in args.sections:
+                for impl in WORKERS:
+                    if impl in args.skip:
+                        continue
+                    result = spawn(impl, n, args, model_dir)
+                    results.setdefault((impl, n), []).append(result)
+                    print(f"  [run {repeat + 1}/{args.repeats} {impl:9s} {n:3d} sections] {result['frames']} frames, "
+                          f"peak {mb(result['peak_rss'])} MB, baseline {mb(result['baseline_rss'])} MB, after "
+                          f"{mb(result['end_rss'])} MB, generate {result['seconds']:.1f} s, process "
+                          f"{result['wall_seconds']:.1f} s", flush=True)
+        for (impl, n), runs in results.items():
+            for run in runs:
+                assert run["frames"] == frames_for(n, args.window), (
+                    f"{impl} made {run['frames']} frames at {n} sections, expected {frames_for(n, args.window)}")
+                assert run["frame_shape"] == [height, width, 3], (impl, run["frame_shape"])
         print()
-        report(results, args, height, width)
+        summary = report(results, args, height, width)
         if args.json:
-            Path(args.json).write_text(json.dumps(list(results.values()), indent=2) + "\n", encoding="utf-8")
+            runs = [run for cell in results.values() for run in cell]
+            Path(args.json).write_text(json.dumps({"runs": runs, "summary": summary}, indent=2) + "\n",
+                                       encoding="utf-8")
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -368,6 +457,13 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke test: sections {','.join(map(str, QUICK['sections']))}, {QUICK['resolution']} px, "
                              f"{QUICK['steps']} step (explicit flags still win)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"fresh-process runs per cell; the table shows median and min-max "
+                             f"(default {DEFAULT_REPEATS})")
+    parser.add_argument("--trace", action="store_true",
+                        help="our worker records RSS and glibc heap statistics after every section and the replay")
+    parser.add_argument("--skip", choices=sorted(WORKERS), action="append", default=[],
+                        help="leave one pipeline out (e.g. --skip diffusers, for ours alone)")
     parser.add_argument("--window", type=int, default=WINDOW, help=f"latent_window_size (default {WINDOW})")
     parser.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                         help="torch threads per worker (default min(2, cores))")
@@ -378,7 +474,7 @@ def parse_args(argv=None):
     parser.add_argument("--worker", choices=sorted(WORKERS), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else dict(sections=DEFAULT_SECTIONS, resolution=DEFAULT_RESOLUTION,
-                                              steps=DEFAULT_STEPS)
+                                              steps=DEFAULT_STEPS, repeats=DEFAULT_REPEATS)
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -386,6 +482,10 @@ def parse_args(argv=None):
         parser.error("--resolution must be a multiple of 16, at least 32")
     if args.steps < 1:
         parser.error("--steps must be at least 1")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if len(args.skip) > 1:
+        parser.error("--skip can leave out one pipeline, not both")
     if args.worker and (len(args.sections) != 1 or not args.model_dir):
         parser.error("--worker takes exactly one --sections value and --model-dir")
     return args

@@ -41,15 +41,11 @@ def create_app(host, queue=None, ui: bool | UiBuilder = True, *, max_body_bytes:
 
     from framepack import __version__
     from framepack.api.guard import Credentials, Guard
-    from framepack.io.workdir import remove_abandoned
     from framepack.jobs.queue import JobQueue
 
-    removed = remove_abandoned(host.video_dir())  # work folders of runs that crashed or were killed
-    if removed:
-        log.info("FramePack: removed %d abandoned work folder(s) in %s", len(removed), host.video_dir())
     owns_queue = queue is None
     if owns_queue:
-        queue = JobQueue(host)
+        queue = JobQueue(host)  # lists the jobs a crash, kill or restart interrupted; removes unresumable leftovers
     app = FastAPI(title="FramePack", version=__version__,
                   description=f"FramePack video generation. REST API under {API_PREFIX}.")
     app.state.framepack_host, app.state.framepack_queue = host, queue

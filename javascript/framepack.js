@@ -1,18 +1,42 @@
 /* FramePack tab helpers (SD.Next injects javascript/*.js; the standalone app adds this file itself).
  * Every global name starts with `fpk` (the host's built-in FramePack sub-tab has its own submit function).
  *
- * fpkSubmit(...args)  Generate's _js: creates a progress task id (host randomId() when defined), starts the
- *                     host progress bar (requestProgress) when there is one, returns args with the id first
- * fpkLoopVideos()     result <video>: loop, autoplay, muted, inline (also run by a MutationObserver)
+ * fpkSubmit(...args)   Generate's _js: creates the page's task id (host randomId() when defined), remembers it
+ *                      for Stop / Skip / Pause (window.fpkLastTask), and inside SD.Next starts fpkFollow(id);
+ *                      returns args with the id first
+ * fpkFollow(id)        inside SD.Next: polls SD.Next's progress API (/internal/progress, the one its own tabs use)
+ *                      about once a second and draws the progress box and the live preview straight into the
+ *                      page. Gradio updates are expensive there (each one re-renders SD.Next's thousands of
+ *                      components, ~1 s of browser time on 2 cores), so Generate sends only its start and end
+ *                      through Gradio. Ends when the Generate stream's last status line for this task arrives
+ * fpkControl(action)   inside SD.Next, Stop / Skip / Pause (plain click listeners, not Gradio events: even a
+ *                      script-only Gradio event re-renders SD.Next's page first): posts the page's task id to the
+ *                      tab's page routes (framepack/ui/routes.py, under SD.Next's --auth) and shows the answer in
+ *                      the status line, unless the job's own final line has arrived meanwhile. The standalone page
+ *                      is light: there they are Gradio events, covered by its own login
+ * fpkLoopVideos()      result <video>: loop, autoplay, muted, inline
+ * fpkSidebarButton()   ModernUI: its sidebar button for our tab says "framepack" with Video's icon; give it our
+ *                      name, a tooltip and its own icon
  */
-/* global randomId, requestProgress, gradioApp, onUiLoaded */
+/* global randomId, gradioApp, onUiLoaded */
 
 window.fpkScriptLoaded = true;
+
+const fpkPollMs = 1000;
+const fpkGiveUpMs = 120000; // no sign of the task for this long (a refused or lost submission): stop following
 
 function fpkApp() {
   if (typeof gradioApp === 'function') return gradioApp();
   const app = document.querySelector('gradio-app');
   return (app && app.shadowRoot) ? app.shadowRoot : document;
+}
+
+function fpkEl(selector) {
+  return fpkApp().querySelector(selector);
+}
+
+function fpkInSdnext() {
+  return !!fpkEl('#fpk_root.fpk-host-sdnext');
 }
 
 function fpkRandomId() {
@@ -21,34 +45,148 @@ function fpkRandomId() {
   return `task(fpk${part()}${part()})`;
 }
 
-function fpkButtonLabel(text) {
-  const button = fpkApp().querySelector('#fpk_generate');
-  if (button) button.innerText = text;
+function fpkEscape(text) {
+  const div = document.createElement('div');
+  div.innerText = String(text);
+  return div.innerHTML;
 }
 
-function fpkOnProgress(res) {
-  if (!res) return;
-  const percent = res.progress > 0 && res.progress < 1 ? ` ${Math.round(100 * res.progress)}%` : '';
-  const eta = res.eta ? ` ETA ${Math.round(res.eta)}s` : '';
-  fpkButtonLabel(res.paused ? 'Paused' : `Generating${percent}${eta}`);
+function fpkRewrite(selector, html) {
+  // Gradio renders an HTML output's value as its own nodes and replaces them on the next update: only the
+  // root element of our value is rewritten in place (attributes and content), never replaced or added to
+  const holder = fpkEl(selector);
+  const root = holder ? holder.querySelector('.prose > *, .fpk-progress, .fpk-info, .fpk-error, [data-fpk-final]') : null;
+  const template = document.createElement('div');
+  template.innerHTML = html;
+  const fresh = template.firstElementChild;
+  if (!root || !fresh) return false;
+  Array.from(root.attributes).forEach((attr) => root.removeAttribute(attr.name));
+  Array.from(fresh.attributes).forEach((attr) => root.setAttribute(attr.name, attr.value));
+  root.innerHTML = fresh.innerHTML;
+  return true;
 }
 
-function fpkProgressDone() {
-  fpkButtonLabel('Generate');
+function fpkButtonText(selector, text) {
+  // change the button's text node itself, so Gradio's own later label updates still reach it
+  const button = fpkEl(selector);
+  if (!button) return;
+  const node = Array.from(button.childNodes).find((child) => child.nodeType === Node.TEXT_NODE && child.data.trim());
+  if (node) node.data = text;
+  else button.appendChild(document.createTextNode(text));
+}
+
+function fpkSend(path, body) {
+  const send = (typeof window.authFetch === 'function') ? window.authFetch : fetch; // authFetch: SD.Next --auth
+  return send(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+}
+
+async function fpkControl(action) {
+  const task = window.fpkLastTask || '';
+  let html;
+  let label = null;
+  try {
+    const res = await fpkSend(`./framepack/v1/page/${action}`, { job: '', task });
+    const data = res ? await res.json() : null;
+    if (!res || !res.ok) throw new Error((data && data.detail) || `HTTP ${res ? res.status : '?'}`);
+    html = data.status;
+    label = data.label || null;
+  } catch (err) {
+    html = `<div class="fpk-error" role="alert">${fpkEscape(`${action}: ${err.message || err}`)}</div>`;
+  }
+  const template = document.createElement('div');
+  template.innerHTML = html || '';
+  const answerIsFinal = !!template.querySelector('[data-fpk-final]');
+  if (task && fpkFinished(task) && !answerIsFinal) return; // the job ended first: its final line stays
+  if (html) fpkRewrite('#fpk_status', html);
+  if (label) fpkButtonText('#fpk_pause', label);
+}
+
+function fpkControls() {
+  if (!fpkEl('#fpk_root')) return false; // not rendered yet
+  if (!fpkInSdnext()) return true; // the standalone page: Gradio events (framepack/ui/tab.py), under its own login
+  let bound = 0;
+  [['#fpk_stop', 'stop'], ['#fpk_skip', 'skip'], ['#fpk_pause', 'pause']].forEach(([selector, action]) => {
+    const button = fpkEl(selector);
+    if (!button) return;
+    bound += 1;
+    if (button.dataset.fpkBound) return;
+    button.dataset.fpkBound = '1';
+    button.addEventListener('click', () => { fpkControl(action); });
+  });
+  return bound === 3;
+}
+
+function fpkFinished(task) {
+  return Array.from(fpkApp().querySelectorAll('#fpk_status [data-fpk-final]')).some((el) => el.dataset.fpkFinal === task);
+}
+
+function fpkSeconds(value) {
+  if (value === null || value === undefined || !Number.isFinite(value)) return '-';
+  const secs = Math.max(0, Math.round(value));
+  return secs >= 60 ? `${Math.floor(secs / 60)}m ${String(secs % 60).padStart(2, '0')}s` : `${secs} s`;
+}
+
+function fpkDrawProgress(res, started) {
+  const fraction = Math.max(0, Math.min(1, Number(res.progress) || 0));
+  const percent = Math.round(fraction * 100);
+  let text;
+  if (res.queued && !res.active) text = 'Waiting in the queue';
+  else if (res.paused) text = `${(res.textinfo || '').replace(/^FramePack: /, '')} · PAUSED`;
+  else text = (res.textinfo || 'Starting').replace(/^FramePack: /, '');
+  const elapsed = fpkSeconds((Date.now() - started) / 1000);
+  const eta = res.eta ? ` · ETA ${fpkSeconds(res.eta)}` : '';
+  fpkRewrite('#fpk_progress', `<div class="fpk-progress fpk-progress-live"><div class="fpk-bar"><div class="fpk-bar-fill" style="width:${percent}%"></div></div>`
+    + `<div class="fpk-progress-text">${percent}% · ${fpkEscape(text)}${eta} · elapsed ${elapsed}</div></div>`);
+  fpkButtonText('#fpk_generate', res.paused ? 'Paused' : `Generating ${percent}%`);
+}
+
+function fpkDrawPreview(dataUri) {
+  const box = fpkEl('#fpk_preview .fpk-live');
+  const img = box ? box.querySelector('img.fpk-live-image') : null;
+  if (!img || !dataUri) return;
+  img.src = dataUri;
+  img.hidden = false;
+  box.classList.remove('fpk-live-empty');
+}
+
+async function fpkProgress(task, lastPreview) {
+  const res = await fpkSend('./internal/progress', { id_task: task, id_live_preview: lastPreview });
+  if (!res || !res.ok) throw new Error(`progress: ${res ? res.status : 'no answer'}`);
+  return res.json();
+}
+
+async function fpkFollow(task) {
+  window.fpkFollowing = task;
+  const started = Date.now();
+  let lastSeen = Date.now();
+  let lastPreview = 0;
+  while (window.fpkFollowing === task && !fpkFinished(task)) {
+    await new Promise((resolve) => { setTimeout(resolve, fpkPollMs); });
+    if (window.fpkFollowing !== task || fpkFinished(task)) break;
+    let res;
+    try {
+      res = await fpkProgress(task, lastPreview);
+    } catch (err) {
+      console.warn('FramePack:', err); // eslint-disable-line no-console
+      if (Date.now() - lastSeen > fpkGiveUpMs) break;
+      continue; // eslint-disable-line no-continue
+    }
+    if (fpkFinished(task)) break; // the final box arrived while this request was out: keep it
+    if (res.completed) break;
+    if (res.active || res.queued) lastSeen = Date.now();
+    else if (Date.now() - lastSeen > fpkGiveUpMs) break;
+    if (res.active || res.queued) fpkDrawProgress(res, started);
+    if (res.live_preview) fpkDrawPreview(res.live_preview);
+    if (typeof res.id_live_preview === 'number' && res.id_live_preview >= 0) lastPreview = res.id_live_preview;
+  }
+  if (window.fpkFollowing === task) window.fpkFollowing = null;
+  fpkButtonText('#fpk_generate', 'Generate');
 }
 
 function fpkSubmit(...args) {
   const id = fpkRandomId();
   window.fpkLastTask = id;
-  if (typeof requestProgress === 'function') {
-    try {
-      // SD.Next: requestProgress(id_task, progressEl, galleryEl, atEnd, onProgress); the live preview
-      // is our own image output, so no gallery element is handed over
-      requestProgress(id, null, null, fpkProgressDone, fpkOnProgress);
-    } catch (err) {
-      console.warn('FramePack: host progress unavailable', err); // eslint-disable-line no-console
-    }
-  }
+  if (fpkInSdnext()) fpkFollow(id);
   const res = Array.from(args);
   res[0] = id; // the first input is the hidden task id textbox
   return res;
@@ -68,12 +206,42 @@ function fpkLoopVideos() {
   });
 }
 
+function fpkSidebarButton() {
+  const button = document.querySelector('#other_extensions button[tabitemid*="#tab_framepack_tabitem"]');
+  if (!button) return false;
+  if (button.dataset.fpkNamed) return true;
+  button.dataset.fpkNamed = '1';
+  button.title = 'FramePack: image to long video';
+  const label = button.querySelector('span');
+  if (label) label.textContent = 'FramePack';
+  const icon = button.querySelector('.mask-icon');
+  if (icon) {
+    icon.classList.remove('icon-video');
+    icon.classList.add('fpk-sidebar-icon');
+  }
+  return true;
+}
+
+function fpkWatch() {
+  // only our video box is observed: the whole app changes constantly inside SD.Next
+  const video = fpkEl('#fpk_video');
+  if (video && !window.fpkObserver) {
+    window.fpkObserver = new MutationObserver(() => fpkLoopVideos());
+    window.fpkObserver.observe(video, { childList: true, subtree: true });
+    fpkLoopVideos();
+  }
+  return !!video;
+}
+
 function fpkInit() {
-  if (window.fpkObserver) return;
-  const root = fpkApp();
-  window.fpkObserver = new MutationObserver(() => fpkLoopVideos());
-  window.fpkObserver.observe(root === document ? document.body : root, { childList: true, subtree: true });
-  fpkLoopVideos();
+  let tries = 0;
+  const retry = () => { // ModernUI builds its sidebar some time after the page has loaded (up to a minute here)
+    const watching = fpkWatch() && fpkControls();
+    const named = fpkSidebarButton();
+    tries += 1;
+    if (!(watching && named) && tries < 240) setTimeout(retry, 500); // Standard theme: no sidebar, 2 min of cheap checks
+  };
+  retry();
 }
 
 if (typeof onUiLoaded === 'function') onUiLoaded(fpkInit);

@@ -22,6 +22,7 @@ from safetensors.numpy import load as load_safetensors
 from framepack.api import API_PREFIX, register_routes
 from framepack.app import create_app
 from framepack.host.standalone import StandaloneHost
+from framepack.models.resources import GiB
 from test_api_helpers import (API, FINISHED, LiveServer, b64, data_url, job_body, png_bytes, png_header,
                               wait_finished, wait_until)
 
@@ -302,6 +303,46 @@ def test_plan_returns_summary_table_and_plan(api):
     assert same.status_code == 200 and same.json()["plan"]["num_sections"] == 2
 
 
+def test_plan_reports_resources_on_the_hosts_machine(api):
+    """The tiny model on this CPU: everything in RAM, the model folder's own (tiny) configs."""
+    data = requests.post(f"{api.base}/plan", json={"duration": 2, "resolution": 64}, timeout=60).json()
+    resources = data["resources"]
+    assert {"vram_peak_bytes", "ram_peak_bytes", "disk_bytes", "seconds", "offload", "vae_tiling"} <= set(resources)
+    assert (resources["device"], resources["vram_peak_bytes"], resources["offload"]) == ("cpu", 0, "none")
+    assert resources["fits"] and resources["refusal"] is None and 0 < resources["ram_peak_bytes"] < 2 * GiB
+    more = requests.post(f"{api.base}/plan", json={"duration": 2, "resolution": 64, "output": {"save_frames": True}},
+                         timeout=60).json()["resources"]
+    assert more["disk_bytes"] > resources["disk_bytes"]  # raw frames are planned too
+
+
+def test_plan_and_jobs_on_a_small_gpu(api, monkeypatch):
+    """The full-size model on a described 12 GiB / 3 GiB GPU: /plan shows the choice or the refusal,
+    POST /jobs refuses what does not fit with 422 at the resolution, naming what would fit."""
+    from framepack.jobs.resources import Machine
+
+    budget = {"vram": 12 * GiB}
+    monkeypatch.setattr(api.host, "resource_machine",
+                        lambda variant: Machine(device="cuda", vram_bytes=budget["vram"], ram_bytes=64 * GiB))
+    resources = requests.post(f"{api.base}/plan", json={"duration": 5}, timeout=60).json()["resources"]
+    assert (resources["offload"], resources["vae_tiling"], resources["fits"]) == ("group", True, True)
+    assert resources["vram_peak_bytes"] < 12 * GiB
+    budget["vram"] = 3 * GiB
+    resources = requests.post(f"{api.base}/plan", json={"duration": 5, "resolution": 960}, timeout=60).json()[
+        "resources"]
+    assert resources["fits"] is False and "what would fit: resolution" in resources["refusal"]
+    response = requests.post(f"{api.base}/jobs", json=job_body(resolution=960), timeout=60)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail[0]["loc"] == ["body", "resolution"] and "does not fit" in detail[0]["msg"]
+    assert "what would fit: resolution" in detail[0]["msg"]
+
+
+def test_plan_resource_fields_are_validated(api):
+    response = requests.post(f"{api.base}/plan", json={"duration": 2, "resolution": "big"}, timeout=30)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "resolution"]
+
+
 @pytest.mark.parametrize("body, loc, words", [
     ({"duration": 2, "section_prompts": "0: nothing"}, ["section_prompts"], "no section 0"),
     ({"duration": 2, "section_prompts": "1s-0.5s: back"}, ["section_prompts"], "ends before it starts"),
@@ -334,8 +375,10 @@ def test_register_routes_needs_only_the_fastapi_signature(api):
         calls.append((path, tuple(methods), status_code))
 
     registered = register_routes(add_api_route, api.host, api.queue, prefix="/x/v2")
-    assert len(calls) == len(registered) == 9
+    assert len(calls) == len(registered) == 12
     assert ("/x/v2/jobs", ("POST",), 202) in calls and ("/x/v2/jobs/{job_id}", ("DELETE",), 200) in calls
+    assert {("/x/v2/jobs/{job_id}/resume", ("POST",), 202), ("/x/v2/jobs/{job_id}/reroll", ("POST",), 202),
+            ("/x/v2/extend", ("POST",), 202)} <= set(calls)
     assert all(path.startswith("/x/v2/") for path, _, _ in calls)
 
 

@@ -2,6 +2,11 @@
 
 A process started from a non-interactive shell ignores SIGINT, so each CLI is started with the
 default SIGINT handler restored; PYTHONUNBUFFERED lets the test read progress lines as they come.
+
+The rule since jobs have checkpoints (issue 11): nothing is written to the system temp folder,
+nothing half-written ever has a final name, and what an interrupted run leaves is its own work
+folder holding a valid checkpoint (resumable, never deleted automatically, its unfinished files
+removed); an unowned work folder without a valid checkpoint is removed by the next run.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import framepack_cli
 from framepack.app import create_app
 from framepack.host.standalone import StandaloneHost
 from framepack.io.raw import RawFrames, RawFramesWriter, save_frames
-from framepack.io.workdir import WORK_DIR_NAME
+from framepack.io.workdir import STALE_MARKERS, WORK_DIR_NAME
+from framepack.jobs.checkpoint import is_resumable
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT / "assets" / "demo.png"
@@ -74,6 +80,19 @@ def files_in(folder: Path) -> list[str]:
     return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
 
 
+def left_outside_work(folder: Path) -> list[str]:
+    return [name for name in files_in(folder) if not name.startswith(WORK_DIR_NAME)]
+
+
+def assert_only_a_resumable_checkpoint(out: Path) -> Path:
+    """What an interrupted run may leave besides its published outputs: one resumable work folder."""
+    jobs = list((out / WORK_DIR_NAME).iterdir())
+    assert len(jobs) == 1 and is_resumable(jobs[0]), files_in(out)
+    unfinished = [name for name in files_in(jobs[0]) if any(marker in name for marker in STALE_MARKERS)]
+    assert unfinished == [], unfinished
+    return jobs[0]
+
+
 def count_frames(path: Path) -> int:
     with av.open(str(path)) as container:
         return sum(1 for _ in container.decode(video=0))
@@ -94,7 +113,9 @@ def test_first_ctrl_c_keeps_a_valid_partial_video_and_exits_130(tiny_model_dir, 
     assert count_frames(video) == summary["frame_count"]  # a finished, playable file
     with RawFrames(frames) as raw:
         assert len(raw) == summary["frame_count"] and raw.settings["seed"] == 5
-    assert files_in(out) == sorted([video.name, frames.name])  # no work folder, no partial file
+    assert left_outside_work(out) == sorted([video.name, frames.name])  # no partial file with a final name
+    work = assert_only_a_resumable_checkpoint(out)  # the stopped job can be resumed
+    assert summary["resumable"] and summary["checkpoint"] == str(work)
     assert files_in(cli.system_temp) == []
 
 
@@ -110,12 +131,16 @@ def test_second_ctrl_c_quits_at_once_and_leaves_no_temp_files(tiny_model_dir, tm
     stderr = "".join(cli.stderr)
     assert code == 130, stderr
     assert "interrupted again" in stderr and "Traceback" not in stderr and stdout == ""
-    assert files_in(out) == []
+    assert left_outside_work(out) == []  # nothing was published
+    work = assert_only_a_resumable_checkpoint(out)  # the sections already made are kept to resume
+    assert f"resume with: framepack_cli.py resume {work}" in stderr
     assert files_in(cli.system_temp) == []
+    assert framepack_cli.main(["resume", str(out), "--discard", "--model", str(tiny_model_dir)]) == 0
+    assert files_in(out) == []
 
 
 @pytest.mark.parametrize("variant, after", [("original", "section 2/"), ("f1", "section 2/")])
-def test_a_killed_run_leaves_its_files_only_in_its_work_folder_and_the_next_start_removes_them(
+def test_a_killed_run_leaves_its_files_only_in_its_work_folder_and_the_next_start_keeps_only_its_checkpoint(
         tiny_model_dir, tmp_path, variant, after):
     out = tmp_path / "outputs"  # where `serve --output-dir outputs` writes too
     cli = Cli(tiny_model_dir, tmp_path, *LONG_RUN, "--variant", variant, "--out", str(out))
@@ -128,12 +153,17 @@ def test_a_killed_run_leaves_its_files_only_in_its_work_folder_and_the_next_star
     spilled_or_partial = [name for name in left if "framepack-spill-" in name or ".partial-" in name]
     assert spilled_or_partial, left
 
-    if variant == "original":  # a server start removes what the killed run left
-        create_app(StandaloneHost(output_dir=out, videos=out, model=str(tiny_model_dir)), ui=False)
-    else:  # the next run in that folder removes it
+    if variant == "original":  # a server start tidies what the killed run left, and lists the job
+        app = create_app(StandaloneHost(output_dir=out, videos=out, model=str(tiny_model_dir)), ui=False)
+        jobs = app.state.framepack_queue.list()
+        assert [(job.status, job.record.resumable) for job in jobs] == [("interrupted", True)]
+        app.state.framepack_queue.shutdown()
+    else:  # the next run in that folder tidies it
         clip = save_frames(tmp_path / "clip.safetensors", np.zeros((2, 16, 16, 3), np.uint8))
         assert framepack_cli.main(["export", str(clip), "--out", str(out), "--quiet"]) == 0
-    assert not (out / WORK_DIR_NAME).exists(), files_in(out)
+    exported = ["clip_frames", "clip_frames/frame_000001.png", "clip_frames/frame_000002.png"]
+    assert left_outside_work(out) == ([] if variant == "original" else exported)
+    assert_only_a_resumable_checkpoint(out)  # the spill / partial files are gone, the checkpoint stays
 
 
 # ------------------------------------------------------------------------------ item 10

@@ -193,13 +193,13 @@ def test_cfg_zero_star_skips_the_zero_init_model_calls_and_changes_nothing_else(
         return denoise
 
     calls = []
-    real = loop_module.run_transformer
+    real = loop_module.section_forward
 
-    def counting(transformer, cache, **kwargs):
+    def counting(transformer, *args, **kwargs):
         calls.append(kwargs["step"])
-        return real(transformer, cache, **kwargs)
+        return real(transformer, *args, **kwargs)
 
-    monkeypatch.setattr(loop_module, "run_transformer", counting)
+    monkeypatch.setattr(loop_module, "section_forward", counting)
     settings = dict(sections=1, steps=4, cfg=cfg, negative_prompt="blurry", cfg_zero_star=True, teacache=teacache,
                     teacache_threshold=0.0)
     skipping, *_ = generate(pipes, **settings)
@@ -332,15 +332,15 @@ def test_stop_acts_before_the_next_model_call_whether_teacache_computes_or_skips
 
     control = GenerationControl()
     caches = []
-    real = loop_module.run_transformer
+    real = loop_module.section_forward
 
-    def cancel_during_the_ninth_call(transformer, cache, **kwargs):
-        caches.append(cache)
+    def cancel_during_the_ninth_call(transformer, *args, **kwargs):
+        caches.append(kwargs["cache"])
         if len(caches) == 9:
             control.stop()  # what DELETE /jobs/{id}, the tab's Stop or Ctrl-C do, from another thread
-        return real(transformer, cache, **kwargs)
+        return real(transformer, *args, **kwargs)
 
-    monkeypatch.setattr(loop_module, "run_transformer", cancel_during_the_ninth_call)
+    monkeypatch.setattr(loop_module, "section_forward", cancel_during_the_ninth_call)
     _, done, events, _ = generate(pipes, sections=2, control=control, steps=25, teacache=teacache,
                                   teacache_threshold=0.5, cfg=cfg)
     assert done.status == "interrupted"
@@ -356,15 +356,15 @@ def test_pause_holds_the_next_model_call_in_the_middle_of_a_step(pipes, monkeypa
 
     control = GenerationControl()
     calls = []
-    real = loop_module.run_transformer
+    real = loop_module.section_forward
 
-    def pause_at_the_third_call(transformer, cache, **kwargs):
+    def pause_at_the_third_call(transformer, *args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
             control.pause()
-        return real(transformer, cache, **kwargs)
+        return real(transformer, *args, **kwargs)
 
-    monkeypatch.setattr(loop_module, "run_transformer", pause_at_the_third_call)
+    monkeypatch.setattr(loop_module, "section_forward", pause_at_the_third_call)
     worker = threading.Thread(target=generate, args=(pipes,), kwargs=dict(sections=1, control=control, steps=6,
                                                                          teacache=True, cfg=2.0))
     worker.start()

@@ -314,7 +314,7 @@ def test_a_run_continued_from_saved_state_gives_the_same_frames(resume_pipes, tm
     done = loop.run(lambda event: None)
     uninterrupted = np.concatenate(frames)
     assert done.status == "completed" and len(uninterrupted) == done.frames == 4 * 3 * SECTIONS + 1
-    assert sorted(saved) == list(range(1, SECTIONS + 1))
+    assert sorted(saved) == list(range(0, SECTIONS + 1))  # before the first section, then after each
 
     for position in range(1, SECTIONS + 1):
         path, folder = saved[position]

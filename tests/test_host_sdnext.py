@@ -123,13 +123,17 @@ def test_generation_uses_the_host_services(sd, monkeypatch, tiny_model_dir):
     assert sd.shared.sd_loaded and sd.shared.sd_model is pipe
     assert pipe.sd_checkpoint_info.name == f"{tiny_model_dir}/transformer_f1"
     assert sd.modeldata.model_data.fake_loads == []  # never triggered a host model load
-    # balanced offload: at load, then before and after every stage, on our pipeline
+    # balanced offload: at load, once per change of the component a stage runs, once after the job
     balanced = sd.calls("apply_balanced_offload")
     assert all(details["model"] is pipe and details["applied"] for details in balanced)
-    stage_calls = sum(1 for text in state.fake_textinfo if text in
-                      {"FramePack: encoding prompt", "FramePack: encoding image (SigLIP)",
-                       "FramePack: encoding image (VAE)", "FramePack: sampling", "FramePack: decoding frames"})
-    assert len(balanced) == 1 + 2 * stage_calls and stage_calls >= 7  # text, vision, encode, 2 x (sample, decode)
+    stages = [text for text in state.fake_textinfo if text in
+              {"FramePack: encoding prompt", "FramePack: encoding image (SigLIP)",
+               "FramePack: encoding image (VAE)", "FramePack: sampling", "FramePack: decoding frames"}]
+    assert sorted(stages) == sorted(["FramePack: encoding prompt", "FramePack: encoding image (SigLIP)",
+                                     "FramePack: encoding image (VAE)"]
+                                    + 2 * ["FramePack: sampling", "FramePack: decoding frames"])
+    assert stages[-4:] == 2 * ["FramePack: sampling", "FramePack: decoding frames"]
+    assert len(balanced) == 1 + len(stages) + 1  # each stage runs another component: 9 (every enter and exit: 15)
     # SigLIP moved explicitly to the host device
     moves = sd.calls("move_model")
     assert any(m["model"] is pipe.image_encoder and m["device"] == sd.devices.device and m["force"] for m in moves)
@@ -259,13 +263,24 @@ def test_settings_changes_reload_the_model(sd):
 
 
 def test_host_offload_modes_other_than_balanced(sd):
-    sd.shared.opts.diffusers_offload_mode = "model"
+    sd.shared.opts.diffusers_offload_mode = "group"  # the one that runs on a CPU too
     host = make_host()
     job = run(host, request(sections=1))
     assert job.status == Status.COMPLETED, job.record.error
     pipe = host.pipeline("f1")
     assert [d["model"] for d in sd.calls("set_diffuser_offload")] == [pipe]
     assert not [d for d in sd.calls("apply_balanced_offload") if d["applied"]]
+
+
+def test_the_job_records_its_resource_plan_for_the_loaded_model_without_refusing(sd, tiny_model_dir):
+    host = make_host()
+    machine = host.resource_machine("f1")
+    assert machine.enforce is False and machine.offload == "model"  # balanced is SD.Next's: shown, never refused
+    assert machine.configs["transformer"]["num_layers"] == 1  # the tiny model's own config, not the full size
+    job = run(host, request(sections=1))
+    assert job.status == Status.COMPLETED, job.record.error
+    resources = job.record.resources
+    assert resources["fits"] and resources["ram_peak_bytes"] < 2 * 2**30 and resources["vae_tiling"] is False  # full size: 40+ GiB
 
 
 def test_framepack_offload_setting_bypasses_the_host_offload(sd):
@@ -367,3 +382,129 @@ def test_a_failing_setup_never_leaves_a_half_pipeline_as_the_host_model(sd):
     job = run(make_host(), request(sections=1))
     assert job.status == Status.FAILED and "needs an accelerator" in job.record.error
     assert not sd.shared.sd_loaded  # registered, then released again
+
+
+# ----------------------------------------------------------------------------- what the real SD.Next run showed
+
+
+def test_turning_sdnq_on_or_off_in_sdnext_reloads_the_model(sd, monkeypatch, caplog):
+    """SD.Next 058a7f0: the reload key had only our recipe, quantization and offload, so SDNQ changes
+    did nothing to a loaded model, and a model loaded with SDNQ stayed quantized after it was turned off."""
+    from diffusers import HunyuanVideoFramepackTransformer3DModel
+    from transformers import LlamaModel
+
+    spy = SpyFromPretrained(monkeypatch, HunyuanVideoFramepackTransformer3DModel)
+    SpyFromPretrained(monkeypatch, LlamaModel)
+    host = make_host()
+    plain = host.pipeline("f1")
+    assert spy.calls[-1].get("quantization_config") is None
+    sd.shared.opts.sdnq_quantize_weights = ["Model", "TE"]  # Settings -> Model Quantization
+    quantized = host.pipeline("f1")
+    assert quantized is not plain and spy.calls[-1]["quantization_config"].weights_dtype == "int8"
+    assert "SD.Next's quantization settings changed; reloading the model" in caplog.text
+    sd.shared.opts.sdnq_quantize_weights_mode = "int4"  # any setting of that section counts
+    assert host.pipeline("f1") is not quantized and spy.calls[-1]["quantization_config"].weights_dtype == "int4"
+    sd.shared.opts.sdnq_quantize_weights = []
+    unquantized = host.pipeline("f1")
+    assert spy.calls[-1].get("quantization_config") is None and host.pipeline("f1") is unquantized
+
+
+def test_a_refused_combination_leaves_the_loaded_model_alone(sd):
+    host = make_host()
+    pipe = host.pipeline("f1")
+    unloads = len(sd.calls("unload_model_weights"))
+    sd.shared.opts.framepack_quantization = "quanto-int8"
+    sd.shared.opts.sdnq_quantize_weights = ["Model"]
+    with pytest.raises(ModelError, match="turn one of them off"):
+        host.pipeline("f1")
+    assert len(sd.calls("unload_model_weights")) == unloads  # nothing unloaded ...
+    assert sd.shared.sd_model is pipe and host.loaded_variant() == "f1"  # ... the working model stays
+
+
+def test_host_sequential_offload_keeps_siglip_out_of_the_leaf_hooks(sd, monkeypatch):
+    """SD.Next's sequential offload (enable_sequential_cpu_offload) broke every job in SigLIP
+    (TypeError in accelerate's set_module_tensor_to_device): the image encoder is excluded."""
+    import torch
+
+    sd.shared.opts.diffusers_offload_mode = "sequential"
+    host = make_host()
+    pipe = host.pipeline("f1")  # on this CPU: no hooks at all (next test)
+    monkeypatch.setattr(sd.devices, "device", torch.device("cuda"))  # what an accelerator machine passes on
+    host._apply_offload(pipe, "sequential")
+    (call,) = sd.calls("set_diffuser_offload")
+    assert call["mode"] == "sequential" and "image_encoder" in call["exclude"]
+
+
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+def test_host_model_and_sequential_offload_on_a_cpu_run_without_hooks(sd, mode, caplog):
+    """Both move weights between the CPU and an accelerator; on a CPU, accelerate's leaf hooks fail for
+    every layer (diffusers passes the execution device "cpu:0"), so jobs run without them."""
+    sd.shared.opts.diffusers_offload_mode = mode
+    host = make_host()
+    job = run(host, request(sections=1))
+    assert job.status == Status.COMPLETED, job.record.error
+    assert sd.calls("set_diffuser_offload") == [] and f"SD.Next's {mode} offload has no accelerator" in caplog.text
+
+
+def test_host_group_offload_failure_is_a_clear_message(sd, monkeypatch):
+    """diffusers 0.39's group offload fails at load on a machine without an accelerator; SD.Next lets
+    the error through: the job says what failed and what to change, not 'internal error'."""
+    from framepack.host.sdnext import _pipeline_class
+
+    def no_accelerator(self, **kwargs):
+        raise AttributeError("'NoneType' object has no attribute 'type'")
+
+    monkeypatch.setattr(_pipeline_class(), "enable_group_offload", no_accelerator)
+    sd.shared.opts.diffusers_offload_mode = "group"
+    job = run(make_host(), request(sections=1))
+    assert job.status == "failed" and not job.record.error.startswith("internal error")
+    assert "SD.Next's group offload could not be applied" in job.record.error and "NoneType" in job.record.error
+    assert "Model offload mode" in job.record.error
+    assert not sd.shared.sd_loaded  # nothing half set up is left as the host's model
+
+
+def test_the_unload_message_says_what_happened(sd, caplog):
+    host = make_host()
+    host.pipeline("f1")
+    sd.sd_models.unload_model_weights()  # SD.Next's own "Unload model": nothing else is loaded
+    assert host.loaded_variant() is None
+    assert "SD.Next unloaded the FramePack model" in caplog.text and "switched to another model" not in caplog.text
+    caplog.clear()
+    host.pipeline("f1")
+    sd.shared.sd_model = object()  # the user picked another model
+    assert host.loaded_variant() is None and "SD.Next switched to another model" in caplog.text
+
+
+def test_progress_api_is_idle_after_a_job(sd):
+    """SD.Next's end() leaves the step counters, and /sdapi/v1/progress reports a fraction and an ETA
+    until job_count == 0 and sampling_step == 0: an interrupted job left it at 0.29 while idle."""
+    def stop_in_second_section(event, state):
+        if isinstance(event, SectionDone):
+            state.interrupt()
+
+    job = run(reacting_host(stop_in_second_section), request(sections=3))
+    state = sd.shared.state
+    assert job.status == Status.INTERRUPTED
+    assert (state.job_count, state.sampling_step, state.sampling_steps) == (0, 0, 0)
+    assert not state.interrupted and not state.textinfo
+
+
+def test_jobs_leave_started_finished_and_failed_lines_in_the_host_log(sd, caplog):
+    import logging
+
+    records = []
+    sd.shared.log.addHandler(handler := logging.Handler())
+    handler.emit = records.append
+    try:
+        done = run(make_host(), request(sections=1))
+        sd.shared.opts.framepack_quantization = "quanto-int8"
+        sd.shared.opts.sdnq_quantize_weights = ["Model"]
+        refused = run(make_host(), request(sections=1))
+    finally:
+        sd.shared.log.removeHandler(handler)
+    lines = [record.getMessage() for record in records]
+    assert any(line.startswith(f"FramePack job {done.id} started: ") for line in lines)
+    assert f"FramePack job {done.id} completed: " in "\n".join(lines) and str(done.record.video) in "\n".join(lines)
+    failed = [line for line in lines if line.startswith(f"FramePack job {refused.id} failed")]
+    assert failed and "turn one of them off" in failed[0]
+    assert [r.levelname for r in records if r.getMessage() == failed[0]] == ["WARNING"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,7 +149,11 @@ def test_nothing_to_keep_when_incomplete_outputs_are_off(host):
     queue.cancel(job.id)
     gate.open.set()
     assert job.wait(120) and job.status == Status.INTERRUPTED and job.record.video is None
-    assert list(host.video_dir().iterdir()) == []
+    # no output; only the job's checkpoint (it stopped in its first section), kept to resume it
+    assert [p.name for p in host.video_dir().iterdir()] == [".framepack-work"]
+    assert job.record.resumable and Path(job.record.checkpoint).parent == host.video_dir() / ".framepack-work"
+    queue.discard(job.id)
+    assert list(host.video_dir().iterdir()) == [] and not job.record.resumable
     queue.shutdown()
 
 

@@ -14,7 +14,10 @@ Where our defaults deliberately differ, the test aligns them and says why:
   crop we compute from the tokenizer, and our system prompt;
 - end image embedding: diffusers computes a start/end average and then never uses it, so the
   test sets our vision_strength to 0 (start embedding only); our default blends the end image in;
-- UniPC is our default sampler; diffusers only has Euler here.
+- UniPC is our default sampler; diffusers only has Euler here;
+- output head: ours runs norm_out/proj_out in float32 by default (fp32_head); the tiny model is
+  float32, so both run the head in the same precision and the default is compared as it is.
+Our loop calls the section-cached forward (framepack.engine.forward), diffusers its own forward.
 """
 
 from __future__ import annotations

@@ -4,14 +4,8 @@ import pytest
 import torch
 from diffusers import HunyuanVideoFramepackTransformer3DModel
 
-from framepack.engine.teacache import (
-    TEACACHE_COEFFICIENTS,
-    TeaCacheState,
-    _embed_inputs,
-    _project_out,
-    _rescale,
-    run_transformer,
-)
+from framepack.engine.forward import project_out
+from framepack.engine.teacache import TEACACHE_COEFFICIENTS, TeaCacheState, _rescale, run_transformer, split_inputs
 
 STEPS = 5
 NEVER = 1e9  # a threshold the accumulator cannot reach: only first and last steps compute
@@ -130,8 +124,10 @@ def test_skipped_step_adds_the_cached_residual(transformer):
     out = cached(transformer, cache, kwargs, 2)
     assert cache.skipped_steps == 2
     with torch.no_grad():
-        embedded = _embed_inputs(transformer, **kwargs)
-        expected = _project_out(transformer, embedded.hidden + residual, embedded)
+        section, _, _ = split_inputs(transformer, **kwargs)
+        hidden = torch.cat([section.history, transformer.x_embedder(kwargs["hidden_states"])], dim=1)
+        temb, _ = transformer.time_text_embed(kwargs["timestep"], kwargs["pooled_projections"], kwargs["guidance"])
+        expected = project_out(transformer, hidden + residual, temb, section.latent_grid)
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
     reference = plain(transformer, kwargs)
     difference = (out - reference).abs().max().item()

@@ -199,8 +199,21 @@ def test_generate_streams_progress_and_ends_with_the_video(host, job_queue):
     assert "Done in" in last.progress and "13 frames" in last.progress and "Timings: " in last.progress
     assert "sample" in last.progress and "vae_decode" in last.progress and "RAM" in last.progress
     assert isinstance(last.preview, np.ndarray) and last.preview.dtype == np.uint8
+    assert 'data-fpk-final=""' in last.status  # tells the page's script the job is over
     job = job_queue.get(first.job_id)
     assert job.status == "completed" and job.record.video == last.video
+
+
+def test_preview_html_is_an_inline_jpeg_or_a_placeholder():
+    import base64
+    import io
+
+    from PIL import Image
+
+    assert "fpk-live-empty" in logic.preview_html(None) and "hidden" in logic.preview_html(None)
+    shown = logic.preview_html(image(size=24))
+    data = shown.split('src="data:image/jpeg;base64,')[1].split('"')[0]
+    assert Image.open(io.BytesIO(base64.b64decode(data))).size == (24, 24)
 
 
 def test_random_seed_is_reported_back(host, job_queue):
@@ -229,11 +242,78 @@ def test_stop_keeps_a_partial_video(host, job_queue):
         if stopped is None and job.record.sections_done >= 1:
             stopped = logic.stop_job(job_queue, job_id)
         last = update
-    assert "Stopping job" in stopped
+    # Stop waits a moment for the job to end: its line is then the final one, the same as the stream's
+    assert f"Job {job_id} interrupted" in last.status
+    assert f"Job {job_id} interrupted" in stopped or stopped == logic.stopping_line(job)  # a busy machine: "Stopping"
     assert job.status == "interrupted" and job.record.sections_done < job.record.sections
     assert "Stopped after" in last.progress and "partial outputs kept" in last.progress
     assert last.video and Path(last.video).exists()
     assert logic.stop_job(job_queue, job_id) == logic.info_html("Nothing to stop")
+
+
+def test_the_stream_says_stopping_once_then_ends_with_stopped(host, job_queue):
+    many = values(host, **{**FAST, "image": image(), "duration": 20.0})
+    stream = logic.generate_stream(host, job_queue, many, poll=0.05, stream=False)
+    first = next(stream)
+    job = job_queue.get(first.job_id)
+    while job.record.sections_done < 1:
+        threading.Event().wait(0.05)
+    assert logic.stop_job(job_queue, job.id, wait=0) == logic.stopping_line(job)  # not waited for: still running
+    rest = list(stream)
+    statuses = [u.status for u in rest if u.status is not logic.KEEP]
+    assert statuses[-1].count(f"Job {job.id} interrupted") == 1 and 'data-fpk-final=""' in statuses[-1]
+    assert all("Stopping job" in line for line in statuses[:-1]) and len(statuses) <= 2
+    # without streaming, nothing but the stop line and the end goes to the page
+    assert all(u.progress is logic.KEEP and u.preview is logic.KEEP for u in rest[:-1])
+
+
+def test_stop_finds_the_job_by_the_page_task_before_the_page_knows_its_id(host, job_queue):
+    many = values(host, **{**FAST, "image": image(), "duration": 20.0})
+    stream = logic.generate_stream(host, job_queue, many, task_id="task(page1)", poll=0.05, stream=False)
+    job = job_queue.get(next(stream).job_id)
+    while job.status == "queued":
+        threading.Event().wait(0.05)
+    line = logic.stop_job(job_queue, "", "task(page1)")  # the page has not received the job id yet
+    assert job.wait(60) and job.status == "interrupted"
+    assert (f"Job {job.id} interrupted" in line and 'data-fpk-final="task(page1)"' in line) \
+        or line == logic.stopping_line(job)  # the step outlasted Stop's one-second wait (a busy machine)
+    assert 'data-fpk-final="task(page1)"' in list(stream)[-1].status
+
+
+def test_a_stop_before_the_job_exists_cancels_it_or_never_submits_it(host, job_queue):
+    before = len(job_queue.list())
+    line = logic.stop_job(job_queue, "", "task(early)")  # Generate clicked, its request not yet served
+    assert "cancelled as soon as it is submitted" in line
+    updates = list(logic.generate_stream(host, job_queue, values(host, **FAST, image=image()),
+                                         task_id="task(early)", poll=0.05))
+    assert len(updates) == 1 and "Stopped before the job was submitted" in updates[0].status
+    assert len(job_queue.list()) == before  # nothing was queued
+    # a stop that arrives between submission and binding cancels the job when it is bound
+    tasks = logic.PageTasks()
+    tasks.stop_before_start("task(x)")
+    cancelled = []
+    tasks.bind("task(x)", SimpleNamespace(id="j9"), SimpleNamespace(cancel=cancelled.append))
+    assert cancelled == ["j9"] and tasks.job_id("task(x)") == "j9"
+
+
+def test_stop_without_a_page_job_stops_the_running_one():
+    control = SimpleNamespace(should_stop=lambda: False)
+    running = SimpleNamespace(id="r1", status="running", control=control, wait=lambda timeout: False)
+    cancelled = []
+    fake_queue = SimpleNamespace(get=lambda job_id: None, list=lambda: [running], cancel=cancelled.append)
+    assert "Stopping job r1" in logic.stop_job(fake_queue, "", None)
+    assert cancelled == ["r1"]
+    fake_queue.list = lambda: []
+    assert logic.stop_job(fake_queue, "", None) == logic.info_html("Nothing to stop")
+
+
+def test_page_tasks_are_bounded():
+    tasks = logic.PageTasks(size=3)
+    for n in range(5):
+        tasks.bind(f"t{n}", SimpleNamespace(id=f"j{n}"), None)
+        tasks.stop_before_start(f"s{n}")
+    assert tasks.job_id("t0") is None and tasks.job_id("t4") == "j4"
+    assert not tasks.stopped_before_start("s1") and tasks.stopped_before_start("s4")
 
 
 def test_closing_the_page_leaves_the_job_running(host, job_queue):
@@ -373,3 +453,25 @@ def test_recipe_edit_on_a_host_that_ignores_the_setting(tmp_path, tiny_model_dir
         assert json.loads(text)["vae"] == shown["vae"]
     else:
         assert json.loads(text)["vae"] == "me/other-vae"
+
+
+def test_the_plan_line_shows_the_resources_on_the_hosts_machine():
+    from framepack.jobs.resources import Machine
+    from framepack.models.resources import GiB
+
+    class Host:
+        def __init__(self, vram):
+            self.vram = vram
+
+        def resource_machine(self, variant):
+            return Machine(device="cuda", vram_bytes=self.vram * GiB, ram_bytes=64 * GiB)
+
+    values = (5, 30, 0, 9, "original", "a boat", "")
+    fits = logic.host_plan_html(Host(24), *values, None, 640)
+    assert "4 sections" in fits and "· VRAM " in fits and "RAM " in fits and "disk " in fits
+    assert "(offload group)" in fits
+    short = logic.host_plan_html(Host(2), *values, None, 960)
+    assert "needs VRAM" in short and "this run does not fit" in short
+    assert logic.host_plan_html(object(), *values, None, 640) == logic.plan_html(*values, None)  # no machine
+    assert "VRAM" not in logic.host_plan_html(Host(24), *values, None, "abc")  # not plannable yet: no line
+    assert 'role="alert"' in logic.host_plan_html(Host(24), 0, 30, 0, 9, "original", "", "", None, 640)

@@ -8,8 +8,12 @@ change what a client sees.
 
     POST   {prefix}/jobs              submit -> 202 job state (its "id" at once)
     GET    {prefix}/jobs              list (?status=queued|running|completed|interrupted|failed|cancelled)
-    GET    {prefix}/jobs/{id}         state: status, section, step, progress, error, ...
-    DELETE {prefix}/jobs/{id}         cancel (queued: at once; running: stops between steps)
+    GET    {prefix}/jobs/{id}         state: status, section, step, progress, error, resumable, ...
+    DELETE {prefix}/jobs/{id}         cancel (queued: at once; running: stops between steps); on a
+                                      finished job with checkpoints: delete them
+    POST   {prefix}/jobs/{id}/resume  continue an interrupted or failed job from its last checkpoint
+    POST   {prefix}/jobs/{id}/reroll  a new job from section N on, reusing the sections before it
+    POST   {prefix}/extend            continue a finished job's video, or an uploaded video
     GET    {prefix}/jobs/{id}/video   the video file          (409 until finished)
     GET    {prefix}/jobs/{id}/frames  the raw frames file      (409 until finished)
     GET    {prefix}/jobs/{id}/preview the latest preview (PNG)
@@ -31,9 +35,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from framepack.api import schema
-from framepack.api.validation import BodyError, error_items, item, parse_job_body, parse_plan_body
+from framepack.api.validation import (BodyError, error_items, item, parse_extend_body, parse_job_body, parse_plan_body,
+                                      parse_reroll_body, parse_resource_fields, parse_resume_body, reroll_options)
 from framepack.errors import FramePackError, InputError
-from framepack.jobs.queue import QueueFull
+from framepack.jobs.queue import EXTEND_REFUSED, JobConflict, JobNotFound, QueueFull
+from framepack.jobs.resources import assess, distinct_prompts, resources_dict, workload_inputs
 from framepack.request.events import STATUSES, Status
 
 log = logging.getLogger("framepack")
@@ -63,7 +69,13 @@ def register_routes(add_api_route: Callable[..., Any], host, queue, *, prefix: s
         ("/jobs", api.list_jobs, "GET", schema.JobList, 200, "List jobs (oldest first)", None),
         ("/jobs/{job_id}", api.get_job, "GET", schema.JobState, 200, "Job state and progress", None),
         ("/jobs/{job_id}", api.cancel_job, "DELETE", schema.JobState, 200,
-         "Cancel a queued or running job", None),
+         "Cancel a queued or running job, or delete a finished job's checkpoints", None),
+        ("/jobs/{job_id}/resume", api.resume_job, "POST", schema.JobState, 202,
+         "Resume an interrupted or failed job from its last checkpoint", None),
+        ("/jobs/{job_id}/reroll", api.reroll_job, "POST", schema.JobState, 202,
+         "Generate a job again from a section on (a new job)", schema.request_body(schema.reroll_body_schema())),
+        ("/extend", api.extend, "POST", schema.JobState, 202, "Continue a video (a new job)",
+         schema.request_body(schema.extend_body_schema())),
         ("/jobs/{job_id}/video", api.get_video, "GET", None, 200, "Download the video", None),
         ("/jobs/{job_id}/frames", api.get_frames, "GET", None, 200,
          "Download the raw frames (.safetensors)", None),
@@ -164,11 +176,84 @@ class FramePackApi:
         job = self.queue.get(job_id)
         if job is None:
             return self._unknown(job_id)
+        if job.status.finished and job.record.checkpoint:  # an interrupted job's checkpoint, or kept ones
+            try:
+                job = self.queue.discard(job_id)
+            except FramePackError as error:
+                return _problem(409, str(error))
+            log.info("FramePack API: checkpoints of job %s deleted", job_id)
+            return AsciiJSONResponse(self._state(job))
         if job.status in (Status.COMPLETED, Status.FAILED):
             return _problem(409, f"job {job_id} has already finished ({job.status}); there is nothing to cancel")
         self.queue.cancel(job_id)
         # a queued job is cancelled at once; a running one stops after its current step (202)
         return AsciiJSONResponse(self._state(job), status_code=202 if job.status == Status.RUNNING else 200)
+
+    async def resume_job(self, job_id: str, request: Request) -> Response:
+        body = await self._read_json(request, optional=True)
+        if isinstance(body, Response):
+            return body
+        try:
+            parse_resume_body(body)
+        except BodyError as error:
+            return _problem(422, error.items)
+        return await self._start(lambda: self.queue.resume(job_id), f"job {job_id} resumed")
+
+    async def reroll_job(self, job_id: str, request: Request) -> Response:
+        body = await self._read_json(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            arguments = parse_reroll_body(body)
+        except BodyError as error:
+            return _problem(422, error.items)
+        output = arguments.pop("output")
+
+        def reroll():
+            job = self.queue.get(job_id)
+            options = None if job is None or not output else reroll_options(job.options, output)
+            return self.queue.reroll(job_id, **arguments, options=options)
+
+        return await self._start(reroll, f"job {job_id} re-rolled from section {arguments['from_section']}")
+
+    async def extend(self, request: Request) -> Response:
+        body = await self._read_json(request)
+        if isinstance(body, Response):
+            return body
+        defaults = {"keep_incomplete": bool(self.host.keep_incomplete())}
+        try:
+            source, fields, options = await run_in_threadpool(parse_extend_body, body, defaults, EXTEND_REFUSED)
+        except BodyError as error:
+            return _problem(422, error.items)
+
+        def extend():
+            if "job" in source:
+                return self.queue.extend(self.queue.clip_of(source["job"]), fields, options, strict=True,
+                                         source={"job": source["job"]})
+            return self.queue.extend(source["video"], fields, options, strict=True)
+
+        return await self._start(extend, "extension queued")
+
+    async def _start(self, start: Callable[[], Any], what: str) -> Response:
+        """Run a queue call that makes a job; its errors as 404 / 409 / 422 / 429 / 503."""
+        from framepack.jobs.checkpoint import CheckpointError
+
+        try:
+            job = await run_in_threadpool(start)
+        except BodyError as error:
+            return _problem(422, error.items)
+        except JobNotFound as error:
+            return _problem(404, str(error))
+        except (JobConflict, CheckpointError) as error:
+            return _problem(409, str(error))
+        except InputError as error:
+            return _problem(422, error_items(error))
+        except QueueFull as error:
+            return _problem(429, str(error))
+        except FramePackError as error:
+            return _problem(503, str(error))
+        log.info("FramePack API: %s: job %s (%s)", what, job.id, job.record.plan)
+        return AsciiJSONResponse(self._state(job), status_code=202, headers={"Location": f"{self.prefix}/jobs/{job.id}"})
 
     # ---- results -----------------------------------------------------------------------
     def get_video(self, job_id: str) -> Response:
@@ -239,16 +324,18 @@ class FramePackApi:
         if isinstance(body, Response):
             return body
         try:
-            return AsciiJSONResponse(await run_in_threadpool(plan_response, body))
+            return AsciiJSONResponse(await run_in_threadpool(plan_response, body, self.host))
         except BodyError as error:
             return _problem(422, error.items)
 
     # ---- helpers -----------------------------------------------------------------------
-    async def _read_json(self, request: Request):
+    async def _read_json(self, request: Request, optional: bool = False):
         """The decoded JSON body, or the error Response (415 not JSON, 413 too large, 422 not valid JSON).
 
         Only `application/json` is read: a web page can send `text/plain` or a form to a local
-        server without asking first (no CORS preflight), but not `application/json`.
+        server without asking first (no CORS preflight), but not `application/json`. With
+        `optional`, an empty body reads as None (still sent as application/json: an action a web
+        page could trigger with a plain POST is not taken).
         """
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media_type != "application/json":
@@ -272,6 +359,8 @@ class FramePackApi:
         except ClientDisconnect:
             return _problem(400, "the client disconnected before the body was complete")
         if not data.strip():
+            if optional:
+                return None
             return _problem(422, [item((), "the body is empty; send a JSON object of settings", "missing")])
         try:
             return json.loads(bytes(data), parse_constant=float, parse_int=_json_int)
@@ -318,13 +407,28 @@ class FramePackApi:
             "ahead": ahead, "cancel_requested": not job.status.finished and job.control.should_stop(),
             "video_url": f"{base}/video" if record.video else None,
             "frames_url": f"{base}/frames" if record.frames else None,
+            "kind": record.kind, "source": record.source, "resumes": record.resumes,
+            "resumable": bool(record.resumable and job.status.finished),
+            "checkpoints": bool(record.checkpoint and job.status.finished),
+            "resume_url": f"{base}/resume" if record.resumable and job.status.finished else None,
         }
 
 
-def plan_response(body: Any) -> dict[str, Any]:
-    """What POST /plan answers for a JSON body (raises BodyError): the summary, table and plan."""
+def plan_response(body: Any, host: Any = None) -> dict[str, Any]:
+    """What POST /plan answers for a JSON body (raises BodyError): the summary, table and plan, and
+    the resources the run needs on the host's machine (`resources`: VRAM, RAM, disk, time, the
+    offload and VAE tiling auto picks, whether it fits and what would otherwise). Images are not
+    decoded: the largest bucket at the resolution is planned, the worst case for any image."""
     plan = parse_plan_body(body)
-    return {"summary": plan.summary(), "table": plan.table(), "plan": plan.to_dict()}
+    answer = {"summary": plan.summary(), "table": plan.table(), "plan": plan.to_dict()}
+    describe = getattr(host, "resource_machine", None)
+    if describe is not None:
+        values, save_raw = parse_resource_fields(body)
+        workload = workload_inputs({**values, "variant": plan.variant, "latent_window_size": plan.latent_window_size,
+                                    "interpolation": plan.interpolation}, plan.num_sections,
+                                   distinct_prompts(plan), save_raw=save_raw)
+        answer["resources"] = resources_dict(*assess(describe(plan.variant), workload))
+    return answer
 
 
 def _json_int(text: str):

@@ -8,7 +8,7 @@ filter or reject what the endpoints return.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +48,13 @@ class JobState(BaseModel):
     ahead: int = Field(0, description="jobs that run before this one (queued jobs only)")
     video_url: str | None = None
     frames_url: str | None = None
+    kind: str = Field("generate", description="generate, reroll (from a section of another job) or extend")
+    source: dict[str, Any] = Field({}, description="what a re-roll or extension came from")
+    resumes: int = Field(0, description="times this job was resumed")
+    resumable: bool = Field(False, description="interrupted or failed with a checkpoint: POST .../resume continues it")
+    checkpoints: bool = Field(False, description="the job's checkpoints are kept: it can be re-rolled or resumed; "
+                                                 "DELETE deletes them")
+    resume_url: str | None = None
 
 
 class JobList(BaseModel):
@@ -65,6 +72,9 @@ class PlanResult(BaseModel):
     summary: str
     table: list[dict[str, Any]] = Field(description="one row per section, in time order")
     plan: dict[str, Any] = Field(description="VideoPlan.to_dict()")
+    resources: Optional[dict[str, Any]] = Field(
+        None, description="predicted vram_peak_bytes, ram_peak_bytes, disk_bytes, seconds (null when unknown), "
+                          "the offload and vae_tiling auto picks, fits, and refusal (what would fit) when it does not")
 
 
 class Problem(BaseModel):
@@ -107,6 +117,40 @@ def plan_body_schema() -> dict[str, Any]:
             "description": "The planner's settings; the same body as POST /jobs is accepted (other fields are "
                            "checked for unknown names, then ignored).",
             "examples": [{"duration": 5, "fps": 30, "section_prompts": "1: she smiles\n2-3: she waves"}]}
+
+
+def reroll_body_schema() -> dict[str, Any]:
+    """JSON schema of the POST /jobs/{id}/reroll body."""
+    from framepack.request.output import OutputOptions
+
+    output = _inline(OutputOptions.model_json_schema())
+    return {"title": "RerollBody", "type": "object", "required": ["from_section"], "additionalProperties": False,
+            "properties": {
+                "from_section": {"type": "integer", "minimum": 1, "description": "first section (time order, from 1) "
+                                 "to generate again; F1 reuses sections 1..N-1, the original model N+1..last"},
+                "seed": {"type": ["integer", "null"], "description": "seed of the new sections (-1 or left out: "
+                         "random, unless section_prompts is given)"},
+                "section_prompts": {"type": ["string", "null"], "description": "a new prompt schedule"},
+                OUTPUT_KEY: {**output, "description": "output options over the job's own"}},
+            "examples": [{"from_section": 3, "seed": 7}]}
+
+
+def extend_body_schema() -> dict[str, Any]:
+    """JSON schema of the POST /extend body: a clip (job id or video) + request fields + output."""
+    from framepack.jobs.queue import EXTEND_REFUSED
+
+    full = job_body_schema()
+    properties = {name: value for name, value in full["properties"].items()
+                  if name not in (*EXTEND_REFUSED, "loras")}
+    properties["job"] = {"type": "string", "description": "a finished job whose video (or raw frames) to continue"}
+    properties["video"] = {"type": "string", "description": "a video file (MP4, MOV, MKV, WebM, AVI, GIF) as base64 "
+                                                            "or a data URL; at most the request body limit"}
+    properties["variant"] = {**properties["variant"], "default": None,
+                             "description": "f1 continues the clip (default); original bridges its last frame to "
+                                            "end_image (the default when end_image is given)"}
+    return {"title": "ExtendBody", "type": "object", "properties": properties,
+            "description": "Give \"job\" or \"video\". The start image, fps and frame size come from the clip.",
+            "examples": [{"job": "3f2a9c0d1b7e", "duration": 4, "prompt": "the boat reaches the shore"}]}
 
 
 def request_body(schema: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from framepack.errors import FramePackError
 from framepack.jobs.checks import check_output, codec_problems
 from framepack.request.images import declared_pixels
 from framepack.request.limits import MAX_KEYFRAMES, MAX_REQUEST_IMAGE_PIXELS, request_pixels_text
-from framepack.request.model import PLAN_FIELDS, GenerationRequest, Keyframe, plan_for, validated
+from framepack.request.model import (PLAN_FIELDS, RESOURCE_FIELDS, GenerationRequest, Keyframe, field_values,
+                                     plan_for, validated)
 from framepack.request.output import OUTPUT, OutputOptions, build_output_from, is_host_model
 
 OUTPUT_KEY = OUTPUT
@@ -172,6 +173,140 @@ def _resolve_model_files(options: OutputOptions, folder) -> OutputOptions:
     return options.model_copy(update=changes) if changes else options
 
 
+def parse_resume_body(body: Any) -> None:
+    """POST /jobs/{id}/resume takes no settings: an empty body or an empty object."""
+    if body is None or body == {}:
+        return
+    if not isinstance(body, dict):
+        raise BodyError([item((), f"the body must be a JSON object, got {_json_type(body)}", "type_error")])
+    raise BodyError([item((key,), f"{key}: unknown field; a resume continues with the job's own settings",
+                          "extra_forbidden") for key in body])
+
+
+REROLL_FIELDS = ("from_section", "seed", "section_prompts", OUTPUT_KEY)
+
+
+def parse_reroll_body(body: Any) -> dict[str, Any]:
+    """POST /jobs/{id}/reroll: {"from_section": N, "seed": S?, "section_prompts": "..."?, "output": {...}?}.
+
+    Returns the keyword arguments of `JobQueue.reroll` (output options merged over the job's own
+    there: the queue knows them); raises BodyError naming every bad field."""
+    from framepack.request.limits import MAX_SCHEDULE_CHARS, MAX_SEED, RANDOM_SEED
+
+    if not isinstance(body, dict):
+        raise BodyError([item((), f"the body must be a JSON object, got {_json_type(body)}", "type_error")])
+    errors = [item((key,), f"{key}: unknown field{_did_you_mean(key, REROLL_FIELDS)}", "extra_forbidden")
+              for key in body if key not in REROLL_FIELDS]
+    section = body.get("from_section")
+    if section is None:
+        errors.append(item(("from_section",), "from_section: give the first section to generate again (from 1)",
+                           "missing"))
+    elif type(section) is not int:
+        errors.append(item(("from_section",), f"from_section: expected a whole number, got {_json_type(section)}",
+                           "int_type"))
+    seed = body.get("seed")
+    if seed is not None and (type(seed) is not int or not RANDOM_SEED <= seed <= MAX_SEED):
+        errors.append(item(("seed",), f"seed: expected a whole number from {RANDOM_SEED} to {MAX_SEED}", "int_type"))
+    prompts = body.get("section_prompts")
+    if prompts is not None and (not isinstance(prompts, str) or len(prompts) > MAX_SCHEDULE_CHARS):
+        errors.append(item(("section_prompts",), f"section_prompts: expected text of at most {MAX_SCHEDULE_CHARS} "
+                                                 f"characters", "string_type"))
+    output = body.get(OUTPUT_KEY)
+    if output is not None and not isinstance(output, dict):
+        errors.append(item((OUTPUT_KEY,), f"output: expected an object of output options, got {_json_type(output)}",
+                           "type_error"))
+    if errors:
+        raise BodyError(_dedupe(errors))
+    return {"from_section": section, "seed": seed, "section_prompts": prompts, "output": output}
+
+
+def reroll_options(base: OutputOptions, output: dict[str, Any] | None) -> OutputOptions:
+    """A re-roll's output options: the job's own, with the body's `output` fields over them."""
+    if not output:
+        return base
+    try:
+        options = build_output_from({**base.model_dump(mode="json"), **output}, strict=True)
+        check_output(options)
+    except FramePackError as error:
+        raise BodyError(_dedupe(error_items(error))) from None
+    return options
+
+
+EXTEND_SOURCES = ("job", "video")
+
+
+def parse_extend_body(body: Any, default_output: dict[str, Any] | None = None,
+                      refused: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any], OutputOptions]:
+    """POST /extend: {"job": id} or {"video": base64}, request fields (no image, fps, size: they come from
+    the clip) and "output". Returns (source, fields, options); raises BodyError naming every bad field.
+
+    A video is sent as its bytes, never as a server path: a client cannot make the server read a file.
+    """
+    if not isinstance(body, dict):
+        raise BodyError([item((), f"the body must be a JSON object, got {_json_type(body)}", "type_error")])
+    errors: list[dict[str, Any]] = []
+    fields = dict(body)
+    source = {key: fields.pop(key) for key in EXTEND_SOURCES if key in fields}
+    output = fields.pop(OUTPUT_KEY, None)
+    _check_unknown(fields, GenerationRequest.model_fields, errors, hint_fields=OutputOptions.model_fields)
+    for name in refused:
+        if fields.pop(name, None) is not None:
+            errors.append(item((name,), f"{name}: an extension takes it from the clip; leave it out", "extra_forbidden"))
+    if fields.pop("loras", None):
+        errors.append(item(("loras",), "loras: LoRA files are chosen on the server, not through the API"))
+    if len(source) != 1:
+        errors.append(item((), "give the clip to continue: either \"job\" (a finished job's id) or \"video\" "
+                               "(a video file as base64)", "missing"))
+    elif "job" in source and not isinstance(source["job"], str):
+        errors.append(item(("job",), f"job: expected a job id, got {_json_type(source['job'])}", "string_type"))
+    elif "video" in source:
+        source["video"] = _decode_video_text(source["video"], errors)
+    if _too_many_keyframes(fields.get("keyframes"), errors):
+        fields.pop("keyframes")
+    _decode_images(fields, errors)
+    try:  # strict field types, as for POST /jobs (the clip decides image, fps and size later)
+        import numpy as np
+
+        validated(GenerationRequest, {**fields, "image": np.zeros((16, 16, 3), np.uint8)}, strict=True)
+    except FramePackError as error:
+        reported = {tuple(entry["loc"]) for entry in errors}
+        errors.extend(entry for entry in error_items(error) if tuple(entry["loc"]) not in reported)
+    options = None
+    if output is not None and not isinstance(output, dict):
+        errors.append(item((OUTPUT_KEY,), f"output: expected an object of output options, got {_json_type(output)}",
+                           "type_error"))
+    else:
+        try:
+            options = build_output_from({**(default_output or {}), **(output or {})}, strict=True)
+            check_output(options)
+        except FramePackError as error:
+            errors.extend(error_items(error))
+    if errors:
+        raise BodyError(_dedupe(errors))
+    return source, fields, options
+
+
+def _decode_video_text(value: Any, errors: list) -> bytes | None:
+    if not isinstance(value, str) or not value.strip():
+        errors.append(item(("video",), "video: expected a video file as base64 text (or a data: URL)", "type_error"))
+        return None
+    text = value.strip()
+    if text.startswith("data:"):
+        header, comma, text = text.partition(",")
+        if not comma or ";base64" not in header:
+            errors.append(item(("video",), "video: a data URL must be base64 encoded (data:video/mp4;base64,...)"))
+            return None
+    try:
+        data = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        errors.append(item(("video",), "video: not valid base64 data"))
+        return None
+    if not data:
+        errors.append(item(("video",), "video: the data is empty"))
+        return None
+    return data
+
+
 def parse_plan_body(body: Any):
     """Validate a POST /plan body and plan it; the same body as POST /jobs is accepted.
 
@@ -192,6 +327,18 @@ def parse_plan_body(body: Any):
         return plan_for({key: fields[key] for key in PLAN_FIELDS if key in fields}, whens, strict=True)
     except FramePackError as error:
         raise BodyError(_dedupe(error_items(error))) from None
+
+
+def parse_resource_fields(body: dict) -> tuple[dict[str, Any], bool]:
+    """The request fields a resource plan reads besides the plan's (resolution, steps, cfg,
+    TeaCache, prompt tokens), each validated by its field, and whether raw frames are saved."""
+    try:
+        values = field_values(body, RESOURCE_FIELDS, strict=True)
+    except FramePackError as error:
+        raise BodyError(_dedupe(error_items(error))) from None
+    output = body.get(OUTPUT_KEY)
+    save_raw = isinstance(output, dict) and output.get("save_frames") is True
+    return values, save_raw
 
 
 def _too_many_keyframes(keyframes: Any, errors: list) -> bool:

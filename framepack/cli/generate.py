@@ -8,8 +8,9 @@ submission checks).
 
 Ctrl-C: the first one stops the generation after the current step; with keep-incomplete on
 (the default) the frames made so far are written as a playable video and raw frames, and the
-exit code is 130. A second Ctrl-C quits at once: the job's work folder (its unfinished files)
-is deleted and nothing is written.
+exit code is 130; the job's checkpoint stays in its work folder (`framepack_cli.py resume` continues
+it). A second Ctrl-C quits at once: the unfinished output files are deleted and nothing is
+written; the checkpoint of the sections already finished is kept.
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ REQUEST_FLAGS = {  # argument group -> request fields given as flags, in the ord
     "inputs": ("blank_start", "prompt", "negative_prompt", "system_prompt"),
     "video": ("variant", "duration", "fps", "interpolation", "resolution", "tiny_vae_decode"),
     "sampling": ("steps", "seed", "latent_window_size", "sampler", "shift", "cfg", "distilled_cfg", "cfg_rescale",
-                 "cfg_zero_star", "teacache", "teacache_threshold", "start_strength", "end_strength",
-                 "vision_strength", "max_prompt_tokens"),
+                 "cfg_zero_star", "teacache", "teacache_threshold", "cache", "magcache_threshold", "magcache_max_skips",
+                 "magcache_retention", "noise", "start_strength", "end_strength", "vision_strength",
+                 "max_prompt_tokens"),
+    "speed": ("fp32_head", "compile"),
 }
 OUTPUT_FLAGS = ("filename", "codec", "container", "codec_options", "crf", "pix_fmt", "save_frames", "save_images",
-                "image_format", "interpolation_method", "interpolation_model", "upscale", "upscaler", "keep_incomplete")
+                "image_format", "interpolation_method", "interpolation_model", "upscale", "upscaler", "keep_incomplete",
+                "keep_checkpoints")
 FLAG_NAMES = {  # fields whose flag is not their own name (kept from earlier versions of the CLI)
     "interpolation": "--interpolate", "latent_window_size": "--latent-window", "codec_options": "--options",
     "filename": "--name", "keyframes": "--keyframe", "loras": "--lora", "interpolation_model": "--rife-model",
@@ -48,13 +52,36 @@ def flag_for(field: str, default: object = None) -> str:
 
 
 def add_generate(subparsers) -> None:
-    from framepack.request.model import GenerationRequest
-    from framepack.request.output import OutputOptions
-
     parser = subparsers.add_parser(
         "generate", help="generate a video from an image (and optional end image) and prompts",
         description="Generate a FramePack video on this machine (standalone host). "
-                    "Use --model tiny for the random-weight smoke-test model (its output is noise).")
+                    "Use --model tiny for the random-weight smoke-test model (its output is noise). "
+                    "An interrupted run (Ctrl-C, a crash, a kill) can be continued with `resume`.")
+    add_job_arguments(parser)
+    add_report_flags(parser)
+    parser.set_defaults(func=run_generate)
+
+
+def add_plan(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "plan", help="predict VRAM, RAM, disk and time of a generate command without running it",
+        description="Plan a run: the same arguments as generate; prints the sections and frames, and the "
+                    "resources the run needs on this machine (or on the one --vram/--ram describe), with "
+                    "the offload and VAE tiling auto would pick. Exits 2, saying what would fit, when the "
+                    "run would not fit. Loads no model.")
+    add_job_arguments(parser)
+    machine = parser.add_argument_group("machine to plan for (default: this one)")
+    machine.add_argument("--vram", type=float, metavar="GB", help="GPU memory to plan for, in GiB (plans a CUDA GPU)")
+    machine.add_argument("--ram", type=float, metavar="GB", help="RAM to plan for, in GiB")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON (with a resources object)")
+    parser.set_defaults(func=run_plan)
+
+
+def add_job_arguments(parser) -> None:
+    """The arguments of one job, shared by generate and plan."""
+    from framepack.request.model import GenerationRequest
+    from framepack.request.output import OutputOptions
+
     source = parser.add_argument_group("inputs")
     source.add_argument("--image", help="start image file (omit with --blank-start for text-to-video)")
     source.add_argument("--end-image", help="last frame to aim at (original model only)")
@@ -71,18 +98,7 @@ def add_generate(subparsers) -> None:
         group = groups.get(title) or parser.add_argument_group(title)
         for name in names:
             _add_field(group, GenerationRequest, name)
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", default=None, help="'tiny', a local model folder, or omit for the hub models")
-    model.add_argument("--cache-dir", default=None, help="Hugging Face cache folder")
-    model.add_argument("--offline", action="store_true", help="never download")
-    model.add_argument("--device", default=None, help="cuda, xpu, mps or cpu (default: best available)")
-    model.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT[@WHEN],...]",
-                       help="LoRA file (musubi/kohya, ComfyUI, diffusers/PEFT, HunyuanVideo names), weight default "
-                            "1.0; WEIGHT@WHEN weights sections, e.g. style.safetensors:0.8@1-3; repeatable")
-    model.add_argument("--quantization", default="none",
-                       help="none, quanto-int8, quanto-fp8, quanto-int4, nncf-int8 or nncf-int4")
-    model.add_argument("--offload", default="auto", help="auto, none, model, sequential or group")
-    model.add_argument("--attention", default="default", help="default, native, flash, sage or xformers")
+    add_model_flags(parser)
     output = parser.add_argument_group("output")
     output.add_argument("--out", default="outputs", metavar="FILE|DIR",
                         help="a video file (clip.mp4: exactly that name, its extension sets the container; raw "
@@ -93,9 +109,37 @@ def add_generate(subparsers) -> None:
                         help="replace an existing --out file (without it an existing file is refused)")
     for name in OUTPUT_FLAGS:
         _add_field(output, OutputOptions, name)
+def add_model_flags(parser, loras: bool = True) -> None:
+    """Which model runs and where: the same flags for every command that generates."""
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default=None, help="'tiny', a local model folder, or omit for the hub models")
+    model.add_argument("--cache-dir", default=None, help="Hugging Face cache folder")
+    model.add_argument("--offline", action="store_true", help="never download")
+    model.add_argument("--device", default=None, help="cuda, xpu, mps or cpu (default: best available)")
+    if loras:
+        model.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT[@WHEN],...]",
+                           help="LoRA file (musubi/kohya, ComfyUI, diffusers/PEFT, HunyuanVideo names), weight "
+                                "default 1.0; WEIGHT@WHEN weights sections, e.g. style.safetensors:0.8@1-3; repeatable")
+    model.add_argument("--quantization", default="none",
+                       help="none, quanto-int8, quanto-fp8, quanto-int4, nncf-int8 or nncf-int4")
+    model.add_argument("--offload", default="auto", help="auto, none, model, sequential or group")
+    model.add_argument("--attention", default="default", help="default, native, flash, sage or xformers")
+    model.add_argument("--vae-tiling", default="auto",
+                       help="auto (tile the VAE decode only when the plan says it would not fit), on or off")
+
+
+def add_report_flags(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar")
-    parser.set_defaults(func=run_generate)
+
+
+def standalone_host(args, out):
+    """The standalone host for a command's model flags, writing to `out`."""
+    from framepack.host.standalone import StandaloneHost
+
+    return StandaloneHost(output_dir=out, videos=out, model=args.model, cache_dir=args.cache_dir,
+                          offline=True if args.offline else None, device=args.device,
+                          settings=runtime_settings(args))
 
 
 def _add_field(group, model, name: str) -> None:
@@ -246,13 +290,16 @@ def runtime_settings(args) -> dict:
     from framepack.models.offload import ATTENTION_BACKENDS, OFFLOAD_MODES
     from framepack.models.quantize import QUANT_METHODS
 
+    from framepack.models.resources import TILING_CHOICES
+
     for flag, value, choices in (("--quantization", args.quantization, QUANT_METHODS),
                                  ("--offload", args.offload, OFFLOAD_MODES),
-                                 ("--attention", args.attention, ("default", *ATTENTION_BACKENDS))):
+                                 ("--attention", args.attention, ("default", *ATTENTION_BACKENDS)),
+                                 ("--vae-tiling", args.vae_tiling, TILING_CHOICES)):
         if value not in choices:
             raise InputError(f"{flag} {value!r}: choose one of {', '.join(choices)}")
     return {"framepack_quantization": args.quantization, "framepack_offload": args.offload,
-            "framepack_attention": args.attention}
+            "framepack_attention": args.attention, "framepack_vae_tiling": args.vae_tiling}
 
 
 def _keyframe(text: str) -> dict:
@@ -281,9 +328,7 @@ def _read_image(path: str | None, flag: str) -> bytes | None:
 
 def run_generate(args) -> int:
     from framepack.errors import InputError
-    from framepack.host.standalone import StandaloneHost
     from framepack.jobs.queue import JobQueue
-    from framepack.request.events import Status
 
     from framepack.cli.args import output_target
 
@@ -294,22 +339,35 @@ def run_generate(args) -> int:
         if frames.exists():
             raise InputError(f"--out: {str(frames)!r} already exists; pass --overwrite to replace it")
     target.prepare()
-    host = StandaloneHost(output_dir=target.folder, videos=target.folder, model=args.model, cache_dir=args.cache_dir,
-                          offline=True if args.offline else None, device=args.device,
-                          settings=runtime_settings(args))
+    host = standalone_host(args, target.folder)
     if not args.json:
         print(f"plan: {plan_line(request)}", file=sys.stderr)
+
+    def submit(queue, listener):
+        try:
+            return queue.submit(request, options, listener=listener, name=target.stem, overwrite=args.overwrite)
+        except InputError as error:
+            raise flag_errors(error.problems()) from None
+
+    return run_job_here(args, JobQueue(host, recover=False), submit)
+
+
+def run_job_here(args, queue, submit) -> int:
+    """Submit one job to `queue`, show its progress, handle Ctrl-C, print its outcome; the exit code.
+
+    `submit(queue, listener)` returns the job. Exit 0 when it completed, 130 when it was stopped
+    (its checkpoint kept: `resume` continues it); a failure raises its error.
+    """
+    from framepack.request.events import Status
+
     jobs_log = logging.getLogger("framepack.jobs")
     level = jobs_log.level
     if not getattr(args, "debug", False):  # this command reports the job's outcome itself
         jobs_log.setLevel(logging.CRITICAL)
-    progress = _Progress(args, request.plan().num_sections * request.steps)
-    queue = JobQueue(host)
+    progress = _Progress(args)
     try:
-        try:
-            job = queue.submit(request, options, listener=progress, name=target.stem, overwrite=args.overwrite)
-        except InputError as error:
-            raise flag_errors(error.problems()) from None
+        job = submit(queue, progress)
+        progress.expect(job)
         with _Interrupts(queue, job):
             while not job.wait(0.2):  # an Event wait, not Thread.join: Ctrl-C reaches our handler at once
                 pass
@@ -321,9 +379,11 @@ def run_generate(args) -> int:
         raise job.exception
     record = job.record
     summary = {
-        "status": record.status.value, "video": record.video, "frames": record.frames, "images": record.images,
-        "frame_count": record.frame_count, "seed": record.seed, "seconds": round(progress.seconds, 2),
-        "plan": record.plan, "timings": {k: round(v, 3) for k, v in record.timings.items()},
+        "id": record.id, "status": record.status.value, "video": record.video, "frames": record.frames,
+        "images": record.images, "frame_count": record.frame_count, "seed": record.seed,
+        "seconds": round(progress.seconds, 2), "plan": record.plan, "kind": record.kind, "source": record.source,
+        "resumable": record.resumable, "checkpoint": record.checkpoint,
+        "timings": {k: round(v, 3) for k, v in record.timings.items()},
     }
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -332,7 +392,42 @@ def run_generate(args) -> int:
             if summary[kind]:
                 print(f"{kind}: {summary[kind]}")
         print(f"{record.status}: {record.frame_count} frames, seed {record.seed}, {progress.seconds:.1f} s")
+        if record.resumable:
+            print(f"resume it with: framepack_cli.py resume {record.checkpoint}")
     return 0 if record.status == Status.COMPLETED else 130
+
+
+def run_plan(args) -> int:
+    """Print the video plan and the resource plan; exit 2 (saying what would fit) when it does not fit."""
+    from framepack.errors import InputError
+    from framepack.host.standalone import StandaloneHost
+    from framepack.jobs.resources import Machine, assess, request_workload, resources_dict, resources_line
+    from framepack.models.resources import recipe_configs
+
+    request, options = build_job(args)
+    host = StandaloneHost(output_dir=args.out, model=args.model, cache_dir=args.cache_dir,
+                          offline=True if args.offline else None, device=args.device, settings=runtime_settings(args))
+    for flag, value in (("--vram", args.vram), ("--ram", args.ram)):
+        if value is not None and not 0 < value < 1e6:
+            raise InputError(f"{flag} {value!r}: give the memory in GiB, more than 0")
+    runtime = host.runtime()
+    machine = Machine.local(host.device, offload=runtime.offload, quantization=runtime.quantization,
+                            vae_tiling=runtime.vae_tiling, vram_gb=args.vram, ram_gb=args.ram,
+                            configs=recipe_configs(host.recipe(request.variant), host.cache_dir))
+    resource_plan, refusal = assess(machine, request_workload(request, options))
+    video = request.plan()
+    if args.json:
+        print(json.dumps({"summary": video.summary(), "plan": video.to_dict(),
+                          "resources": resources_dict(resource_plan, refusal),
+                          "resource_plan": resource_plan.to_dict()}, indent=2, default=str))
+    else:
+        print(f"plan: {video.summary()}")
+        print(f"resources: {resources_line(resource_plan)}")
+        print(f"  {resource_plan.summary()}")
+    if refusal is not None and machine.enforce:
+        print(f"error: --resolution: {refusal}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def plan_line(request) -> str:
@@ -348,14 +443,20 @@ def plan_line(request) -> str:
 class _Progress:
     """The job's listener: a progress bar on a terminal, else one stderr line per finished section."""
 
-    def __init__(self, args, total: int):
+    def __init__(self, args):
         from tqdm import tqdm
 
         quiet = getattr(args, "quiet", False)
-        self.bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True,
+        self.bar = tqdm(total=None, unit="step", file=sys.stderr, dynamic_ncols=True,
                         disable=True if quiet or args.json else None)
         self.lines = not quiet and self.bar.disable
         self.seconds = 0.0
+
+    def expect(self, job) -> None:
+        """The job's steps: sections x steps per section."""
+        if job.request is not None:
+            self.bar.total = job.record.sections * job.request.steps
+            self.bar.refresh()
 
     def __call__(self, event) -> None:
         from framepack.request.events import Done, Progress, SectionDone
@@ -398,8 +499,12 @@ class _Interrupts:
             self.queue.cancel(self.job.id)
             return
         work = self.job.work
-        if work is not None:
+        kept = work is not None and not work.released and (work.path / "sections").is_dir()
+        if kept:
+            work.remove_partials()  # the partial outputs go; the checkpoint stays, to resume from
+        elif work is not None and not work.released:
             work.close()  # the spill and partial files; nothing was published yet
-        print("interrupted again: quit without saving", file=sys.stderr, flush=True)
+        print("interrupted again: quit without saving" + (f"; resume with: framepack_cli.py resume {work.path}"
+                                                          if kept else ""), file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(130)  # the worker is inside torch: only the process can end it, and at once

@@ -59,6 +59,12 @@ def to_model_pixels(image: np.ndarray) -> torch.Tensor:
     return (tensor / 127.5 - 1.0).unsqueeze(0)
 
 
+def frames_to_pixels(frames: np.ndarray) -> torch.Tensor:
+    """[T, H, W, 3] uint8 -> [1, 3, T, H, W] float in [-1, 1] (the decoder's output range)."""
+    tensor = torch.from_numpy(np.array(frames, dtype=np.float32)).permute(3, 0, 1, 2)
+    return (tensor / 127.5 - 1.0).unsqueeze(0)
+
+
 @dataclass
 class TextEmbedding:
     embeds: torch.Tensor  # [1, L, D] Llama hidden states with the template cropped off
@@ -103,9 +109,25 @@ def encode_vision(pipe, image: np.ndarray, device) -> torch.Tensor:
     return pipe.encode_image(to_model_pixels(image).to(device), device=device, dtype=pipe.transformer.dtype)
 
 
-def encode_latent(pipe, image: np.ndarray, device) -> torch.Tensor:
-    """VAE latent of one frame, [1, C, 1, h, w] float32. Uses the posterior mean: deterministic."""
+def encode_latent(pipe, image: np.ndarray, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """VAE latent of one frame, [1, C, 1, h, w] float32.
+
+    The posterior mean (deterministic) by default; a sample of the posterior drawn with
+    ``generator`` when one is given (what the reference app does).
+    """
     pixels = to_model_pixels(image).unsqueeze(2).to(device=device, dtype=pipe.vae.dtype)
+    posterior = pipe.vae.encode(pixels).latent_dist
+    latent = posterior.mode() if generator is None else posterior.sample(generator)
+    return (latent * pipe.vae.config.scaling_factor).float()
+
+
+def encode_video_latents(pipe, frames: np.ndarray, device) -> torch.Tensor:
+    """VAE latents of a clip ([T, H, W, 3] uint8, T = 1 + 4k): [1, C, 1 + k, h, w] float32, posterior mean.
+
+    The causal video VAE gives the first frame a latent of its own and every 4 frames after it one
+    more, exactly as it does for the frames it decodes, so these latents continue a video in step.
+    """
+    pixels = frames_to_pixels(frames).to(device=device, dtype=pipe.vae.dtype)
     latent = pipe.vae.encode(pixels).latent_dist.mode()
     return (latent * pipe.vae.config.scaling_factor).float()
 

@@ -87,6 +87,10 @@ class LatentContext(ABC):
     def add(self, section: Section, latents: torch.Tensor) -> torch.Tensor:
         """Put a sampled window into the history; return the latents to decode for this section."""
 
+    @abstractmethod
+    def newest(self, count: int) -> torch.Tensor:
+        """The `count` latents added last, in time order: what `add` returned when it returned `count`."""
+
     # ---- saving and restoring ----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue: tensors (copied, compact) and plain numbers."""
@@ -178,6 +182,9 @@ class InvertedContext(LatentContext):
         count = self.generated if first else 2 * self.window + (1 if reaches_start else 0)
         return self.history[:, :, :count]
 
+    def newest(self, count: int) -> torch.Tensor:
+        return self.history[:, :, :count]
+
 
 class ForwardContext(LatentContext):
     """F1 model: sections are sampled in time order and APPENDED to the history.
@@ -213,8 +220,31 @@ class ForwardContext(LatentContext):
         count = self.generated if first else 2 * self.window
         return self.history[:, :, -count:]
 
+    def newest(self, count: int) -> torch.Tensor:
+        return self.history[:, :, -count:]
+
 
 CONTEXTS: dict[str, type[LatentContext]] = {"original": InvertedContext, "f1": ForwardContext}
+
+
+def continuing_context(start_latent: torch.Tensor, latents: torch.Tensor, window: int,
+                       anchor_strength: float = 1.0) -> ForwardContext:
+    """An F1 context whose history is real video latents (the last ones of a clip to continue).
+
+    The F1 model then samples the next window as if it had made those latents itself: they fill
+    the 1x/2x/4x history slots (zeros before them when the clip is short, as in a fresh context).
+    At least `window` latents are needed, so the first new section decodes with a full window of
+    real history before it: its overlap with the clip is cross-faded like any seam between sections.
+    """
+    context = ForwardContext(start_latent, window, anchor_strength)
+    if not isinstance(latents, torch.Tensor) or latents.ndim != 5 or latents.shape[:2] != start_latent.shape[:2] \
+            or latents.shape[3:] != start_latent.shape[3:] or latents.shape[2] < window:
+        raise ValueError(f"continuing needs at least {window} latents shaped like the start latent "
+                         f"{tuple(start_latent.shape)}, got {tuple(getattr(latents, 'shape', ()))}")
+    latents = latents[:, :, -context._keep:].float().cpu()
+    padding = context._zeros(max(0, HISTORY_LENGTH - latents.shape[2]))
+    context._restore(torch.cat([padding, latents], dim=2), latents.shape[2])
+    return context
 
 
 def new_context(variant: str, start_latent: torch.Tensor, window: int, anchor_strength: float = 1.0) -> LatentContext:

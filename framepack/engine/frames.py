@@ -26,9 +26,13 @@ SPILL_READ_BATCH = 16
 
 
 def to_uint8_frames(pixels: torch.Tensor) -> np.ndarray:
-    """[1, 3, T, H, W] float in [-1, 1] -> [T, H, W, 3] uint8."""
+    """[1, 3, T, H, W] float in [-1, 1] -> [T, H, W, 3] uint8.
+
+    Converted where the pixels are (the accelerator after a decode), so a quarter of the bytes of
+    float32 cross to the host.
+    """
     frames = ((pixels[0].float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return frames.permute(1, 2, 3, 0).cpu().numpy()
+    return frames.permute(1, 2, 3, 0).contiguous().cpu().numpy()
 
 
 def cross_fade(leaving: torch.Tensor, arriving: torch.Tensor) -> torch.Tensor:
@@ -160,7 +164,7 @@ class FrameAssembler:
             "overlap": self.overlap,
             "reverse": self.reverse,
             "emitted": self.emitted,
-            "pending": None if self.pending is None else self.pending.clone(),
+            "pending": None if self.pending is None else self.pending.cpu().clone(),
             "spill": None if self._spill is None else self._spill.state_dict(),
         }
 
@@ -190,8 +194,12 @@ class FrameAssembler:
         return assembler
 
     def add(self, pixels: torch.Tensor) -> int:
-        """Take one decoded section ([1, 3, T, H, W]); return how many frames became final."""
-        pixels = pixels.float().cpu()
+        """Take one decoded section ([1, 3, T, H, W]); return how many frames became final.
+
+        Works where the pixels are: on an accelerator the blend runs there, the overlap waiting for
+        the next section stays there (float32), and only finished frames come to the host, as uint8.
+        """
+        pixels = pixels.float()
         joined = pixels if self.pending is None else self._join(pixels)
         keep = min(self.overlap, joined.shape[2])
         if self.reverse:
@@ -205,6 +213,7 @@ class FrameAssembler:
 
     def _join(self, pixels: torch.Tensor) -> torch.Tensor:
         n = self.overlap
+        self.pending = self.pending.to(pixels.device)  # from a saved state it is on the host
         if self.reverse:  # the new section lies BEFORE the pending frames in time
             return torch.cat([pixels[:, :, :-n], cross_fade(pixels[:, :, -n:], self.pending)], dim=2)
         return torch.cat([cross_fade(self.pending, pixels[:, :, :n]), pixels[:, :, n:]], dim=2)
@@ -216,8 +225,10 @@ class FrameAssembler:
         self.sink(frames)
         self.emitted += len(frames)
 
-    def finish(self) -> int:
-        """Flush the pending frames and, for the inverted order, the spilled chunks in time order."""
+    def finish(self, remove_spill: bool = True) -> int:
+        """Flush the pending frames and, for the inverted order, the spilled chunks in time order.
+
+        `remove_spill=False` keeps the spill file (a checkpoint that names it can still be resumed)."""
         if self.pending is not None and self.pending.shape[2]:
             pending = to_uint8_frames(self.pending)
             self.pending = None
@@ -227,7 +238,7 @@ class FrameAssembler:
             spilled = self._spill.frame_count
             self._spill.replay_reversed(self.sink)
             self.emitted += spilled
-        self.close()
+        self.close(remove_spill)
         return self.emitted
 
     def close(self, remove_spill: bool = True) -> None:

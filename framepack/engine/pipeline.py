@@ -22,7 +22,8 @@ from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoFramepackPipe
 from framepack.request.events import Done
 from framepack.engine.frames import FrameSink
 from framepack.request.model import GenerationRequest
-from framepack.models.loader import LazyModel, load_components
+from framepack.models.loader import LazyModel
+from framepack.models.recipe import Recipe
 
 COMPONENT_NAMES = (
     "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "vae",
@@ -52,43 +53,88 @@ class FramePackPipeline(HunyuanVideoFramepackPipeline):
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How a loaded pipeline runs: our quantization, the offload mode and the attention backend."""
+    """How a loaded pipeline runs: our quantization, the offload mode, the attention backend and
+    VAE tiling (`auto`: tiled and sliced only when the resource plan says the untiled decode
+    would not fit; `on`/`off` force it)."""
 
     quantization: str = "none"
     offload: str = "auto"
     attention: str = "default"
+    vae_tiling: str = "auto"
+
+
+# Largest first: each component arrives in full precision, is quantized and (without offload)
+# moved to the device before the next one loads, so RAM never holds two big ones in full.
+LOAD_ORDER = ("transformer", "text_encoder", "image_encoder", "vae", "text_encoder_2", "tokenizer",
+              "tokenizer_2", "feature_extractor")
+_DTYPE_NAMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 
 def build_pipeline(recipe: Recipe, runtime: RuntimeOptions, device: str = "cpu", **load_options) -> FramePackPipeline:
-    """Load the components and make them ready to run: quantize, then offload, then attention.
+    """Load the components and make them ready to run: quantize, offload, tile, attention.
 
-    The order matters: quantizing needs plain modules (no offload hooks), and LoRA (applied per
-    run) goes on top of both. Without quantization or offload the weights load straight onto
-    the device.
+    `auto` offload and VAE tiling come from the resource planner (`framepack.models.offload.
+    plan_runtime`), fed with the configs of the components the recipe will load. Components load
+    one at a time (see `LOAD_ORDER`); quantizing needs plain modules (no offload hooks), so it
+    happens right after each load, and LoRA (applied per run) goes on top of both. Without
+    quantization or offload the weights load straight onto the device.
     """
-    from framepack.models.loader import default_dtypes
-    from framepack.models.offload import apply_offload, resolve_offload, set_attention_backend
-    from framepack.models.quantize import quantize_pipeline
+    from framepack.models.loader import check_component_folder
+    from framepack.models.offload import apply_offload, apply_vae_tiling, plan_runtime, set_attention_backend
 
-    mode = resolve_offload(runtime.offload, device)
-    direct = mode == "none" and runtime.quantization == "none"
-    components = load_components(recipe, device=device if direct else "cpu", dtypes=default_dtypes(device),
-                                 **load_options)
+    for role in LOAD_ORDER:  # a broken local folder fails before minutes of planning and loading
+        if recipe[role].is_local():
+            check_component_folder(role, recipe[role].path())
+    choice = plan_runtime(runtime.offload, runtime.vae_tiling, device,
+                          workload=_planning_inputs(recipe, runtime, device, load_options))
+    components = _load_one_by_one(recipe, runtime.quantization, device, on_device=choice.offload == "none",
+                                  **load_options)
     pipe = FramePackPipeline.from_components(components)
+    from framepack.models.loader import default_dtypes
     from framepack.models.taehv import attach_tiny_vae
 
     attach_tiny_vae(pipe, recipe, device, default_dtypes(device)["vae"], cache_dir=load_options.get("cache_dir"),
                     offline=bool(load_options.get("offline", False)))
-    if runtime.quantization != "none":
-        quantize_pipeline(pipe, runtime.quantization, device=device)
-    if mode == "none":
-        if not direct:
-            pipe.to(device)
-    else:
-        apply_offload(pipe, mode, device)
+    if choice.offload != "none":
+        apply_offload(pipe, choice.offload, device)
+    apply_vae_tiling(pipe, choice.vae_tiling)
     if runtime.attention not in ("", "default"):
         set_attention_backend(pipe, runtime.attention)
     return pipe
+
+
+def _planning_inputs(recipe: Recipe, runtime: RuntimeOptions, device, load_options: Mapping[str, Any]) -> dict:
+    """What the planner needs to know before loading: quantization, dtype and the real configs."""
+    from framepack.models.loader import default_dtypes
+    from framepack.models.resources import recipe_configs
+
+    dtype = str(default_dtypes(device)["transformer"]).replace("torch.", "")
+    cache_dir = load_options.get("cache_dir")
+    return {"quantization": runtime.quantization, "dtype": _DTYPE_NAMES.get(dtype, "bf16"),
+            "variant": recipe.variant, "configs": recipe_configs(recipe, None if cache_dir is None else str(cache_dir))}
+
+
+def _load_one_by_one(recipe: Recipe, quantization: str, device, *, on_device: bool, **load_options) -> dict:
+    """Load every role; quantize the quantizable ones at once; move each to `device` when no
+    offload will manage it."""
+    import torch
+
+    from framepack.models.loader import default_dtypes, load_component
+    from framepack.models.quantize import QUANT_COMPONENTS, check_method, quantize_component
+
+    quantization = check_method(quantization)
+    dtypes = default_dtypes(device)
+    direct = on_device and quantization == "none"
+    components = {}
+    for role in LOAD_ORDER:
+        model = load_component(recipe, role, device=device if direct else "cpu", dtype=dtypes.get(role),
+                               **load_options)
+        if quantization != "none" and role in QUANT_COMPONENTS:
+            quantize_component(model, quantization, component=role, device=device)
+        if on_device and not direct and isinstance(model, torch.nn.Module):
+            model.to(device)
+        components[role] = model
+    return components
 
 
 class PipelineManager:

@@ -48,6 +48,10 @@ STAGE_TEXT = {
     "sample": "FramePack: sampling",
     "vae_decode": "FramePack: decoding frames",
 }
+# The component each stage runs: balanced offload is applied when the next stage runs another one
+# (2 times per section, sample and decode), not before and after every stage (4 times).
+STAGE_COMPONENTS = {"text": "text_encoders", "vision": "image_encoder", "vae_encode": "vae", "sample": "transformer",
+                    "vae_decode": "vae"}
 
 
 # ----------------------------------------------------------------------------- settings
@@ -65,14 +69,34 @@ class Setting:
 
 
 def _codec_choices() -> dict[str, Any]:
-    """Encoders that actually open on this machine (built when the settings page is drawn)."""
+    """Encoders that actually open on this machine (built when the settings page is drawn).
+
+    Only keys Gradio 3.43's `Dropdown.update()` accepts: SD.Next's `ui_settings` passes these
+    args into `gr.update()` on every page load, and one unknown key (`allow_custom_value` is a
+    constructor-only argument) fails the page-load event and marks every setting of every
+    section as an error. A stored value that does not open here stays selectable, listed first.
+    """
     try:
         from framepack.io import codecs
 
         choices = list(codecs.available_encoders())
     except Exception:  # PyAV missing or broken: the list is what it is, the value is still checked at use
         choices = ["libx264"]
-    return {"choices": choices, "allow_custom_value": True}
+    current = _stored_option("framepack_codec")
+    if isinstance(current, str) and current and current not in choices:
+        choices.insert(0, current)
+    return {"choices": choices}
+
+
+def _stored_option(key: str) -> Any:
+    """A setting's stored value inside SD.Next (None outside it or before the options exist)."""
+    import sys
+
+    shared = sys.modules.get("modules.shared")
+    try:
+        return shared.opts.data.get(key) if shared is not None else None
+    except AttributeError:
+        return None
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -281,6 +305,24 @@ from framepack.host.sdnext_media import SdnextMedia  # noqa: E402  (no SD.Next i
 class SettingsDefaults:
     """Request and output defaults read from the FramePack settings; the keys are the same in every host."""
 
+    def resource_machine(self, variant: str):
+        """The GPU SD.Next runs on, for the resource plan. SD.Next's offload decides what is
+        resident (balanced is planned as model offload, its nearest mode), so a run predicted not
+        to fit is shown, not refused."""
+        import dataclasses
+
+        from modules import devices
+
+        from framepack.jobs.resources import Machine
+        from framepack.models.resources import recipe_configs
+
+        offload = self._offload_mode()
+        planned = offload if offload in ("none", "model", "group", "sequential") else "model"  # balanced, or new
+        machine = Machine.local(devices.device, offload=planned,
+                                quantization=str(self.option("framepack_quantization") or "none"),
+                                configs=recipe_configs(self.recipe(variant)))
+        return dataclasses.replace(machine, enforce=False)
+
     def output_defaults(self) -> dict[str, Any]:
         """Defaults for `OutputOptions`."""
         return {
@@ -328,6 +370,7 @@ class SdnextHost(SdnextMedia, SettingsDefaults):  # SdnextMedia: RIFE, upscalers
         self._variant: str | None = None
         self._registered = False  # the host accepted our pipeline as shared.sd_model
         self._offload: str | None = None
+        self._resident: str | None = None
         self._unload_pending = False
         self._job_running = False
         self.queue = None  # the JobQueue (set by get_queue) to find a starting job's progress task
@@ -434,6 +477,7 @@ class SdnextHost(SdnextMedia, SettingsDefaults):  # SdnextMedia: RIFE, upscalers
         state.job_count = 1
         state.textinfo = "FramePack: starting"
         self._job_running = True
+        self._resident = None  # what the last stage ran; balanced offload applies when it changes
         if control is not None:
             self._start_task(control)
         return token
@@ -441,12 +485,20 @@ class SdnextHost(SdnextMedia, SettingsDefaults):  # SdnextMedia: RIFE, upscalers
     def end_job(self, token: Any) -> None:
         self._job_running = False
         try:
+            self._offload_after_job()
             if self._unload_pending:
                 self._unload_pending = False
                 with self._lock:
                     self._unload_locked()
         finally:
-            self._shared().state.end(token)
+            state = self._shared().state
+            state.end(token)
+            # SD.Next's end() leaves the step counters: /sdapi/v1/progress would keep reporting this job's
+            # fraction and an ETA while idle. Its idle test is job_count == 0 and sampling_step == 0.
+            state.sampling_steps = 0
+            state.sampling_step = 0
+            state.interrupted, state.skipped = False, False  # consumed by this job
+            state.textinfo = None
 
     def report(self, event: object) -> None:
         from framepack.request.events import Done, Preview, Progress, SectionDone
@@ -560,19 +612,24 @@ class SdnextHost(SdnextMedia, SettingsDefaults):  # SdnextMedia: RIFE, upscalers
             return
         from modules import devices, sd_models
 
-        if self._offload == "balanced":
-            sd_models.apply_balanced_offload(pipe)
+        component = STAGE_COMPONENTS.get(name, name)
+        if self._offload == "balanced" and component != self._resident:
+            sd_models.apply_balanced_offload(pipe)  # once per change of the component that runs
+        self._resident = component
         if name == "vision" and getattr(pipe, "image_encoder", None) is not None:
             # SigLIP does not run under the offload hook: move it explicitly
             sd_models.move_model(pipe.image_encoder, devices.device, force=True)
 
     def _stage_exit(self, name: str, seconds: float) -> None:
-        pipe = self._pipe
-        if pipe is not None and self._offload == "balanced":
+        self.add_timer(name, seconds)
+
+    def _offload_after_job(self) -> None:
+        """Leave the GPU as SD.Next's own jobs do: balanced offload once after the last stage."""
+        resident, self._resident = self._resident, None
+        if resident is not None and self._pipe is not None and self._offload == "balanced":
             from modules import sd_models
 
-            sd_models.apply_balanced_offload(pipe)
-        self.add_timer(name, seconds)
+            sd_models.apply_balanced_offload(self._pipe)
 
     # ---- model lifecycle ------------------------------------------------------------
     def recipe(self, variant: str):
@@ -587,7 +644,11 @@ class SdnextHost(SdnextMedia, SettingsDefaults):  # SdnextMedia: RIFE, upscalers
 
     def _drop_if_replaced_locked(self) -> None:
         if self._pipe is not None and self._registered and not self._still_registered():
-            log.info("FramePack: SD.Next switched to another model; FramePack model released")
+            if bool(self._shared().sd_loaded):
+                log.info("FramePack: SD.Next switched to another model; FramePack model released")
+            else:
+                log.info("FramePack: SD.Next unloaded the FramePack model (its Unload model button or a model "
+                         "change); it loads again on the next Generate")
             self._pipe, self._key, self._variant, self._registered, self._offload = None, None, None, False, None
             self.gc()
 
@@ -599,20 +660,34 @@ class SdnextHost(SdnextMedia, SettingsDefaults):  # SdnextMedia: RIFE, upscalers
     def pipeline(self, variant: str):
         """The loaded pipeline for `variant`, loading it (as the host's model) on first use.
 
-        Reloads when the recipe, quantization or offload mode changed since the last load.
+        Reloads when the recipe, our quantization, the offload mode or SD.Next's own
+        quantization settings (SDNQ: Settings -> Model Quantization) changed since the last
+        load: a fresh load is the only way to apply SDNQ, and to drop it once it is off. A
+        combination that cannot load is refused before the loaded model is released.
         """
         with self._lock:
             self._drop_if_replaced_locked()
             recipe = self.recipe(variant)
             quantization = str(self.option("framepack_quantization") or "none")
             offload = self._offload_mode()
-            key = (recipe, quantization, offload)
+            key = (recipe, quantization, offload, self._host_quantization_settings())
             if self._pipe is None or key != self._key:
+                if self._pipe is not None:
+                    log.info("FramePack: %s changed; reloading the model", _describe_key_change(self._key, key))
+                load_args = self._check_load(recipe, quantization, offload)
                 self._unload_locked()
-                self._pipe = self._load(recipe, quantization, offload)
+                self._pipe = self._load(recipe, quantization, offload, load_args)
                 self._key, self._variant = key, variant
             self._apply_attention(self._pipe)
             return self._pipe
+
+    def _host_quantization_settings(self) -> tuple[tuple[str, str], ...]:
+        """SD.Next's "Model Quantization" settings section (SDNQ and co.), as a comparable key."""
+        opts = self._shared().opts
+        labels = getattr(opts, "data_labels", None) or {}
+        keys = sorted(key for key, info in labels.items()
+                      if (getattr(info, "section", None) or ("",))[0] == "quantization" and not key.endswith("_sep"))
+        return tuple((key, repr(self.option(key))) for key in keys)
 
     def unload(self) -> None:
         """Release the model now, or right after the running job (never under a running job)."""
@@ -634,15 +709,18 @@ class SdnextHost(SdnextMedia, SettingsDefaults):  # SdnextMedia: RIFE, upscalers
         self.gc()
         log.info("FramePack: model unloaded")
 
-    def _load(self, recipe, quantization: str, offload: str):
-        from modules import devices, model_quant, sd_checkpoint, sd_models
+    def _check_load(self, recipe, quantization: str, offload: str) -> dict[str, Any]:
+        """Everything that can refuse a load without touching memory; returns the host's load args.
+
+        Runs before the loaded model (ours or the host's) is released, so a refused combination
+        leaves the working model in place.
+        """
+        from modules import model_quant
 
         from framepack.errors import ModelError
-        from framepack.models.loader import check_component_folder, default_dtypes, load_component
+        from framepack.models.loader import check_component_folder
         from framepack.models.recipe import ROLES
 
-        shared = self._shared()
-        started = time.perf_counter()
         if quantization not in QUANTIZATION_CHOICES:
             raise ModelError(f"unknown FramePack quantization {quantization!r}; choose one of: "
                              f"{', '.join(QUANTIZATION_CHOICES)}")
@@ -663,9 +741,19 @@ class SdnextHost(SdnextMedia, SettingsDefaults):  # SdnextMedia: RIFE, upscalers
             source = recipe[role]
             if source.is_local():
                 check_component_folder(role, source.path())
+        return args
 
-        log.info("FramePack load: variant=%s transformer=%s quantization=%s offload=%s", recipe.variant,
-                 recipe["transformer"].describe(), quantization, offload)
+    def _load(self, recipe, quantization: str, offload: str, args: Mapping[str, Any]):
+        from modules import devices, model_quant, sd_checkpoint, sd_models
+
+        from framepack.models.loader import default_dtypes, load_component
+        from framepack.models.recipe import ROLES
+
+        shared = self._shared()
+        started = time.perf_counter()
+        sdnq = [role for role, (_, quant) in args.items() if quant.get("quantization_config") is not None]
+        log.info("FramePack load: variant=%s transformer=%s quantization=%s offload=%s sdnq=%s", recipe.variant,
+                 recipe["transformer"].describe(), quantization, offload, ",".join(sdnq) or "off")
         sd_models.unload_model_weights()  # the host's image model leaves memory first
         import torch
 
@@ -725,20 +813,38 @@ class SdnextHost(SdnextMedia, SettingsDefaults):  # SdnextMedia: RIFE, upscalers
             raise
         self._pipe = pipe
         self.add_timer("load", time.perf_counter() - started)
-        log.info("FramePack load: done in %.2f s", time.perf_counter() - started)
+        log.info("FramePack load: done in %.2f s; %s", time.perf_counter() - started, _quantized_summary(pipe))
         return pipe
 
     def _apply_offload(self, pipe, mode: str) -> None:
         from modules import devices, sd_models
 
+        from framepack.errors import ModelError
+        from framepack.models.offload import SEQUENTIAL_EXCLUDE
+
         host_mode = str(self._shared().opts.diffusers_offload_mode)
-        if mode == host_mode:
+        if mode != host_mode:
+            _apply_own_offload(pipe, mode, devices.device)
+            return
+        if mode in ("model", "sequential") and torch_device_type(devices.device) == "cpu":
+            # both move weights between the CPU and an accelerator; on a CPU there is nothing to save, and
+            # accelerate's leaf hooks fail on diffusers' "cpu:0" execution device for every layer
+            log.info("FramePack: SD.Next's %s offload has no accelerator to offload from here (device %s); "
+                     "FramePack runs without it", mode, devices.device)
+            self._offload = "none"
+            sd_models.move_model(pipe, devices.device)
+            return
+        if mode == "sequential":  # SigLIP breaks under accelerate's leaf hooks: diffusers moves it whole instead
+            pipe._exclude_from_cpu_offload = [*getattr(pipe, "_exclude_from_cpu_offload", []), *SEQUENTIAL_EXCLUDE]
+        try:
             if mode == "balanced":
                 sd_models.apply_balanced_offload(pipe)
             else:
                 sd_models.set_diffuser_offload(pipe)
-            return
-        _apply_own_offload(pipe, mode, devices.device)
+        except Exception as error:  # the host lets group offload errors through: one clear line for the user
+            raise ModelError(f"SD.Next's {mode} offload could not be applied to FramePack on {devices.device}: "
+                             f"{type(error).__name__}: {error}. Choose another Settings -> Model offload mode, "
+                             "or Settings -> FramePack -> offload") from error
 
     def _apply_attention(self, pipe) -> None:
         backend = str(self.option("framepack_attention") or "default")
@@ -849,6 +955,40 @@ def _load_with_host_args(recipe, role: str, load_args: Mapping[str, Any], quant_
                           device=None if keep_device else device, dtype=dtype, extra_kwargs=extra)
 
 
+def torch_device_type(device) -> str:
+    import torch
+
+    return torch.device(device).type
+
+
+def _describe_key_change(old: tuple | None, new: tuple) -> str:
+    """Which part of the load key changed, in the user's words."""
+    names = ("the model recipe", "FramePack quantization", "the offload mode", "SD.Next's quantization settings")
+    if old is None:
+        return "the model"
+    changed = [name for name, before, after in zip(names, old, new) if before != after]
+    return " and ".join(changed) or "the model"
+
+
+def _quantized_summary(pipe) -> str:
+    """'transformer: 12 SDNQ layers, ...' for the load log line (class names, no imports)."""
+    import torch
+
+    parts = []
+    for role in ("transformer", "text_encoder"):
+        module = getattr(pipe, role, None)
+        if not isinstance(module, torch.nn.Module):
+            continue
+        counts: dict[str, int] = {}
+        for child in module.modules():
+            kind = ("SDNQ" if hasattr(child, "sdnq_dequantizer")  # set on every layer SDNQ quantized
+                    else "quanto" if type(child).__module__.startswith("optimum.quanto") else None)
+            if kind:
+                counts[kind] = counts.get(kind, 0) + 1
+        parts.append(f"{role}: " + (", ".join(f"{n} {k} layers" for k, n in counts.items()) or "not quantized"))
+    return "; ".join(parts) or "no quantizable components"
+
+
 def _apply_own_quantization(pipe, choice: str) -> None:
     """quanto / NNCF (ours; the host ships only SDNQ), before any offload hook is installed."""
     from framepack.models.quantize import quantize_pipeline
@@ -952,6 +1092,8 @@ def register_api(demo=None, app=None) -> bool:
         shared.log.error("FramePack: SD.Next API is not available; FramePack REST routes not registered")
         return False
     from framepack.api import register_routes
+    from framepack.ui.routes import register_page_routes
 
     register_routes(api.add_api_route, get_host(), get_queue())
+    register_page_routes(api.add_api_route, get_queue())  # the tab's Stop / Skip / Pause
     return True

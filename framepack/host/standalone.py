@@ -56,7 +56,7 @@ def quiet_libraries() -> None:
 
 def _default_settings() -> dict[str, Any]:
     """The FramePack settings (same keys and defaults as the SD.Next section) + keep_incomplete."""
-    return {**SETTING_DEFAULTS, "keep_incomplete": True}
+    return {**SETTING_DEFAULTS, "keep_incomplete": True, "framepack_vae_tiling": "auto"}
 
 
 DEFAULT_SETTINGS = _default_settings()
@@ -136,7 +136,19 @@ class StandaloneHost(SettingsDefaults):
         offload = str(self.option("framepack_offload") or "auto")
         return RuntimeOptions(quantization=str(self.option("framepack_quantization") or "none"),
                               offload="auto" if offload == "host" else offload,
-                              attention=str(self.option("framepack_attention") or "default"))
+                              attention=str(self.option("framepack_attention") or "default"),
+                              vae_tiling=str(self.option("framepack_vae_tiling") or "auto"))
+
+    def resource_machine(self, variant: str):
+        """This computer: the device's free memory (plus what our models already hold) and the
+        available RAM are the budget; a run predicted not to fit an accelerator is refused. The
+        configs are the recipe's where they are on disk (a local folder, the hub cache)."""
+        from framepack.jobs.resources import Machine
+        from framepack.models.resources import recipe_configs
+
+        runtime = self.runtime()
+        return Machine.local(self.device, offload=runtime.offload, quantization=runtime.quantization,
+                             vae_tiling=runtime.vae_tiling, configs=recipe_configs(self.recipe(variant), self.cache_dir))
 
     def pipeline(self, variant: str):
         """Load on first use (and after a variant or setting change); later calls reuse it."""

@@ -8,7 +8,7 @@ stopped job keeps its partial outputs only when `keep_incomplete` is on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,13 +28,15 @@ class JobResult:
     frames: Path | None = None
     images: Path | None = None
     outputs: list[Path] = field(default_factory=list)
+    frame_count: int = 0
+    """Frames the outputs received (a clip's frames included for an extension)."""
 
 
 class OutputWriters:
     """Opens the writers at the first frame (its size is known only then) and fans frames out."""
 
     def __init__(self, folder: Path, request: GenerationRequest, options: OutputOptions, stem: str, work=None,
-                 exact: bool = False, overwrite: bool = False, device: Any = "cpu", host: Any = None):
+                 source=None, exact: bool = False, overwrite: bool = False, device: Any = "cpu", host: Any = None):
         from framepack.io.paths import unique_output_path
 
         self.folder, self.request, self.options, self.work = folder, request, options, work
@@ -47,6 +49,8 @@ class OutputWriters:
         self.plan = plan
         self.metadata = {"settings": request.settings(), "output": options.model_dump(),
                          "plan": plan.summary(), "seed": request.seed}
+        if source is not None and source.kind != "generate":  # a re-roll or extension says what it came from
+            self.metadata[source.kind] = source.source
         self.video_path = path(options.container) if options.writes_video else None
         self.frames_path = path("safetensors") if options.save_frames else None
         self.stem = stem
@@ -128,6 +132,69 @@ class OutputWriters:
             writer.abort()
 
 
+class JobFrames:
+    """The job's frame sink: frames go to the output writers and, with checkpoints, to the frame log.
+
+    The log keeps what the outputs already received, so a resumed job can write them again from
+    the first frame: the clip's frames of an extension and the F1 model's frames (the inverted
+    model's frames wait in its spill file until the end). `drop_first` skips the first generated
+    frames (an original-model extension starts on the clip's own last frame).
+    """
+
+    def __init__(self, writers: "OutputWriters", log_path: Path | None, log_generated: bool, drop_first: int = 0):
+        self.writers, self.log_path, self.log_generated, self.drop_first = writers, log_path, log_generated, drop_first
+        self.log = None
+        self.sent = 0
+
+    def head(self, frames: np.ndarray) -> None:
+        """Frames before the generated ones (a clip's): logged and written."""
+        self._log(frames)
+        self._write(frames)
+
+    def resend(self, frames: int, size: tuple[int, int] | None) -> None:
+        """Write again what an earlier run of this job had written (from its log, cut to `frames`)."""
+        if size is None:
+            return
+        from framepack.io.framelog import FrameLog
+
+        self.log = FrameLog.reopen(self.log_path, size[0], size[1], frames)
+        for batch in self.log.iter_batches():
+            self._write(batch)
+
+    def __call__(self, frames: np.ndarray) -> None:
+        if self.drop_first:
+            dropped = min(self.drop_first, len(frames))
+            frames, self.drop_first = frames[dropped:], self.drop_first - dropped
+        if not len(frames):
+            return
+        if self.log_generated:
+            self._log(frames)
+        self._write(frames)
+
+    def sync_log(self) -> tuple[int, tuple[int, int] | None]:
+        """(frames on disk, frame size) of the log, for a checkpoint; (0, None) while there is none."""
+        if self.log is None:
+            return 0, None
+        return self.log.sync(), (self.log.height, self.log.width)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+
+    def _log(self, frames: np.ndarray) -> None:
+        if self.log_path is None:
+            return
+        if self.log is None:
+            from framepack.io.framelog import FrameLog
+
+            self.log = FrameLog(self.log_path, int(frames.shape[1]), int(frames.shape[2]))
+        self.log.append(frames)
+
+    def _write(self, frames: np.ndarray) -> None:
+        self.writers(frames)
+        self.sent += len(frames)
+
+
 def _host_tool(host: Any, method: str, *args: Any) -> Any:
     if host is None or not hasattr(host, method):
         from framepack.errors import InputError
@@ -139,52 +206,98 @@ def _host_tool(host: Any, method: str, *args: Any) -> Any:
 
 def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: str | Path,
             control: GenerationControl | None = None, on_event: Callable[[object], None] | None = None,
-            work=None, name: str | None = None, overwrite: bool = False, host: Any = None) -> JobResult:
+            work=None, name: str | None = None, overwrite: bool = False, *, checkpoints=None, spec=None,
+            resume=None, clip=None, host: Any = None) -> JobResult:
     """Generate and write the outputs; a stop keeps partial files only with keep_incomplete.
 
     Unfinished files (spill, partial video / raw frames / images) live in a work folder inside
-    `folder` (framepack.io.workdir): `work` when the caller made one (the CLI, to delete it on a
-    second Ctrl-C), else one of its own. Either way it is gone when this returns or raises, and
-    work folders left by runs that crashed before are removed first.
+    `folder` (framepack.io.workdir): `work` when the caller made one (the job runner), else one
+    of its own, removed when this returns or raises. Work folders left by runs that crashed
+    before, and that cannot be resumed, are removed first.
 
     `name`: the exact file stem (one path component) instead of `<filename>-<seed>`; `overwrite`
-    replaces existing files of that name (without it, a name taken meanwhile gets a number).
-    `host`: gives the `sdnext:...` upscaler / RIFE of the output options (`Host.host_upscaler`, ...).
+    replaces existing files of that name (without it, a name taken meanwhile gets a number). A
+    job's `spec` carries its own name and overwrite.
+
+    With `checkpoints` (the work folder's `JobCheckpoints`) the job's spec is written before the
+    first section and a checkpoint after every section (and before the first). `resume` (a
+    `SectionCheckpoint` of this job) continues from it: the frames already written come back
+    from the frame log, then the loop goes on. `clip` (an `extend.ClipJob`) continues a clip.
+    `host` gives the `sdnext:...` upscaler / RIFE of the output options (`Host.host_upscaler`, ...).
     """
     from framepack.engine.loop import run_generation
+    from framepack.io.background import BackgroundSink
     from framepack.io.paths import sanitize_filename
-    from framepack.io.workdir import WorkFolder, remove_abandoned
+    from framepack.io.workdir import WorkFolder
+    from framepack.jobs.checkpoint import sweep_output_folder
     from framepack.models.lora import apply_loras, loaded_adapters, section_schedule
 
     if request.seed == RANDOM_SEED:
         raise ValueError("the request's seed is still -1: resolve it when the job is submitted (resolve_seed)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    remove_abandoned(folder)
+    sweep_output_folder(folder)
+    if spec is not None:
+        name, overwrite = spec.name, spec.overwrite
     if name is not None and (not name or Path(name).name != name or name in (".", "..")):
         raise ValueError(f"output name {name!r} must be one file name")
-    stem = name if name is not None else f"{sanitize_filename(options.filename)}-{request.seed}"
+    if spec is not None:
+        stem = spec.stem
+    else:
+        stem = name if name is not None else f"{sanitize_filename(options.filename)}-{request.seed}"
     schedule = None
     if request.loras or loaded_adapters(pipe):  # also unloads the previous job's LoRAs
         schedule = section_schedule(pipe, apply_loras(pipe, request.loras), request.plan())
     own_work = work is None
     work = WorkFolder(folder) if own_work else work
     try:
-        writers = OutputWriters(folder, request, options, stem, work=work, exact=name is not None,
+        writers = OutputWriters(folder, request, options, stem, work=work, source=spec, exact=name is not None,
                                 overwrite=overwrite, device=getattr(pipe, "_execution_device", "cpu"), host=host)
+        encoder = BackgroundSink(writers)  # encodes section N while section N+1 samples
+        extension = (clip is not None or (spec is not None and spec.kind == "extend"))
+        frames = JobFrames(encoder, None if checkpoints is None else work.path / "frames.log",
+                           log_generated=request.variant == "f1",
+                           drop_first=1 if extension and request.variant == "original" else 0)
         try:
+            start: dict[str, Any] = {}
+            if resume is not None:
+                frames.resend(resume.log_frames, resume.frame_size)
+                start = dict(start_position=resume.position, context_state=resume.context_state,
+                             assembler_state=resume.assembler_state, decoded_latents=resume.decoded_latents)
+            elif clip is not None:
+                request, start = clip.start(request, frames.head)
+                writers.request = request
+            if checkpoints is not None and resume is None:
+                checkpoints.write_spec(replace(spec, request=request))
             hooks = getattr(control, "stage_hooks", None)  # a host's control may bring its stage hooks
-            done = run_generation(pipe, request, writers, on_event, control=control, hooks=hooks,
-                                  spill_dir=str(work.path), on_section_start=schedule)
+            done = run_generation(pipe, request, frames, on_event, control=control, hooks=hooks,
+                                  spill_dir=str(work.path), keep_spill=options.keep_checkpoints,
+                                  on_section_state=None if checkpoints is None else _saver(checkpoints, frames),
+                                  on_section_start=schedule, **start)
+            encoder.drain()  # every frame written (a stopped run's too) before the files are published
         except BaseException:
+            encoder.cancel()
             writers.abort()
             raise
-        if (done.status != Status.COMPLETED and not options.keep_incomplete) or done.frames == 0:
+        finally:
+            frames.close()
+        if (done.status != Status.COMPLETED and not options.keep_incomplete) or frames.sent == 0:
             writers.abort()
-            return JobResult(done)
+            return JobResult(done, frame_count=frames.sent)
         published = writers.close()
     finally:
         if own_work:
             work.close()
     return JobResult(done, published.get("video"), published.get("frames"), published.get("images"),
-                     list(published.values()))
+                     list(published.values()), frame_count=frames.sent)
+
+
+def _saver(checkpoints, frames: JobFrames) -> Callable[[Any], None]:
+    """The loop's `on_section_state`: the frame log on disk first, then the section's checkpoint."""
+
+    def save(state) -> None:
+        logged, size = frames.sync_log()
+        checkpoints.save(state.position, state.context_state, state.assembler_state, state.decoded_latents,
+                         logged, size)
+
+    return save

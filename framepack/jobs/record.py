@@ -32,10 +32,20 @@ class JobRecord:
     worker: str | None = None
     """Who ran it (the host's name); a store shared by several workers tells them apart."""
 
+    kind: str = "generate"
+    """generate, reroll (regenerated from a section of another job) or extend (a clip continued)."""
+    source: dict[str, Any] = field(default_factory=dict)
+    """Where a re-roll or extension came from: {"job": id, "from_section": n} or the input clip."""
+    resumes: int = 0
+    """How many times this job was resumed after an interruption."""
+
     seed: int | None = None
     plan: str = ""
     """The plan's one-line summary: frames, true duration, sections."""
     settings: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] | None = None
+    """The resource plan made at submission (`framepack.jobs.resources.resources_dict`); None when
+    the host describes no machine."""
     """What reproduces the video: the request's settings (images summarised) and the output options."""
 
     sections: int = 0
@@ -54,6 +64,10 @@ class JobRecord:
     timings: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     """Published files by kind (video, frames, images): path strings."""
+    checkpoint: str | None = None
+    """The job's work folder while it holds checkpoints (running, interrupted, failed, or kept)."""
+    resumable: bool = False
+    """A finished job that stopped before its end and can continue from its last checkpoint."""
     updates: int = 0
     """Bumped on every change, so pollers can tell that something happened."""
 

@@ -7,8 +7,14 @@ does the same with diffusers' pipeline helpers:
 - `model`: `enable_model_cpu_offload` (one whole component on the device at a time);
 - `sequential`: `enable_sequential_cpu_offload` (leaf modules streamed in; least memory, slowest);
 - `group`: diffusers group offloading (leaf level, CUDA streams) for every component;
-- `auto`: everything on the device when the accelerator has ~60 GB free (FramePack's own
-  "high VRAM" rule), model offload below that; a CPU device never offloads.
+- `auto`: the resource planner (`framepack.models.resources`) predicts each mode's peak for a
+  default run (640 px bucket, window 9, the runtime's quantization, the components the recipe
+  will load) and picks the fastest that fits the accelerator's free memory and the free RAM:
+  none > model > group > sequential. A CPU device never offloads.
+
+VAE tiling (`auto|on|off`) is decided by the same plan: `auto` tiles (and slices) the VAE only
+when the untiled decode would not fit; `apply_vae_tiling` switches diffusers' own
+`enable_tiling`/`enable_slicing` on the pipeline's VAE.
 
 SigLIP (the `image_encoder`) breaks under accelerate's per-module hooks (sequential offload fails
 inside its embeddings), so it is kept out of sequential offload and put on the device directly;
@@ -19,15 +25,18 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 from framepack.errors import InputError, ModelError
+from framepack.models.hooks import offload_state  # noqa: F401 - re-exported: where callers look for it
 
 log = logging.getLogger(__name__)
 
 OFFLOAD_MODES = ("auto", "none", "model", "sequential", "group")
+VAE_TILING_MODES = ("auto", "on", "off")
 ACCELERATORS = ("cuda", "xpu", "mps")
-AUTO_ON_DEVICE_BYTES = 60 * 2**30  # FramePack's rule: all on the GPU with more than 60 GB free
+UNKNOWN_FREE_FALLBACK = "model"  # auto when the accelerator cannot report its free memory
 SEQUENTIAL_EXCLUDE = ("image_encoder",)  # SigLIP fails under accelerate's leaf hooks
 
 ATTENTION_BACKENDS = ("native", "flash", "sage", "xformers")
@@ -100,47 +109,105 @@ def check_offload_mode(mode: str) -> str:
     return name
 
 
-def resolve_offload(mode: str, device: Any, free_bytes: int | None = None) -> str:
+def check_vae_tiling(mode: str) -> str:
+    name = str(mode or "auto").strip().lower()
+    if name not in VAE_TILING_MODES:
+        raise InputError(f"unknown vae_tiling {mode!r}; choose one of: {', '.join(VAE_TILING_MODES)}")
+    return name
+
+
+def available_ram_bytes() -> int | None:
+    """RAM this process can use: what the system has available plus what we already hold."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available + psutil.Process().memory_info().rss)
+    except Exception:  # noqa: BLE001 - unknown RAM means "do not limit"
+        return None
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The concrete offload mode and VAE tiling for a device, and the plan they came from."""
+
+    offload: str
+    vae_tiling: bool
+    plan: Any = None  # framepack.models.resources.ResourcePlan; None when nothing was planned
+
+
+def plan_runtime(offload: str, vae_tiling: str, device: Any, *, free_bytes: int | None = None,
+                 ram_bytes: int | None = None, workload: Mapping[str, Any] | None = None) -> RuntimeChoice:
+    """Resolve `auto` offload and tiling with the resource planner.
+
+    `free_bytes` / `ram_bytes` override the measured free accelerator memory and available RAM;
+    `workload` holds `plan_resources` inputs (quantization, dtype, configs, resolution...).
+    Forced modes are kept as given (an explicit offload mode on a CPU is an `InputError`); when
+    nothing fits, `ResourceError` names what would.
+    """
+    import torch
+
+    mode, tiling = check_offload_mode(offload), check_vae_tiling(vae_tiling)
+    kind = torch.device(device).type
+    if kind not in ACCELERATORS:
+        if mode not in ("auto", "none"):
+            raise InputError(f"offload mode {mode!r} moves weights between CPU memory and an accelerator, but "
+                             f"the device is {kind}; use 'none' or 'auto' (accelerators: {', '.join(ACCELERATORS)})")
+        mode = "none"
+    free = None
+    if kind in ACCELERATORS:
+        free = free_accelerator_bytes(device) if free_bytes is None else free_bytes
+        if mode == "auto" and free is None:
+            log.warning("free memory of %s is unknown; offload auto uses %s", device, UNKNOWN_FREE_FALLBACK)
+            mode = UNKNOWN_FREE_FALLBACK
+    if mode != "auto" and tiling != "auto":
+        return RuntimeChoice(mode, tiling == "on")
+    from framepack.models.resources import ResourceError, choose_resources
+
+    ram = available_ram_bytes() if ram_bytes is None else ram_bytes
+    # a run of several sections (later sections decode two windows), unless told otherwise
+    inputs = {"sections": 2, **dict(workload or {}), "device": kind if kind in ACCELERATORS else "cpu"}
+    try:
+        plan = choose_resources(free, ram, offload=mode, vae_tiling=tiling, **inputs)
+    except ResourceError as error:
+        if kind in ACCELERATORS:
+            raise
+        # a CPU run only slows down when RAM runs short (the OS swaps): tile and go on
+        log.warning("%s; tiling the VAE and trying anyway", error)
+        return RuntimeChoice("none", tiling != "off")
+    log.info("resource plan: %s", plan.summary())
+    return RuntimeChoice(plan.offload, plan.vae_tiling, plan)
+
+
+def resolve_offload(mode: str, device: Any, free_bytes: int | None = None, *, ram_bytes: int | None = None,
+                    workload: Mapping[str, Any] | None = None) -> str:
     """The concrete mode (`none|model|sequential|group`) for `mode` on `device`.
 
-    `auto`: `none` on a CPU, else `none` with at least ~60 GB free on the accelerator and
-    `model` below that (or when the free memory cannot be read). An explicit offload mode on a
-    device that is not an accelerator is an `InputError`: there is nothing to offload to.
-    `free_bytes` overrides the measured free memory (tests, the host's own numbers).
+    `auto` asks the resource planner for the fastest mode whose predicted peak fits the
+    accelerator's free memory (`free_bytes` overrides the measurement) and the available RAM
+    (`ram_bytes`), for the run `workload` describes (default: 640 px, window 9, the shipped
+    full-size configs); `model` when the free memory cannot be read; `none` on a CPU. An explicit
+    offload mode on a device that is not an accelerator is an `InputError`.
     """
     import torch
 
     mode = check_offload_mode(mode)
-    kind = torch.device(device).type
-    if kind not in ACCELERATORS:
-        if mode in ("auto", "none"):
-            return "none"
-        raise InputError(f"offload mode {mode!r} moves weights between CPU memory and an accelerator, but the "
-                         f"device is {kind}; use 'none' or 'auto' (accelerators: {', '.join(ACCELERATORS)})")
-    if mode != "auto":
-        return mode
-    free = free_accelerator_bytes(device) if free_bytes is None else free_bytes
-    return "none" if free is not None and free >= AUTO_ON_DEVICE_BYTES else "model"
+    if mode != "auto" or torch.device(device).type not in ACCELERATORS:
+        return plan_runtime(mode, "off", device).offload  # validates; plans nothing
+    return plan_runtime(mode, "auto", device, free_bytes=free_bytes, ram_bytes=ram_bytes, workload=workload).offload
 
 
-def offload_state(model: Any) -> str | None:
-    """Which offload hooks a module carries: 'model', 'sequential', 'group' or None."""
-    import torch
-
-    if not isinstance(model, torch.nn.Module):
-        return None
-    for module in model.modules():
-        registry = getattr(module, "_diffusers_hook", None)
-        if registry is not None and any("group_offloading" in name for name in getattr(registry, "hooks", {})):
-            return "group"
-    top = getattr(model, "_hf_hook", None)
-    if top is not None and type(top).__name__ == "CpuOffload":
-        return "model"
-    for module in model.modules():
-        hook = getattr(module, "_hf_hook", None)
-        if hook is not None and getattr(hook, "offload", False):
-            return "sequential"
-    return None
+def apply_vae_tiling(pipe: Any, enabled: bool) -> bool:
+    """Switch diffusers' tiled (256 px tiles, 192 px stride) and sliced decode on or off."""
+    vae = getattr(pipe, "vae", None)
+    if vae is None or not hasattr(vae, "enable_tiling"):
+        raise ModelError("the pipeline has no VAE that supports tiling")
+    if enabled:
+        vae.enable_tiling()
+        vae.enable_slicing()
+    else:
+        vae.disable_tiling()
+        vae.disable_slicing()
+    return bool(enabled)
 
 
 def pipeline_offload_state(pipe: Any) -> str | None:
@@ -170,10 +237,11 @@ def _check_quantized(pipe: Any, mode: str) -> None:
                              "use 'model' or 'group' offload, or nncf quantization")
 
 
-def apply_offload(pipe: Any, mode: str, device: Any, *, free_bytes: int | None = None) -> str:
+def apply_offload(pipe: Any, mode: str, device: Any, *, free_bytes: int | None = None,
+                  workload: Mapping[str, Any] | None = None) -> str:
     """Place the pipeline's components for `mode` on `device` and return the concrete mode.
 
-    `auto` is resolved by `resolve_offload`. `model` and `sequential` need an accelerator;
+    `auto` is resolved by `resolve_offload` (for `workload`, see there). `model` and `sequential` need an accelerator;
     `group` onloads to `device` whatever it is (on a CPU that only exercises the hooks). Call it
     once, after quantization; changing the mode later needs a freshly loaded pipeline.
     """
@@ -182,7 +250,7 @@ def apply_offload(pipe: Any, mode: str, device: Any, *, free_bytes: int | None =
     mode = check_offload_mode(mode)
     device = torch.device(device)
     if mode == "auto":
-        mode = resolve_offload(mode, device, free_bytes)
+        mode = resolve_offload(mode, device, free_bytes, workload=workload)
     if mode in ("model", "sequential") and device.type not in ACCELERATORS:
         raise InputError(f"offload mode {mode!r} needs an accelerator ({', '.join(ACCELERATORS)}), "
                          f"but the device is {device.type}; use 'none'")

@@ -158,7 +158,7 @@ def check_compatible(model: Any, method: str, component: str = "model", device: 
     method = check_method(method)
     if method == "none":
         return
-    from framepack.models.offload import offload_state
+    from framepack.models.hooks import offload_state
 
     offloaded = offload_state(model)
     if offloaded is not None:

@@ -297,6 +297,21 @@ class GenerationRequest(BaseModel):
     teacache: bool = Field(True, description="TeaCache (skips model calls whose output barely changes)")
     teacache_threshold: float = Field(0.15, ge=0.0, le=limits.MAX_TEACACHE_THRESHOLD,
                                       description="TeaCache threshold")
+    cache: Optional[Literal[limits.STEP_CACHES]] = Field(
+        None, description="step cache: none, teacache or magcache (default: teacache when teacache is on, else none)")
+    magcache_threshold: float = Field(0.1, ge=0.0, le=limits.MAX_MAGCACHE_THRESHOLD,
+                                      description="MagCache error threshold (higher = faster, lower quality)")
+    magcache_max_skips: int = Field(2, ge=limits.MAGCACHE_SKIPS_RANGE[0], le=limits.MAGCACHE_SKIPS_RANGE[1],
+                                    description="MagCache: most steps skipped in a row")
+    magcache_retention: float = Field(0.25, ge=0.0, le=1.0,
+                                      description="MagCache: fraction of early steps that always run")
+    fp32_head: bool = Field(True, description="run the transformer's output head (norm_out, proj_out) in float32, "
+                                              "as the reference app does")
+    compile: bool = Field(False, description="torch.compile the transformer blocks (slow first section, "
+                                             "faster after; needs a C++/Triton toolchain)")
+    noise: Literal[limits.NOISE_MODES] = Field(
+        "section", description="section: noise seeded per section (resumable); reference: one generator in "
+                               "generation order, as lllyasviel's FramePack, to reproduce its videos from a seed")
     preview: bool = Field(True, description="live previews while sampling (sharper with a Tiny VAE in the recipe)")
     tiny_vae_decode: bool = Field(False, description="decode the video with the recipe's Tiny VAE (TAEHV): much "
                                                      "faster, a little softer; needs a tiny_vae component")
@@ -364,6 +379,13 @@ class GenerationRequest(BaseModel):
     def plan(self) -> VideoPlan:
         """The video's plan, made once when the request was validated."""
         return self._plan
+
+    @property
+    def step_cache(self) -> str:
+        """The step cache in force: `cache` when given, else TeaCache when `teacache` is on (older requests)."""
+        if self.cache is not None:
+            return self.cache
+        return "teacache" if self.teacache else "none"
 
     def located_images(self) -> list[tuple[tuple, Any]]:
         """(field, RGB array) for every image the request holds: start, end, keyframes."""
@@ -449,6 +471,8 @@ def input_errors(error: ValidationError) -> InputErrors:
 PLAN_FIELDS = ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts",
                "loras")
 """Request fields the planner reads (plus the WHEN of each keyframe)."""
+RESOURCE_FIELDS = ("resolution", "steps", "cfg", "teacache", "teacache_threshold", "max_prompt_tokens")
+"""Request fields the resource plan reads besides `PLAN_FIELDS`."""
 
 
 def plan_for(fields: dict[str, Any], keyframes: Sequence[str] = (), *, strict: bool = False) -> VideoPlan:
@@ -458,8 +482,16 @@ def plan_for(fields: dict[str, Any], keyframes: Sequence[str] = (), *, strict: b
     take the request's default), so a plan preview accepts exactly what a submission would. Raises
     `InputErrors` naming every bad field, or the planner's located error.
     """
+    values = field_values(fields, PLAN_FIELDS, strict=strict)
+    values["loras"] = lora_plan_entries(values["loras"])
+    return plan_video(**values, keyframes=list(keyframes))
+
+
+def field_values(fields: dict[str, Any], names: Sequence[str], *, strict: bool = False) -> dict[str, Any]:
+    """`names` validated one by one by the request's own fields (missing ones take the default);
+    raises `InputErrors` naming every bad field."""
     values, problems = {}, []
-    for name in PLAN_FIELDS:
+    for name in names:
         info = GenerationRequest.model_fields[name]
         if name not in fields:
             values[name] = info.get_default(call_default_factory=True)
@@ -470,8 +502,7 @@ def plan_for(fields: dict[str, Any], keyframes: Sequence[str] = (), *, strict: b
             problems.extend(problem.located(name) for problem in input_errors(error).problems())
     if problems:
         raise InputErrors(problems)
-    values["loras"] = lora_plan_entries(values["loras"])
-    return plan_video(**values, keyframes=list(keyframes))
+    return values
 
 
 def lora_plan_entries(loras: Sequence[LoraSpec]) -> list[tuple[str, float, list[tuple[str, float]]]]:

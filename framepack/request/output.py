@@ -61,6 +61,8 @@ class OutputOptions(BaseModel):
                                                             "inside SD.Next 'sdnext:RIFE' (its own RIFE)")
     filename: Text = Field("framepack", max_length=limits.MAX_FILENAME_CHARS, description="file name stem")
     keep_incomplete: bool = Field(True, description="keep the partial outputs of a stopped job")
+    keep_checkpoints: bool = Field(False, description="keep the job's checkpoints when it completes "
+                                                      "(to re-roll from a section later)")
 
     @model_validator(mode="after")
     def _something_to_save(self) -> "OutputOptions":

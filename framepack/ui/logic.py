@@ -7,20 +7,29 @@ The tab (`framepack.ui.tab`) only lays out components and wires events to these 
 - `plan_html(...)`: the live plan line and section table, or the schedule error in red;
 - `validate(values, host)`: the shared request model (`build_request`) plus `OutputOptions`,
   each problem labelled with the name of its control (from the error's field);
-- `generate_stream(host, queue, values, task_id)`: submit to the `JobQueue` (which opens the
-  host's progress task and closes it when the job ends), then poll the job and yield `Update`s
-  (progress text, preview, finally the video) until it ends. Closing the page only stops the
-  polling: the job itself runs on in the queue;
-- Stop / Skip / Pause, keyframes, codecs, model load / unload / recipe / settings helpers.
+- `generate_stream(host, queue, values, task_id, stream)`: submit to the `JobQueue` (which opens
+  the host's progress task and closes it when the job ends), then follow the job until it ends,
+  yielding `Update`s: with `stream`, the progress text and preview while it runs (the standalone
+  page); without, only the start, a "Stopping" line and the end, because inside SD.Next every
+  Gradio update costs the browser about a second of work (its page has thousands of components):
+  there the page's script draws the progress and live preview from SD.Next's own progress API
+  instead (javascript/framepack.js). Closing the page only stops the following: the job itself
+  runs on in the queue;
+- Stop / Skip / Pause (by job id, or by the page's progress task id when the page has not yet
+  received the job id), keyframes, codecs, model load / unload / recipe / settings helpers.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
 import logging
 import sys
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -303,6 +312,38 @@ def plan_html(duration: Any, fps: Any, interpolation: Any, latent_window_size: A
     return render_plan(view)
 
 
+def host_plan_html(host, duration: Any, fps: Any, interpolation: Any, latent_window_size: Any, variant: Any,
+                   prompt: Any, section_prompts: Any, keyframes: Sequence[Mapping[str, Any]] | None = None,
+                   resolution: Any = None) -> str:
+    """`plan_html` with the resources the run needs on the host's machine appended to the plan line
+    (predicted VRAM, RAM, disk; or that it does not fit and what would)."""
+    view = plan_view(duration, fps, interpolation, latent_window_size, variant, prompt, section_prompts, keyframes)
+    if view.error is None:
+        view.summary += resources_text(host, view, _whole(resolution), _whole(latent_window_size), variant)
+    return render_plan(view)
+
+
+def resources_text(host, view: PlanView, resolution: Any, window: Any, variant: Any) -> str:
+    """' · VRAM .., RAM .., disk ..' for the plan line; empty when the host describes no machine or
+    the values cannot be planned yet (the plan line shows their errors)."""
+    from framepack.jobs.resources import assess, resources_line, workload_inputs
+
+    describe = getattr(host, "resource_machine", None)
+    if describe is None or not isinstance(resolution, int) or not isinstance(window, int):
+        return ""
+    try:
+        variant = str(variant or "original")
+        workload = workload_inputs({"variant": variant, "resolution": resolution, "latent_window_size": window},
+                                   len(view.rows), len({row["section_text"] for row in view.rows}) or 1)
+        plan, refusal = assess(describe(variant), workload)
+    except Exception:  # noqa: BLE001 - the resources only decorate the plan line; the run checks again
+        log.debug("no resource plan for the plan line", exc_info=True)
+        return ""
+    if refusal is not None:
+        return f" · needs {resources_line(plan)}: {refusal}"
+    return f" · {resources_line(plan)}"
+
+
 def render_plan(view: PlanView) -> str:
     if view.error:
         return (f'<div class="fpk-plan fpk-plan-bad"><div class="fpk-plan-error" role="alert">{_esc(view.error)}'
@@ -526,57 +567,150 @@ def final_html(job, stats: Mapping[str, int] | None = None) -> str:
     return f'<div class="fpk-progress fpk-final {css}">{body}</div>'
 
 
-def status_line(job) -> str:
+def status_line(job, task_id: str | None = None) -> str:
+    """The status line once the job has ended; `data-fpk-final` tells the page's script it is over."""
     record = job.record
     if record.status == Status.COMPLETED:
-        return info_html(f"Job {job.id} completed · seed {record.seed}")
-    if record.status == Status.INTERRUPTED:
-        return info_html(f"Job {job.id} interrupted · seed {record.seed}")
-    if record.status == Status.FAILED:
-        return error_html(f"Generation failed: {record.error}")
-    return info_html(f"Job {job.id} {record.status} · seed {record.seed}")
+        line = info_html(f"Job {job.id} completed · seed {record.seed}")
+    elif record.status in (Status.INTERRUPTED, Status.CANCELLED):
+        line = info_html(f"Job {job.id} {record.status} · seed {record.seed}")
+    elif record.status == Status.FAILED:
+        line = error_html(f"Generation failed: {record.error}")
+    else:
+        return info_html(f"Job {job.id} {record.status} · seed {record.seed}")
+    return _final_marker(line, task_id)
+
+
+def _final_marker(line: str, task_id: str | None) -> str:
+    return f'<div data-fpk-final="{_esc(task_id or "")}">{line}</div>'
+
+
+def stopping_line(job) -> str:
+    return info_html(f"Stopping job {job.id} after the current step…")
+
+
+def _stop_requested(job) -> bool:
+    """Stop asked for (our Stop, the API, or the host's own Stop / interrupt) and the job not over yet."""
+    try:
+        return bool(job.control.should_stop())
+    except Exception:  # noqa: BLE001 - a host's state that cannot be read is not a stop
+        return False
+
+
+def preview_html(image: Any = None) -> str:
+    """The live preview box: the latest preview strip as an inline JPEG, or a placeholder.
+
+    The page's script (SD.Next) swaps the <img> source in place from SD.Next's progress API.
+    """
+    if image is None:
+        return ('<div class="fpk-live fpk-live-empty"><img class="fpk-live-image" alt="" hidden>'
+                '<span>The live preview appears here during a generation</span></div>')
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).convert("RGB").save(buffer, format="JPEG", quality=80)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return (f'<div class="fpk-live"><img class="fpk-live-image" alt="Live preview" '
+            f'src="data:image/jpeg;base64,{data}"></div>')
 
 
 def generate_stream(host, job_queue, values: Mapping[str, Any], task_id: str | None = None,
-                    poll: float = 0.3, heartbeat: float = 2.0) -> Iterator[Update]:
+                    poll: float = 0.3, heartbeat: float = 2.0, stream: bool = True) -> Iterator[Update]:
     """Validate, submit, then follow the job until it ends; nothing is queued on a bad input.
 
-    Yields an `Update` when the job changes (at most every `poll` seconds) and at least every
-    `heartbeat` seconds (elapsed time, memory). Stopping the iteration (page closed) leaves the
-    job running in the queue.
+    With `stream`, yields an `Update` when the job changes (at most every `poll` seconds) and at
+    least every `heartbeat` seconds (elapsed time, memory). Without, it yields only the start,
+    "Stopping" once when a stop is asked for, and the end. Stopping the iteration (page closed)
+    leaves the job running in the queue.
     """
     try:
         request, options = validate(values, host)
     except InputError as error:
-        yield Update(status=error_html(str(error)), finished=True)
+        yield Update(status=_final_marker(error_html(str(error)), task_id), finished=True)
+        return
+    if PAGE_TASKS.stopped_before_start(task_id):
+        yield Update(status=_final_marker(info_html("Stopped before the job was submitted"), task_id), finished=True)
         return
     try:  # the queue opens the host's progress task now and closes it when the job ends
         job = job_queue.submit(request, options, task_id=task_id or None)
     except FramePackError as error:
         problems = error.problems()
-        yield Update(status=error_html("; ".join(labelled(problem) for problem in problems)), finished=True)
+        yield Update(status=_final_marker(error_html("; ".join(labelled(problem) for problem in problems)), task_id),
+                     finished=True)
         return
+    PAGE_TASKS.bind(task_id, job, job_queue)  # a Stop that came in meanwhile cancels it now
     seed = job.record.seed
     yield Update(status=info_html(f"Job {job.id} submitted · seed {seed} · {job.record.plan}"),
                  progress=progress_html(job, job_queue), preview=None, video=None, job_id=job.id, seed=seed,
                  pause_label="Pause")
-    seen, preview, last = job.record.updates, None, time.monotonic()
+    seen, preview, last, stopping = job.record.updates, None, time.monotonic(), False
     while not job.wait(poll):
+        update = Update()
+        if not stopping and _stop_requested(job):
+            stopping, update.status = True, stopping_line(job)
         now = time.monotonic()
-        if job.record.updates == seen and now - last < heartbeat:
-            continue
-        seen, last = job.record.updates, now
-        update = Update(progress=progress_html(job, job_queue))
-        if job.preview is not None and job.preview is not preview:
-            preview = update.preview = job.preview
-        yield update
+        if stream and (job.record.updates != seen or now - last >= heartbeat):
+            seen, last = job.record.updates, now
+            update.progress = progress_html(job, job_queue)
+            if job.preview is not None and job.preview is not preview:
+                preview = update.preview = job.preview
+        if update != Update():
+            yield update
     video = job.record.video
-    yield Update(status=status_line(job), progress=final_html(job),
+    yield Update(status=status_line(job, task_id), progress=final_html(job),
                  preview=job.preview if job.preview is not None else KEEP, video=video, job_id="", pause_label="Pause",
                  finished=True)
 
 
 # ----------------------------------------------------------------------------- Stop / Skip / Pause
+
+class PageTasks:
+    """Which job each page's Generate click (its progress task id) started, for Stop.
+
+    The page sends its task id with Generate and with Stop, so Stop finds the job even before
+    the page has received the job id (a busy page can lag by seconds). A Stop that arrives
+    before the job exists is remembered: the job is cancelled the moment it is submitted, or
+    never submitted. Bounded: only the latest `size` tasks are kept.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._lock = threading.Lock()
+        self._jobs: OrderedDict[str, str] = OrderedDict()  # task id -> job id
+        self._early_stops: OrderedDict[str, float] = OrderedDict()  # task ids stopped before their job existed
+        self._size = size
+
+    def _remember(self, table: OrderedDict, key: str, value: Any) -> None:
+        table[key] = value
+        table.move_to_end(key)
+        while len(table) > self._size:
+            table.popitem(last=False)
+
+    def bind(self, task_id: str | None, job, job_queue) -> None:
+        if not task_id:
+            return
+        with self._lock:
+            self._remember(self._jobs, task_id, job.id)
+            stop = self._early_stops.pop(task_id, None) is not None
+        if stop:
+            job_queue.cancel(job.id)
+
+    def stopped_before_start(self, task_id: str | None) -> bool:
+        if not task_id:
+            return False
+        with self._lock:
+            return self._early_stops.pop(task_id, None) is not None
+
+    def job_id(self, task_id: str | None) -> str | None:
+        with self._lock:
+            return self._jobs.get(task_id) if task_id else None
+
+    def stop_before_start(self, task_id: str) -> None:
+        with self._lock:
+            self._remember(self._early_stops, task_id, time.time())
+
+
+PAGE_TASKS = PageTasks()
+
 
 def _running_job(job_queue, job_id: str | None):
     job = job_queue.get(job_id) if job_id else None
@@ -585,28 +719,49 @@ def _running_job(job_queue, job_id: str | None):
     return job
 
 
-def stop_job(job_queue, job_id: str | None) -> str:
-    job = _running_job(job_queue, job_id)
+def _page_job(job_queue, job_id: str | None, task_id: str | None):
+    """The page's unfinished job: by job id, else by the page's task id."""
+    return _running_job(job_queue, job_id) or _running_job(job_queue, PAGE_TASKS.job_id(task_id))
+
+
+def _queue_running(job_queue):
+    return next((job for job in job_queue.list() if job.status == "running"), None)
+
+
+def stop_job(job_queue, job_id: str | None, task_id: str | None = None, wait: float = 1.0) -> str:
+    """Stop the job this page started, or, when the page has none going, the running one.
+
+    Waits up to `wait` seconds for the job to end, so the line it returns is the final one
+    when the job stops at once (the Generate stream ends with the same line).
+    """
+    job = _page_job(job_queue, job_id, task_id)
+    if job is None and task_id and PAGE_TASKS.job_id(task_id) is None and not job_id:
+        PAGE_TASKS.stop_before_start(task_id)  # Generate was clicked but its job does not exist yet
+        return info_html("Stopping: the job this page started is cancelled as soon as it is submitted")
+    if job is None:
+        job = _queue_running(job_queue)
     if job is None:
         return info_html("Nothing to stop")
     was_queued = job.status == Status.QUEUED
     job_queue.cancel(job.id)
     if was_queued:
         return info_html(f"Job {job.id} removed from the queue")
-    return info_html(f"Stopping job {job.id} after the current step…")
+    if wait > 0 and job.wait(wait):
+        return status_line(job, task_id if PAGE_TASKS.job_id(task_id) == job.id else None)
+    return stopping_line(job)
 
 
-def skip_section(job_queue, job_id: str | None) -> str:
-    job = _running_job(job_queue, job_id)
+def skip_section(job_queue, job_id: str | None, task_id: str | None = None) -> str:
+    job = _page_job(job_queue, job_id, task_id)
     if job is None or job.status != Status.RUNNING:
         return info_html("Nothing to skip")
     job.control.skip()
     return info_html(f"Skipping the rest of the current section of job {job.id}")
 
 
-def toggle_pause(job_queue, job_id: str | None) -> tuple[str, str]:
+def toggle_pause(job_queue, job_id: str | None, task_id: str | None = None) -> tuple[str, str]:
     """(button label, status line): Pause <-> Resume."""
-    job = _running_job(job_queue, job_id)
+    job = _page_job(job_queue, job_id, task_id)
     if job is None:
         return "Pause", info_html("Nothing to pause")
     if job.control.paused:

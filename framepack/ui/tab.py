@@ -4,12 +4,25 @@
 (`on_ui_tabs`), the standalone app mounts it at "/". Every element id starts with `fpk_` (the
 built-in Video -> FramePack sub-tab owns the `framepack_*` ids).
 
+Layout: the Generate / Stop / Skip / Pause bar, the status line and the progress box come
+first, so the first screen is usable however narrow the tab is (SD.Next's ModernUI shows it in
+a split panel, where the two columns below stack).
+
 Events and the queue: Generate is the only event on Gradio's queue (generators stream only
 there); everything else (plan, Stop / Skip / Pause, keyframes, codec refresh, settings) runs
 with `queue=False`, so it answers at once even while a generation holds the queue's worker.
+Inside SD.Next, Generate sends only its start and its end through Gradio (each Gradio update
+re-renders SD.Next's whole page); the page's script follows the job through SD.Next's progress
+API meanwhile (javascript/framepack.js). There Stop / Skip / Pause are not Gradio events at all
+(even a script-only Gradio event re-renders SD.Next's page first): the page's script listens to
+their clicks and posts the page's task id to `framepack.ui.routes`, so they answer at once during
+a run and reach the job before the page has received its id. On the standalone page (light, and
+behind its own login with `--auth`) they are ordinary Gradio events with the same rules.
 """
 
 from __future__ import annotations
+
+import functools
 
 import json
 from pathlib import Path
@@ -55,12 +68,24 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
     if assets is None:
         assets = getattr(host, "name", "") != "sdnext"
     d = logic.default_values(host)
+    live_plan = functools.partial(logic.host_plan_html, host)  # the plan line, with the resources on this host
     lo, hi, step = logic.RESOLUTION_RANGE
     dlo, dhi, dstep = logic.DURATION_RANGE
     writable = logic.settings_writable(host)
 
-    with gr.Blocks(analytics_enabled=False, title="FramePack", css=_read(STYLE_FILE) if assets else None) as blocks:
+    in_sdnext = getattr(host, "name", "") == "sdnext"
+    root_classes = ["fpk-root", "fpk-host-sdnext" if in_sdnext else "fpk-host-standalone"]
+    with gr.Blocks(analytics_enabled=False, title="FramePack", css=_read(STYLE_FILE) if assets else None) as blocks, \
+            gr.Column(elem_id="fpk_root", elem_classes=root_classes):
         c: dict[str, Any] = {}
+        with gr.Row(elem_id="fpk_buttons", elem_classes=["fpk-buttons"]):
+            generate = gr.Button("Generate", variant="primary", elem_id="fpk_generate")
+            stop = gr.Button("Stop", variant="stop", elem_id="fpk_stop")
+            skip = gr.Button("Skip section", elem_id="fpk_skip")
+            pause = gr.Button("Pause", elem_id="fpk_pause")
+        # one root element each: the page's script rewrites it in place (Gradio keeps its own nodes)
+        status = gr.HTML(logic.info_html(""), elem_id="fpk_status")
+        progress = gr.HTML('<div class="fpk-progress"></div>', elem_id="fpk_progress")
         with gr.Row(elem_id="fpk_tab", elem_classes=["fpk-tab"], equal_height=False):
             # ------------------------------------------------------------ inputs
             with gr.Column(elem_id="fpk_inputs", elem_classes=["fpk-column"], scale=5, min_width=360):
@@ -119,7 +144,7 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                     c["fps"] = gr.Number(value=d["fps"], label="FPS", minimum=1, maximum=240, elem_id="fpk_fps")
                     c["interpolation"] = gr.Slider(0, 8, value=d["interpolation"], step=1,
                                                    label="Interpolated frames", elem_id="fpk_interpolation")
-                plan = gr.HTML(logic.plan_html(*(d[name] for name in logic.PLAN_NAMES)), elem_id="fpk_plan",
+                plan = gr.HTML(live_plan(*(d[name] for name in logic.PLAN_NAMES), d["resolution"]), elem_id="fpk_plan",
                                elem_classes=["fpk-plan-box"])
 
                 # -------------------------------------------------------- video output
@@ -221,27 +246,21 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
 
             # ------------------------------------------------------------ outputs
             with gr.Column(elem_id="fpk_outputs", elem_classes=["fpk-column"], scale=4, min_width=320):
-                with gr.Row(elem_id="fpk_buttons", elem_classes=["fpk-buttons"]):
-                    generate = gr.Button("Generate", variant="primary", elem_id="fpk_generate")
-                    stop = gr.Button("Stop", variant="stop", elem_id="fpk_stop")
-                    skip = gr.Button("Skip section", elem_id="fpk_skip")
-                    pause = gr.Button("Pause", elem_id="fpk_pause")
-                status = gr.HTML("", elem_id="fpk_status")
-                progress = gr.HTML("", elem_id="fpk_progress")
                 video = gr.Video(label="Video", autoplay=True, interactive=False, elem_id="fpk_video",
                                  elem_classes=["fpk-video"])
-                preview = gr.Image(label="Live preview", interactive=False, type="numpy", elem_id="fpk_preview")
+                preview = gr.HTML(logic.preview_html(None), elem_id="fpk_preview", elem_classes=["fpk-preview"])
                 task_id = gr.Textbox("", visible=False, elem_id="fpk_task_id")
                 job_id = gr.Textbox("", visible=False, elem_id="fpk_job_id")
                 last_seed = gr.Number(-1, visible=False, precision=0, elem_id="fpk_last_seed")
 
         values = [c[name] for name in logic.VALUE_NAMES]
-        plan_inputs = [c[name] for name in logic.PLAN_NAMES]
+        plan_inputs = [c[name] for name in logic.PLAN_NAMES] + [c["resolution"]]
         mode_inputs = [c["image"], c["end_image"], c["blank_start"], c["variant"], c["keyframes"]]
 
         # ---------------------------------------------------------------- live plan and mode
-        for name in ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts"):
-            c[name].change(logic.plan_html, plan_inputs, plan, queue=False, show_progress="hidden")
+        for name in ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts",
+                     "resolution"):
+            c[name].change(live_plan, plan_inputs, plan, queue=False, show_progress="hidden")
         for component in (c["image"], c["end_image"], c["blank_start"], c["variant"]):
             component.change(logic.mode_html, mode_inputs, mode, queue=False, show_progress="hidden")
 
@@ -257,10 +276,10 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
 
         keyframe_add.click(on_add_keyframe, [c["keyframes"], keyframe_image, keyframe_when],
                            [c["keyframes"], keyframes_gallery, keyframe_image, keyframe_when, keyframe_message],
-                           queue=False).then(logic.plan_html, plan_inputs, plan, queue=False) \
+                           queue=False).then(live_plan, plan_inputs, plan, queue=False) \
             .then(logic.mode_html, mode_inputs, mode, queue=False)
         keyframe_clear.click(on_clear_keyframes, None, [c["keyframes"], keyframes_gallery, keyframe_message],
-                             queue=False).then(logic.plan_html, plan_inputs, plan, queue=False) \
+                             queue=False).then(live_plan, plan_inputs, plan, queue=False) \
             .then(logic.mode_html, mode_inputs, mode, queue=False)
 
         # ---------------------------------------------------------------- small helpers
@@ -296,21 +315,27 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
 
         # ---------------------------------------------------------------- generate / stop / skip / pause
         def on_generate(task, *args):
-            for update in logic.generate_stream(host, queue, dict(zip(logic.VALUE_NAMES, args)), task_id=task or None):
+            stream = logic.generate_stream(host, queue, dict(zip(logic.VALUE_NAMES, args)), task_id=task or None,
+                                           stream=not in_sdnext)
+            for update in stream:
                 label = KEEP if update.pause_label is KEEP else gr.update(value=update.pause_label)
-                yield tuple(_as_output(value) for value in (update.status, update.progress, update.preview,
+                shown = KEEP if update.preview is KEEP else logic.preview_html(update.preview)
+                yield tuple(_as_output(value) for value in (update.status, update.progress, shown,
                                                             update.video, update.job_id, update.seed, label))
 
+        # show_progress hidden: the progress box is ours; Gradio's per-output timers would re-render the page
         generate.click(on_generate, [task_id, *values], [status, progress, preview, video, job_id, last_seed, pause],
-                       _js=SUBMIT_JS, show_progress="minimal", api_name="fpk_generate")
-        stop.click(lambda job: logic.stop_job(queue, job), job_id, status, queue=False, show_progress="hidden")
-        skip.click(lambda job: logic.skip_section(queue, job), job_id, status, queue=False, show_progress="hidden")
+                       _js=SUBMIT_JS, show_progress="hidden", api_name="fpk_generate")
+        if not in_sdnext:  # inside SD.Next: click listeners of javascript/framepack.js (see the module docstring)
+            def on_pause(job, task):
+                label, line = logic.toggle_pause(queue, job or None, task or None)
+                return gr.update(value=label), line
 
-        def on_pause(job):
-            label, message = logic.toggle_pause(queue, job)
-            return gr.update(value=label), message
-
-        pause.click(on_pause, job_id, [pause, status], queue=False, show_progress="hidden")
+            stop.click(lambda job, task: logic.stop_job(queue, job or None, task or None), [job_id, task_id], status,
+                       queue=False)
+            skip.click(lambda job, task: logic.skip_section(queue, job or None, task or None), [job_id, task_id],
+                       status, queue=False)
+            pause.click(on_pause, [job_id, task_id], [pause, status], queue=False)
 
         if assets:
             blocks.load(None, None, None, _js=_script_loader())

@@ -23,10 +23,24 @@ def get_dit_args(load_config: dict | None = None, module: str | None = None, dev
             config["device_map"] = "cpu"
         elif shared.opts.device_map == "gpu":
             config["device_map"] = devices.device
-    quant_args = dict(fake_quant_args.get(module, {})) if allow_quant else {}
+    quant_args = dict(fake_quant_args.get(module, _sdnq_args(module))) if allow_quant else {}
     fake_calls.append(("get_dit_args", {"module": module, "device_map": device_map, "load_args": dict(config),
                                         "quant_args": dict(quant_args)}))
     return config, quant_args
+
+
+class FakeSDNQConfig:
+    """Stands for modules.sdnq.SDNQConfig (only its presence matters to the extension)."""
+
+    def __init__(self, weights_dtype):
+        self.weights_dtype = weights_dtype
+
+
+def _sdnq_args(module):
+    """SD.Next's create_sdnq_config rule: the module is ticked and the mode loads quantized ('pre'/'auto')."""
+    if shared.opts.sdnq_quantize_mode in {"pre", "auto"} and module in shared.opts.sdnq_quantize_weights:
+        return {"quantization_config": FakeSDNQConfig(shared.opts.sdnq_quantize_weights_mode)}
+    return {}
 
 
 def do_post_load_quant(sd_model, allow=True):

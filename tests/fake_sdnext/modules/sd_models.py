@@ -56,15 +56,35 @@ def apply_balanced_offload(sd_model=None, exclude: list[str] | None = None, forc
 
 
 def set_diffuser_offload(sd_model, op: str = "model", quiet: bool = False, force: bool = False):
+    """Like SD.Next's (modules/sd_offload.py): the same diffusers calls with the same arguments; model and
+    sequential offload errors are logged and swallowed, group offload errors propagate."""
     mode = shared.opts.diffusers_offload_mode
-    _record("set_diffuser_offload", model=sd_model, mode=mode, op=op)
+    _record("set_diffuser_offload", model=sd_model, mode=mode, op=op,
+            exclude=list(getattr(sd_model, "_exclude_from_cpu_offload", []) or []))
     if sd_model is None:
         log.warning(f"{op} is not loaded")
         return
     if mode == "none":
         sd_model.has_accelerate = False
         move_model(sd_model, devices.device)
-    elif mode in ("model", "sequential", "group"):
-        sd_model.has_accelerate = True  # the real host installs diffusers/accelerate hooks here
+    elif mode == "model" and hasattr(sd_model, "enable_model_cpu_offload"):
+        try:
+            sd_model.enable_model_cpu_offload(device=devices.device)
+            sd_model.has_accelerate = True
+        except Exception as e:
+            log.error(f"Setting {op}: offload={mode} {e}")
+    elif mode == "sequential" and hasattr(sd_model, "enable_sequential_cpu_offload"):
+        try:
+            if not getattr(sd_model, "has_accelerate", False):
+                sd_model.enable_sequential_cpu_offload(device=devices.device)
+            sd_model.has_accelerate = True
+        except Exception as e:
+            log.error(f"Setting {op}: offload={mode} {e}")
+    elif mode == "group":
+        sd_model.enable_group_offload(onload_device=devices.device, offload_device=devices.cpu,
+                                      offload_type="block_level", num_blocks_per_group=1, non_blocking=False,
+                                      use_stream=False, record_stream=False, low_cpu_mem_usage=False,
+                                      exclude_modules=["vae"])
+        sd_model.has_accelerate = True
     elif mode == "balanced":
         apply_balanced_offload(sd_model, force=force)

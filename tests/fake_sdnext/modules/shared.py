@@ -19,9 +19,15 @@ options_templates.update(options_section(("sd", "Model Loading"), {
     "device_map": OptionInfo("default", "Model load device map", None, {"choices": ["default", "gpu", "cpu"]}),
     "diffusers_offload_mode": OptionInfo("balanced", "Model offload mode", None,
                                          {"choices": ["none", "balanced", "group", "model", "sequential"]}),
+}))
+# SD.Next's "Model Quantization" section (modules/ui_definitions.py), the keys that decide SDNQ
+options_templates.update(options_section(("quantization", "Model Quantization"), {
+    "quantize_sep": OptionInfo("<h2>Quantization General</h2>", "", None),
+    "sdnq_quantize_sep": OptionInfo("<h2>SDNQ: SD.Next Quantization</h2>", "", None),
     "sdnq_quantize_weights": OptionInfo([], "Quantization enabled", None,
                                         {"choices": ["Model", "TE", "LLM", "Control", "VAE"]}),
     "sdnq_quantize_mode": OptionInfo("auto", "Quantization mode", None, {"choices": ["auto", "pre", "post"]}),
+    "sdnq_quantize_weights_mode": OptionInfo("int8", "Quantization type", None),
 }))
 options_templates.update(options_section(("system-paths", "System Paths"), {
     "hfcache_dir": OptionInfo(default_hfcache_dir, "Folder for Huggingface cache", folder=True),

@@ -1,0 +1,87 @@
+"""The tab's Stop / Skip / Pause routes (framepack/ui/routes.py), called the way the page's script does."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi import FastAPI  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from framepack.host.standalone import StandaloneHost  # noqa: E402
+from framepack.jobs.queue import JobQueue  # noqa: E402
+from framepack.request.model import build_request  # noqa: E402
+from framepack.ui import logic  # noqa: E402
+from framepack.ui.routes import MAX_BODY, PAGE_PREFIX, register_page_routes  # noqa: E402
+
+FAST = dict(resolution=32, steps=2, latent_window_size=3, fps=30, teacache=False, variant="f1")
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir, tmp_path_factory):
+    host = StandaloneHost(output_dir=tmp_path_factory.mktemp("routes"), model=str(tiny_model_dir))
+    queue = JobQueue(host)
+    app = FastAPI()
+    assert register_page_routes(app.add_api_route, queue) == [f"POST {PAGE_PREFIX}/{name}"
+                                                               for name in ("stop", "skip", "pause")]
+    yield TestClient(app), queue
+    queue.shutdown()
+
+
+def long_job(queue, task=None):
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    job = queue.submit(build_request(**FAST, image=image, duration=20.0))
+    if task:
+        logic.PAGE_TASKS.bind(task, job, queue)
+    deadline = time.monotonic() + 60
+    while job.status == "queued" and time.monotonic() < deadline:
+        threading.Event().wait(0.02)
+    return job
+
+
+def test_pause_resume_skip_and_stop_reach_the_page_job_by_its_task(served):
+    client, queue = served
+    job = long_job(queue, task="task(routes1)")
+    paused = client.post(f"{PAGE_PREFIX}/pause", json={"job": "", "task": "task(routes1)"}).json()
+    assert paused["label"] == "Resume" and f"Job {job.id} paused" in paused["status"] and job.control.paused
+    resumed = client.post(f"{PAGE_PREFIX}/pause", json={"job": job.id}).json()
+    assert resumed["label"] == "Pause" and not job.control.paused
+    assert "Skipping" in client.post(f"{PAGE_PREFIX}/skip", json={"task": "task(routes1)"}).json()["status"]
+    stopped = client.post(f"{PAGE_PREFIX}/stop", json={"job": "", "task": "task(routes1)"}).json()["status"]
+    assert job.wait(60) and job.status == "interrupted"
+    # Stop waits up to a second for the step to end: then its answer is the final line (a busy machine: "Stopping")
+    assert (f"Job {job.id} interrupted" in stopped and 'data-fpk-final="task(routes1)"' in stopped) \
+        or stopped == logic.stopping_line(job)
+
+
+def test_nothing_running(served):
+    client, _ = served
+    assert "Nothing to stop" in client.post(f"{PAGE_PREFIX}/stop", json={}).json()["status"]
+    assert "Nothing to skip" in client.post(f"{PAGE_PREFIX}/skip", json={"job": "nope"}).json()["status"]
+    assert client.post(f"{PAGE_PREFIX}/pause", json={"job": "nope"}).json()["label"] == "Pause"
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"[1]", "expected a JSON object"),
+    (b"{not json", "expected a JSON object"),
+    (b'{"job": 5}', "job: expected a text"),
+    (b'{"task": "' + b"x" * 300 + b'"}', "task: expected a text of at most 200"),
+    (b'{"job": "' + b"x" * MAX_BODY + b'"}', "body larger than"),
+])
+def test_bad_bodies_get_a_400_naming_the_field(served, body, message):
+    client, _ = served
+    response = client.post(f"{PAGE_PREFIX}/stop", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and message in response.json()["detail"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_only_json_bodies_are_read(served, content_type):
+    """Another site's page may POST text/plain or a form without a CORS preflight: such a request stops nothing."""
+    client, queue = served
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post(f"{PAGE_PREFIX}/stop", content=b'{"job": "", "task": ""}', headers=headers)
+    assert response.status_code == 415 and "application/json" in response.json()["detail"]
