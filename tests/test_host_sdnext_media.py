@@ -277,6 +277,29 @@ def test_send_to_process(sd):
     sdnext_media._process_video.clear()
 
 
+def test_send_to_process_across_tab_blocks(sd):
+    """As in SD.Next: the Process tab and ours are separate Blocks (Process built first), rendered into one app."""
+    import gradio as gr
+
+    from framepack.host import sdnext_media
+    from framepack.host.sdnext import SdnextHost
+
+    sdnext_media._process_video.clear()
+    with gr.Blocks() as process_tab:
+        target = gr.Video(elem_id="extras_video")
+        sdnext_media.remember_process_video(target, elem_id="extras_video")
+    with gr.Blocks() as our_tab:
+        button, video = gr.Button("send"), gr.Video()
+        assert SdnextHost().bind_send_to_process(button, video) is True
+    with gr.Blocks() as demo:
+        process_tab.render()
+        our_tab.render()
+    ids = {c["id"] for c in demo.config["components"]}
+    dependency = [d for d in demo.config["dependencies"] if d["outputs"] == [target._id]]
+    assert len(dependency) == 1 and target._id in ids and video._id in ids
+    sdnext_media._process_video.clear()
+
+
 def test_entry_script_registers_the_process_video_hook(sd):
     import runpy
 
