@@ -79,11 +79,20 @@ def on_app_started(demo, app):
     _sdnext().register_api(demo, app)
 
 
+def on_after_component(component, **kwargs):
+    # remembers SD.Next's Process -> Process Video input, the target of "send to Process"
+    from framepack.host.sdnext_media import remember_process_video
+
+    remember_process_video(component, **kwargs)
+
+
 def register() -> None:
     callbacks = _sdnext().callbacks()
     callbacks.on_ui_settings(on_ui_settings)
     callbacks.on_ui_tabs(on_ui_tabs)
     callbacks.on_app_started(on_app_started)
+    if hasattr(callbacks, "on_after_component"):
+        callbacks.on_after_component(on_after_component)
 
 
 try:

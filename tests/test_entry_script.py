@@ -28,7 +28,7 @@ def test_registers_callbacks_from_the_entry_script_quietly(sd):
     module, stdout = sd.load_entry_script()
     assert stdout == ""  # SD.Next captures module stdout at import: nothing is printed
     callbacks = sd.script_callbacks.callback_map
-    for kind in ("callbacks_ui_settings", "callbacks_ui_tabs", "callbacks_app_started"):
+    for kind in ("callbacks_ui_settings", "callbacks_ui_tabs", "callbacks_app_started", "callbacks_after_component"):
         assert [c.script for c in callbacks[kind]] == [str(ENTRY_SCRIPT)]  # attributed to our script
     assert "framepack_tab.py" not in sys.modules  # SD.Next does not keep script modules there
     assert sys.modules["framepack"].__file__.startswith(str(REPO))
@@ -157,19 +157,19 @@ def impostor(tmp_path) -> Path:
 
 def test_our_package_wins_over_an_installed_impostor(tmp_path, impostor):
     result = run_python(CHECK.format(before=""), tmp_path, [impostor])
-    assert result["file"] == str(REPO / "framepack" / "__init__.py") and result["callbacks"] == 3
+    assert result["file"] == str(REPO / "framepack" / "__init__.py") and result["callbacks"] == 4
 
 
 def test_our_package_replaces_an_already_imported_impostor(tmp_path, impostor):
     before = "import framepack; assert framepack.IMPOSTOR"
     result = run_python(CHECK.format(before=before), tmp_path, [impostor])
-    assert result["file"] == str(REPO / "framepack" / "__init__.py") and result["callbacks"] == 3
+    assert result["file"] == str(REPO / "framepack" / "__init__.py") and result["callbacks"] == 4
 
 
 def test_import_is_light(tmp_path):
     """No torch, diffusers, transformers, gradio or engine import when SD.Next imports the script."""
     result = run_python(CHECK.format(before=""), tmp_path)
-    assert result["stdout"] == "" and result["heavy"] == [] and result["callbacks"] == 3
+    assert result["stdout"] == "" and result["heavy"] == [] and result["callbacks"] == 4
 
 
 def test_startup_benchmark_reports_registration_time():

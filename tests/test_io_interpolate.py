@@ -91,7 +91,7 @@ def test_flow_lands_closer_to_the_true_midpoint_than_blend(shift):
 
 @pytest.mark.parametrize("k,method,message", [
     (-1, "flow", "0 to 16"), (1.5, "flow", "whole number"), (99, "blend", "0 to 16"),
-    (1, "rife", "unknown interpolation method"),
+    (1, "rife", "needs a RIFE model file"), (1, "dain", "unknown interpolation method"),
 ])
 def test_bad_arguments(k, method, message):
     with pytest.raises(InputError, match=message):

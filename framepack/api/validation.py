@@ -22,7 +22,7 @@ from framepack.request.images import declared_pixels
 from framepack.request.limits import MAX_KEYFRAMES, MAX_REQUEST_IMAGE_PIXELS, request_pixels_text
 from framepack.request.model import (PLAN_FIELDS, RESOURCE_FIELDS, GenerationRequest, Keyframe, field_values,
                                      plan_for, validated)
-from framepack.request.output import OUTPUT, OutputOptions, build_output_from
+from framepack.request.output import OUTPUT, OutputOptions, build_output_from, is_host_model
 
 OUTPUT_KEY = OUTPUT
 """Body key holding the `OutputOptions` fields (the generation fields sit at the top level)."""
@@ -165,7 +165,7 @@ def _resolve_model_files(options: OutputOptions, folder) -> OutputOptions:
     changes = {}
     for name in ("upscaler", "interpolation_model"):
         value = getattr(options, name, None)
-        if value and value not in BUILTIN_MODEL_NAMES:
+        if value and value not in BUILTIN_MODEL_NAMES and not is_host_model(value):  # sdnext:...: the host checks
             try:
                 changes[name] = str(folder.resolve(value, ()))
             except FramePackError as error:

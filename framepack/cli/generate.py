@@ -27,7 +27,7 @@ from pathlib import Path
 
 REQUEST_FLAGS = {  # argument group -> request fields given as flags, in the order --help shows them
     "inputs": ("blank_start", "prompt", "negative_prompt", "system_prompt"),
-    "video": ("variant", "duration", "fps", "interpolation", "resolution"),
+    "video": ("variant", "duration", "fps", "interpolation", "resolution", "tiny_vae_decode"),
     "sampling": ("steps", "seed", "latent_window_size", "sampler", "shift", "cfg", "distilled_cfg", "cfg_rescale",
                  "cfg_zero_star", "teacache", "teacache_threshold", "cache", "magcache_threshold", "magcache_max_skips",
                  "magcache_retention", "noise", "start_strength", "end_strength", "vision_strength",

@@ -25,6 +25,7 @@ import torch
 
 from framepack.engine import conditioning as cond
 from framepack.engine.context import HISTORY_LENGTH, LatentContext, continuing_context, new_context
+from framepack.errors import ModelError
 from framepack.engine.control import GenerationControl, StageHooks
 from framepack.request.events import Done, Frames, Progress, SectionDone, Stage, Status
 from framepack.engine.frames import FrameAssembler, FrameSink
@@ -34,7 +35,7 @@ from framepack.engine.sampler import SAMPLERS, dynamic_shift, flow_sigmas
 from framepack.engine.forward import compiled_blocks, prepare_section, prepare_text, section_forward
 from framepack.engine.magcache import MagCacheState, mag_ratios
 from framepack.engine.noise import ReferenceNoise, section_noise
-from framepack.engine.preview import PreviewStream
+from framepack.engine.preview import PreviewStream, tiny_vae_strip
 from framepack.engine.teacache import TeaCacheState
 from framepack.request.model import GenerationRequest
 
@@ -103,6 +104,10 @@ class SectionLoop:
         self.keep_spill = keep_spill
         self.device = pipe._execution_device
         self.dtype = pipe.transformer.dtype
+        self.tiny_vae = getattr(pipe, "tiny_vae", None)  # the recipe's Tiny VAE (models.taehv), if it has one
+        if request.tiny_vae_decode and self.tiny_vae is None:
+            raise ModelError("tiny_vae_decode needs a Tiny VAE in the model recipe (the tiny_vae component: a "
+                             "folder or file with taehv.safetensors)")
         self.guidance = GuidanceConfig(
             distilled_cfg=request.distilled_cfg, cfg=request.cfg, rescale=request.cfg_rescale,
             cfg_zero_star=request.cfg_zero_star,
@@ -332,7 +337,7 @@ class SectionLoop:
         noise = self.noise_fn(section.index, shape).to(self.device)
         sigmas = flow_sigmas(request.steps, request.shift or dynamic_shift(self.token_count(shape))).to(self.device)
         denoise = make_denoiser(self.velocity_fn(section, context, images, negative, shape), self.guidance)
-        previews = PreviewStream(emit) if request.preview else None
+        previews = PreviewStream(emit, self.preview_strip()) if request.preview else None
         callback = self.step_callback(section, position, emit, previews)
         try:
             with self.stage("sample"):
@@ -416,8 +421,17 @@ class SectionLoop:
         return on_step
 
     # ---- decoding ----------------------------------------------------------------------
+    def preview_strip(self):
+        """What a preview shows: the Tiny VAE's frames when the recipe has one, else the latent colours."""
+        if self.tiny_vae is None:
+            return None
+        return lambda latents: tiny_vae_strip(latents, self.tiny_vae)
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae
+        if self.request.tiny_vae_decode:  # the Tiny VAE decodes the sampler's latents as they are
+            with self.stage("vae_decode"):
+                return self.tiny_vae.decode(latents)
         with self.stage("vae_decode"):
             scaled = latents.to(device=self.device, dtype=vae.dtype) / vae.config.scaling_factor
             return vae.decode(scaled, return_dict=False)[0]

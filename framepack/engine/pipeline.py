@@ -90,6 +90,11 @@ def build_pipeline(recipe: Recipe, runtime: RuntimeOptions, device: str = "cpu",
     components = _load_one_by_one(recipe, runtime.quantization, device, on_device=choice.offload == "none",
                                   **load_options)
     pipe = FramePackPipeline.from_components(components)
+    from framepack.models.loader import default_dtypes
+    from framepack.models.taehv import attach_tiny_vae
+
+    attach_tiny_vae(pipe, recipe, device, default_dtypes(device)["vae"], cache_dir=load_options.get("cache_dir"),
+                    offline=bool(load_options.get("offline", False)))
     if choice.offload != "none":
         apply_offload(pipe, choice.offload, device)
     apply_vae_tiling(pipe, choice.vae_tiling)

@@ -54,12 +54,13 @@ class PreviewStream:
     the copy is the array itself and each preview goes out at once.
     """
 
-    def __init__(self, emit):
+    def __init__(self, emit, strip=None):
         self.emit = emit
+        self.strip = strip or preview_strip  # latents -> uint8 [H, W, 3] on the device (`tiny_vae_strip` too)
         self.pending: tuple | None = None  # (host tensor, event, section number, step)
 
     def push(self, latents: torch.Tensor, section_number: int, step: int) -> None:
-        strip = preview_strip(latents)
+        strip = self.strip(latents)
         if strip.device.type != "cuda":
             self.emit(Preview(strip.numpy(), section_number, step))
             return
@@ -85,3 +86,28 @@ class PreviewStream:
         host, _, section_number, step = self.pending
         self.pending = None
         self.emit(Preview(host.numpy(), section_number, step))
+
+
+PREVIEW_MAX_WIDTH = 2048
+"""Widest Tiny-VAE preview strip (pixels): a long section's frames are shown smaller, not cut."""
+
+
+def tiny_vae_strip(latents: torch.Tensor, tiny_vae) -> torch.Tensor:
+    """The section decoded by the Tiny VAE: one frame per latent frame, side by side, uint8 on the device.
+
+    Sharper than `preview_strip` (real pixels at 8x the latent size) and still cheap; the strip is
+    scaled down to at most `PREVIEW_MAX_WIDTH` pixels wide.
+    """
+    picked = tiny_vae.decode(latents[:1], time_upscale=False)[0].float()  # [3, T, H, W] in [-1, 1]
+    frames, height, width = picked.shape[1], picked.shape[2], picked.shape[3]
+    scale = min(1.0, PREVIEW_MAX_WIDTH / float(frames * width))
+    if scale < 1.0:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        picked = torch.nn.functional.interpolate(picked.transpose(0, 1), size=size, mode="area").transpose(0, 1)
+    strip = picked.permute(2, 1, 3, 0).reshape(picked.shape[2], -1, 3)  # H, T*W, 3
+    return ((strip + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).contiguous()
+
+
+def tiny_vae_preview(latents: torch.Tensor, tiny_vae) -> np.ndarray:
+    """`tiny_vae_strip` as a host array."""
+    return tiny_vae_strip(latents, tiny_vae).cpu().numpy()

@@ -25,6 +25,7 @@ from framepack.host import sdnext_lora
 from framepack.host.sdnext_models import SdnextModels
 from framepack.host.sdnext_settings import register_settings
 from framepack.host.defaults import SettingsDefaults
+from framepack.host.sdnext_media import SdnextMedia
 from framepack.request.settings import OFFLOAD_CHOICES, SETTING_DEFAULTS
 
 log = logging.getLogger("framepack")
@@ -46,7 +47,7 @@ def _control():
     return sdnext_control
 
 
-class SdnextHost(SettingsDefaults):
+class SdnextHost(SdnextMedia, SettingsDefaults):  # SdnextMedia: RIFE, upscalers, enhancer, send to Process
     """`framepack.request.host.Host` inside SD.Next.
 
     `recipe_for` (optional) replaces the `framepack_model_recipe` setting: a function

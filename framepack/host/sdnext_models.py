@@ -273,6 +273,9 @@ class SdnextModels:
                     components[role] = load_component(recipe, role, cache_dir=cache_dir, offline=offline,
                                                       device=devices.cpu, dtype=dtypes.get(role))
             pipe = pipeline_class().from_components(components)
+            from framepack.models.taehv import attach_tiny_vae  # the recipe's Tiny VAE (previews), if any
+
+            attach_tiny_vae(pipe, recipe, devices.device, dtypes["vae"], cache_dir=cache_dir, offline=offline)
         except BaseException:
             components.clear()
             self.host.gc()

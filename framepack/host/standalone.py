@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from framepack.errors import InputError
 from framepack.engine.control import GenerationControl
 from framepack.models.recipe import Recipe, default_recipe, local_recipe, parse_recipe_setting
 from framepack.host.defaults import SettingsDefaults
@@ -160,6 +161,14 @@ class StandaloneHost(SettingsDefaults):
     def unload(self) -> None:
         if self._manager is not None:
             self._manager.unload()
+
+    def host_upscaler(self, name: str, factor: float):
+        raise InputError(f"{name!r} is one of SD.Next's upscalers; without SD.Next use 'lanczos' or a model file",
+                         ("output", "upscaler"))
+
+    def host_interpolator(self, name: str):
+        raise InputError(f"{name!r} is SD.Next's RIFE; without SD.Next give a RIFE model file",
+                         ("output", "interpolation_model"))
 
     def new_control(self, task_id: str | None = None) -> GenerationControl:
         return GenerationControl()

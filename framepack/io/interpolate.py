@@ -5,7 +5,8 @@ the gaps. `flow` estimates dense optical flow both ways (OpenCV Farneback), move
 two frames along it to the in-between time and blends the two warps, so moving things move
 instead of ghosting; `blend` is a plain cross-fade, for speed or when OpenCV is unavailable.
 `rife` runs a RIFE model file (framepack.models.rife, given as `model`): learned flow, sharper on
-large motion.
+large motion. A `model` may also take whole batches (`interpolate_batch(previous, frames, k)`, e.g.
+SD.Next's RIFE through the host), which `InterpolatingSink` then prefers.
 
 Streaming: frames (or batches of frames) go in one at a time and frames come out one at a time,
 so only two source frames are ever held.
@@ -102,11 +103,27 @@ class InterpolatingSink:
         self.k = check_factor(k, method)
         self.sink = sink
         self._between = _between(method, model)
+        self._batch = getattr(model, "interpolate_batch", None) if method == "rife" else None
         self._previous: np.ndarray | None = None
         self.frames_out = 0
 
+    def _write_batch(self, frames: np.ndarray) -> None:
+        if frames.ndim == 3:
+            frames = frames[None]
+        if not len(frames):
+            return
+        if self._previous is not None and frames.shape[1:] != self._previous.shape:
+            raise InputError("frame size changed in the middle of the video")
+        out = self._batch(self._previous, frames, self.k) if self.k else frames
+        self._previous = frames[-1]
+        self.sink(out)
+        self.frames_out += len(out)
+
     def write(self, frames) -> None:
         """Interpolate from the previous frame through this batch and pass it all on."""
+        if self._batch is not None:
+            self._write_batch(np.asarray(frames))
+            return
         out: list[np.ndarray] = []
         for frame in iter_frames([frames]):
             if self._previous is not None and self.k:

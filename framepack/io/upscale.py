@@ -21,7 +21,8 @@ def scaled_size(height: int, width: int, factor: float) -> tuple[int, int]:
     return max(2, 2 * round(height * factor / 2)), max(2, 2 * round(width * factor / 2))
 
 
-def _lanczos(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def lanczos_resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One RGB frame resized to (height, width) with Lanczos (unchanged when it already has that size)."""
     import cv2
 
     if frame.shape[:2] == size:
@@ -39,7 +40,7 @@ class Lanczos:
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         size = scaled_size(frames.shape[1], frames.shape[2], self.factor)
-        return np.stack([_lanczos(frame, size) for frame in frames])
+        return np.stack([lanczos_resize(frame, size) for frame in frames])
 
 
 class ModelUpscaler:
@@ -61,7 +62,7 @@ class ModelUpscaler:
                 image = torch.from_numpy(np.array(frame)).to(device).permute(2, 0, 1)[None]
                 result = self.descriptor(image.to(dtype) / 255.0)[0].clamp(0, 1)
                 pixels = (result.permute(1, 2, 0).float() * 255.0).round().to(torch.uint8).cpu().numpy()
-                out.append(_lanczos(pixels, size))
+                out.append(lanczos_resize(pixels, size))
         return np.stack(out)
 
 

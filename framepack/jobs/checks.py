@@ -27,14 +27,30 @@ def check_job(request: GenerationRequest, options: OutputOptions) -> None:
 def model_file_problems(options: OutputOptions, request: GenerationRequest) -> list[FramePackError]:
     """The upscaler and RIFE model files exist and are `.safetensors` (the API resolved names already)."""
     from framepack.models.upscalers import check_model_file
+    from framepack.request.output import is_host_model
 
-    problems: list[FramePackError] = []
-    if options.upscale != 1.0 and options.upscaler != "lanczos":
+    problems: list[FramePackError] = []  # the host's own tools (sdnext:...) are checked by `host_model_problems`
+    if options.upscale != 1.0 and options.upscaler != "lanczos" and not is_host_model(options.upscaler):
         with _collect(problems, "upscaler"):
             check_model_file(options.upscaler, "upscaler")
-    if request.interpolation and options.interpolation_method == "rife":
+    if request.interpolation and options.interpolation_method == "rife" and not is_host_model(
+            options.interpolation_model):
         with _collect(problems, "interpolation_model"):
             check_model_file(options.interpolation_model, "RIFE")
+    return problems
+
+
+def host_model_problems(host, options: OutputOptions, request: GenerationRequest) -> list[FramePackError]:
+    """`sdnext:...` upscaler / RIFE choices: does this host have them? (It finds them by name; nothing loads.)"""
+    from framepack.request.output import is_host_model
+
+    problems: list[FramePackError] = []
+    if options.upscale != 1.0 and is_host_model(options.upscaler):
+        with _collect(problems, "upscaler"):
+            host.host_upscaler(options.upscaler, options.upscale)
+    if request.interpolation and options.interpolation_method == "rife" and is_host_model(options.interpolation_model):
+        with _collect(problems, "interpolation_model"):
+            host.host_interpolator(options.interpolation_model)
     return problems
 
 

@@ -36,7 +36,7 @@ class OutputWriters:
     """Opens the writers at the first frame (its size is known only then) and fans frames out."""
 
     def __init__(self, folder: Path, request: GenerationRequest, options: OutputOptions, stem: str, work=None,
-                 source=None, exact: bool = False, overwrite: bool = False, device: Any = "cpu"):
+                 source=None, exact: bool = False, overwrite: bool = False, device: Any = "cpu", host: Any = None):
         from framepack.io.paths import unique_output_path
 
         self.folder, self.request, self.options, self.work = folder, request, options, work
@@ -58,14 +58,21 @@ class OutputWriters:
         self._output_sink: Callable[[np.ndarray], None] | None = None
         self.video = self.raw = self.images = None
         self.upscaler = self.interpolator = None
-        if options.upscale != 1.0 and (options.writes_video or options.save_images):  # loaded before sampling
+        # loaded before sampling; `sdnext:...` names are the host's own tools, handed over by the host
+        from framepack.request.output import is_host_model
+
+        if options.upscale != 1.0 and (options.writes_video or options.save_images):
             from framepack.io.upscale import make_upscaler
 
-            self.upscaler = make_upscaler(options.upscaler, options.upscale, device)
+            self.upscaler = (_host_tool(host, "host_upscaler", options.upscaler, options.upscale)
+                             if is_host_model(options.upscaler) else
+                             make_upscaler(options.upscaler, options.upscale, device))
         if plan.interpolation and options.interpolation_method == "rife":
             from framepack.io.interpolate import load_rife
 
-            self.interpolator = load_rife(options.interpolation_model, device)
+            self.interpolator = (_host_tool(host, "host_interpolator", options.interpolation_model)
+                                 if is_host_model(options.interpolation_model) else
+                                 load_rife(options.interpolation_model, device))
 
     def __call__(self, frames: np.ndarray) -> None:
         if not self._writers:
@@ -188,10 +195,19 @@ class JobFrames:
         self.sent += len(frames)
 
 
+def _host_tool(host: Any, method: str, *args: Any) -> Any:
+    if host is None or not hasattr(host, method):
+        from framepack.errors import InputError
+
+        raise InputError(f"{args[0]!r} names a tool of SD.Next; only a job run inside SD.Next can use it",
+                         ("output", "upscaler" if method == "host_upscaler" else "interpolation_model"))
+    return getattr(host, method)(*args)
+
+
 def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: str | Path,
             control: GenerationControl | None = None, on_event: Callable[[object], None] | None = None,
             work=None, name: str | None = None, overwrite: bool = False, *, checkpoints=None, spec=None,
-            resume=None, clip=None) -> JobResult:
+            resume=None, clip=None, host: Any = None) -> JobResult:
     """Generate and write the outputs; a stop keeps partial files only with keep_incomplete.
 
     Unfinished files (spill, partial video / raw frames / images) live in a work folder inside
@@ -207,6 +223,7 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
     first section and a checkpoint after every section (and before the first). `resume` (a
     `SectionCheckpoint` of this job) continues from it: the frames already written come back
     from the frame log, then the loop goes on. `clip` (an `extend.ClipJob`) continues a clip.
+    `host` gives the `sdnext:...` upscaler / RIFE of the output options (`Host.host_upscaler`, ...).
     """
     from framepack.engine.loop import run_generation
     from framepack.io.background import BackgroundSink
@@ -235,7 +252,7 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
     work = WorkFolder(folder) if own_work else work
     try:
         writers = OutputWriters(folder, request, options, stem, work=work, source=spec, exact=name is not None,
-                                overwrite=overwrite, device=getattr(pipe, "_execution_device", "cpu"))
+                                overwrite=overwrite, device=getattr(pipe, "_execution_device", "cpu"), host=host)
         encoder = BackgroundSink(writers)  # encodes section N while section N+1 samples
         extension = (clip is not None or (spec is not None and spec.kind == "extend"))
         frames = JobFrames(encoder, None if checkpoints is None else work.path / "frames.log",

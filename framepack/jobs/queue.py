@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from framepack.errors import FramePackError, InputError
-from framepack.jobs.checks import check_job, check_output
+from framepack.errors import InputErrors
+from framepack.jobs.checks import check_job, check_output, host_model_problems
 from framepack.jobs.handle import Extend, JobHandle, Listener, Reroll, Resume
 from framepack.jobs.record import JobRecord, new_job_id
 from framepack.jobs.resources import plan_job, resources_dict
@@ -106,6 +107,13 @@ class JobQueue:
                     self._ensure_worker_locked()  # jobs queued before a restart run now
 
     # ---- faces ---------------------------------------------------------------------
+    def _check_job(self, request: GenerationRequest, options: OutputOptions) -> None:
+        """The io checks, then the host's own tools the options name (`sdnext:...`)."""
+        check_job(request, options)
+        problems = host_model_problems(self.host, options, request)
+        if problems:
+            raise InputErrors(problems)
+
     def submit(self, request: GenerationRequest, options: OutputOptions | None = None, *,
                task_id: str | None = None, listener: Listener | None = None, name: str | None = None,
                overwrite: bool = False, batch: str | None = None, label: str | None = None) -> JobHandle:
@@ -116,7 +124,7 @@ class JobQueue:
         file name stem of the outputs (the CLI's `--out clip.mp4`; default `<filename>-<seed>`),
         `overwrite`: whether an existing file of that name is replaced."""
         options = options or self._default_options()
-        check_job(request, options)
+        self._check_job(request, options)
         resources = self.plan_resources(request, options)
         handle = JobHandle(request.resolve_seed(), options, self.host.new_control(task_id), task_id, listener)
         handle.record.resources = resources
@@ -189,7 +197,7 @@ class JobQueue:
         if request.plan().generation_order != plan.generation_order:
             raise InputError("the new settings change the sections of the video; a re-roll keeps them", ())
         options = options or spec.options
-        check_job(request, options)
+        self._check_job(request, options)
         source = {"job": job_id, "from_section": from_section, "reused_sections": reused_sections(plan, position)}
         handle = self._new_handle(request, options, task_id, listener, kind="reroll", source=source,
                                   start=Reroll(Path(old.record.checkpoint), from_section, position))
@@ -238,7 +246,7 @@ class JobQueue:
                                                     "fps": float(opened.fps), "image": np.zeros((*size, 3), np.uint8)},
                                 strict=strict)
             options = options or self._default_options()
-            check_job(request, options)
+            self._check_job(request, options)
             request = request.resolve_seed()
             plan = request.plan()
             clip_info = {**info, "fitted": note, **(source or {})}

@@ -84,7 +84,7 @@ class JobRunner:
                 result = run_job(pipe, opened["spec"].request, opened["spec"].options, opened["folder"],
                                  control=handle.control, on_event=on_event, work=handle.work,
                                  checkpoints=checkpoints, spec=opened["spec"], resume=opened["resume"],
-                                 clip=opened["clip"])
+                                 clip=opened["clip"], host=host)
                 handle.record.frame_count = result.frame_count
                 handle.record.outputs = {kind: str(path) for kind, path in
                                          (("video", result.video), ("frames", result.frames),

@@ -37,6 +37,11 @@ ROLES = (
     "transformer",
 )
 
+OPTIONAL_ROLES = ("tiny_vae",)
+"""Roles a recipe may name but need not: the Tiny VAE (TAEHV, `framepack.models.taehv`) for fast
+previews and, on request, the final decode. Absent by default: nothing is downloaded unasked."""
+ALL_ROLES = ROLES + OPTIONAL_ROLES
+
 HUNYUAN_REPO = "hunyuanvideo-community/HunyuanVideo"
 REDUX_REPO = "lllyasviel/flux_redux_bfl"
 TRANSFORMER_REPOS = {
@@ -206,11 +211,11 @@ class Recipe:
             raise ModelError(
                 f"unknown model variant {self.variant!r}; choose one of: {', '.join(VARIANTS)}"
             )
-        unknown = [r for r in self.components if r not in ROLES]
+        unknown = [r for r in self.components if r not in ALL_ROLES]
         if unknown:
             raise ModelError(
                 f"unknown component role(s) {', '.join(map(repr, unknown))}; "
-                f"known roles: {', '.join(ROLES)}"
+                f"known roles: {', '.join(ALL_ROLES)}"
             )
         missing = [r for r in ROLES if r not in self.components]
         if missing:
@@ -219,7 +224,7 @@ class Recipe:
         if bad:
             raise ModelError(f"component source of {', '.join(bad)} is not a ComponentSource")
         # a private, role-ordered copy: the frozen recipe cannot be changed from outside
-        object.__setattr__(self, "components", {r: self.components[r] for r in ROLES})
+        object.__setattr__(self, "components", {r: self.components[r] for r in ALL_ROLES if r in self.components})
 
     def __hash__(self) -> int:  # components is a dict: hash its (ordered) items
         return hash((self.variant, tuple(self.components.items())))
@@ -228,7 +233,13 @@ class Recipe:
         try:
             return self.components[role]
         except KeyError:
-            raise ModelError(f"unknown component role {role!r}; known roles: {', '.join(ROLES)}") from None
+            if role in OPTIONAL_ROLES:
+                raise ModelError(f"the model recipe has no {role}") from None
+            raise ModelError(f"unknown component role {role!r}; known roles: {', '.join(ALL_ROLES)}") from None
+
+    def get(self, role: str) -> ComponentSource | None:
+        """The source of `role`, or None when the recipe does not name it (optional roles)."""
+        return self.components.get(role)
 
     def with_overrides(self, overrides: Mapping[str, str | os.PathLike | ComponentSource] | None) -> Recipe:
         """A new recipe with some roles pointed elsewhere (see the module docstring for syntax).
@@ -237,11 +248,11 @@ class Recipe:
         """
         if not overrides:
             return self
-        unknown = [r for r in overrides if r not in ROLES]
+        unknown = [r for r in overrides if r not in ALL_ROLES]
         if unknown:
             raise ModelError(
                 f"unknown component role(s) {', '.join(map(repr, unknown))}; "
-                f"known roles: {', '.join(ROLES)}"
+                f"known roles: {', '.join(ALL_ROLES)}"
             )
         components = dict(self.components)
         for role, value in overrides.items():
@@ -296,6 +307,10 @@ def local_recipe(root: str | os.PathLike, variant: str = "original") -> Recipe:
     path = Path(os.path.expanduser(os.fspath(root))).absolute()
     components = {role: ComponentSource(str(path), role) for role in ROLES}
     components["transformer"] = ComponentSource(str(path), LOCAL_TRANSFORMER_SUBFOLDERS[variant])
+    tiny = path / "tiny_vae"
+    if tiny.is_dir() and any(p.suffix == ".safetensors" and p.name.lower().startswith(("taehv", "taew"))
+                             for p in tiny.iterdir()):
+        components["tiny_vae"] = ComponentSource(str(path), "tiny_vae")  # used when present
     return Recipe(variant, components)
 
 
@@ -322,7 +337,7 @@ def parse_recipe_setting(text: str | None, variant: str, base: Recipe | None = N
     if not text:
         return base
     entries = _recipe_json(text) if text.startswith("{") else _recipe_lines(text)
-    known = {"folder", *ROLES, *(f"transformer_{v}" for v in VARIANTS)}
+    known = {"folder", *ROLES, *OPTIONAL_ROLES, *(f"transformer_{v}" for v in VARIANTS)}
     unknown = sorted(set(entries) - known)
     if unknown:
         raise ModelError(f"FramePack model recipe setting: unknown key(s) {', '.join(unknown)}; "

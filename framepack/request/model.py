@@ -312,7 +312,9 @@ class GenerationRequest(BaseModel):
     noise: Literal[limits.NOISE_MODES] = Field(
         "section", description="section: noise seeded per section (resumable); reference: one generator in "
                                "generation order, as lllyasviel's FramePack, to reproduce its videos from a seed")
-    preview: bool = Field(True, description="live previews while sampling")
+    preview: bool = Field(True, description="live previews while sampling (sharper with a Tiny VAE in the recipe)")
+    tiny_vae_decode: bool = Field(False, description="decode the video with the recipe's Tiny VAE (TAEHV): much "
+                                                     "faster, a little softer; needs a tiny_vae component")
     max_prompt_tokens: int = Field(256, ge=limits.PROMPT_TOKENS_RANGE[0], le=limits.PROMPT_TOKENS_RANGE[1],
                                    description="tokens of each prompt the text encoder reads")
     loras: Annotated[tuple[LoraSpec, ...], BeforeValidator(_as_tuple)] = Field(

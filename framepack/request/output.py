@@ -19,6 +19,15 @@ from framepack.request.model import Text, validated
 OUTPUT = "output"
 """Where output options sit in a job (the API body's key, the first part of their errors' field)."""
 
+HOST_MODEL_PREFIX = "sdnext:"
+"""`upscaler` / `interpolation_model` values naming the host's own tools instead of a model file:
+``sdnext:<upscaler name>`` (SD.Next's upscalers), ``sdnext:RIFE`` (SD.Next's RIFE). Only a host
+that has them accepts them (`Host.host_upscaler` / `Host.host_interpolator`)."""
+
+
+def is_host_model(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(HOST_MODEL_PREFIX)
+
 
 class OutputOptions(BaseModel):
     """What to write for a finished (or stopped) generation."""
@@ -44,11 +53,12 @@ class OutputOptions(BaseModel):
     upscale: float = Field(1.0, ge=limits.UPSCALE_RANGE[0], le=limits.UPSCALE_RANGE[1],
                            description="scale the frames by this factor before writing them (1 = off)")
     upscaler: Text = Field("lanczos", min_length=1, max_length=limits.MAX_LORA_PATH_CHARS,
-                           description="'lanczos', or an ESRGAN-family .safetensors model (a name from the "
-                                       "server's model folder)")
+                           description="'lanczos', an ESRGAN-family .safetensors model (a name from the "
+                                       "server's model folder), or inside SD.Next 'sdnext:<its upscaler name>'")
     interpolation_model: Optional[Text] = Field(None, min_length=1, max_length=limits.MAX_LORA_PATH_CHARS,
                                                 description="RIFE .safetensors model for interpolation_method "
-                                                            "'rife' (a name from the server's model folder)")
+                                                            "'rife' (a name from the server's model folder), or "
+                                                            "inside SD.Next 'sdnext:RIFE' (its own RIFE)")
     filename: Text = Field("framepack", max_length=limits.MAX_FILENAME_CHARS, description="file name stem")
     keep_incomplete: bool = Field(True, description="keep the partial outputs of a stopped job")
     keep_checkpoints: bool = Field(False, description="keep the job's checkpoints when it completes "

@@ -78,10 +78,10 @@ class FakeSdnext:
         from fastapi import FastAPI
 
         from modules import (call_queue, devices, errors, model_quant, modeldata, paths,  # noqa: F401
-                             progress, script_callbacks, sd_checkpoint, sd_models, shared, timer)
+                             processing_video, progress, script_callbacks, sd_checkpoint, sd_models, shared, timer)
         from modules.api.api import Api
 
-        for name in ("call_queue", "devices", "errors", "model_quant", "modeldata", "paths",
+        for name in ("call_queue", "devices", "errors", "model_quant", "modeldata", "paths", "processing_video",
                      "progress", "script_callbacks", "sd_checkpoint", "sd_models", "shared", "timer"):
             setattr(self, name, sys.modules[f"modules.{name}"])
         assert Path(shared.__file__).parent.parent == FAKE_ROOT, "the fake `modules` did not resolve"

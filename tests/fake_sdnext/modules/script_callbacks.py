@@ -14,6 +14,7 @@ callback_map = dict(
     callbacks_app_started=[],
     callbacks_ui_settings=[],
     callbacks_ui_tabs=[],
+    callbacks_after_component=[],
 )
 fake_exceptions: list[tuple[str, str, BaseException]] = []  # test-only
 
@@ -74,3 +75,16 @@ def on_ui_settings(callback):
 def on_ui_tabs(callback):
     """fn() -> [(gr.Blocks, title, elem_id)] or None."""
     add_callback(callback_map["callbacks_ui_tabs"], callback)
+
+
+def on_after_component(callback):
+    """fn(component, **kwargs) after each Gradio component is created (kwargs: its init arguments, elem_id...)."""
+    add_callback(callback_map["callbacks_after_component"], callback)
+
+
+def after_component_callback(component, **kwargs):
+    for c in callback_map["callbacks_after_component"]:
+        try:
+            c.callback(component, **kwargs)
+        except Exception as e:
+            report_exception(e, c, "after_component_callback")

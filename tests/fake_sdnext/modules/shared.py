@@ -56,6 +56,8 @@ state = State()
 api = None  # modules.api.api.Api, set by the webui before on_app_started callbacks run
 demo = None
 
+sd_upscalers = []  # modules.upscaler.UpscalerData items, filled by modelloader.load_upscalers()
+
 from modules.modeldata import Shared  # noqa: E402
 
 sys.modules[__name__].__class__ = Shared
