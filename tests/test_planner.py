@@ -12,17 +12,12 @@ from framepack.request.planner import (
     VARIANTS,
     SectionPlan,
     VideoPlan,
-    When,
-    ScheduleLine,
     frame_spans,
     latent_paddings,
-    looks_like_when,
-    parse_schedule,
-    parse_when,
     plan_video,
-    resolve_when,
     section_count,
 )
+from framepack.request.schedule import ScheduleLine, When, looks_like_when, parse_schedule, parse_when, resolve_when
 
 
 def plan(**kw):

@@ -2,7 +2,8 @@
 
     limits.py    every range and choice, once
     images.py    image bytes / arrays / PIL images -> RGB uint8 arrays (never paths, never base64)
-    planner.py   sections, frames, times, prompt schedule and keyframe placement (no torch)
+    planner.py   the plan: sections, frames, times, each section's prompt, keyframe, LoRA weights (no torch)
+    schedule.py  WHEN and the section-prompt schedule: parsing, and placing them on sections
     model.py     the frozen `GenerationRequest` (+ `Keyframe`, `LoraSpec`) and `build_request`
     output.py    `OutputOptions`: what to write, with the checks that need no codec probe
     events.py    what a running generation reports, and the one `Status` vocabulary

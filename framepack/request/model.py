@@ -32,7 +32,8 @@ from pydantic_core import PydanticCustomError
 
 from framepack.errors import FramePackError, InputError, InputErrors
 from framepack.request import limits
-from framepack.request.planner import VideoPlan, parse_when, plan_video
+from framepack.request.planner import VideoPlan, plan_video
+from framepack.request.schedule import parse_when
 
 DEFAULT_SYSTEM_PROMPT = (
     "Describe the video by detailing the following aspects: "

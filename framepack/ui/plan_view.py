@@ -134,7 +134,7 @@ def add_keyframe(keyframes: Sequence[Mapping[str, Any]] | None, image: Any, when
     video those settings make (section 7 of 3, 9s of a 5 s video) is refused at once. A later
     change of the duration can still leave one outside; the plan box then says so in red.
     """
-    from framepack.request.planner import parse_when
+    from framepack.request.schedule import parse_when
 
     items = list(keyframes or [])
     if image is None:
