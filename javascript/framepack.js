@@ -89,6 +89,7 @@ function fpkSend(path, body) {
 
 async function fpkControl(action) {
   const task = window.fpkLastTask || '';
+  const endedBefore = !!task && fpkFinished(task); // the page's last job had ended when the button was clicked
   let html;
   let label = null;
   try {
@@ -103,7 +104,9 @@ async function fpkControl(action) {
   const template = document.createElement('div');
   template.innerHTML = html || '';
   const answerIsFinal = !!template.querySelector('[data-fpk-final]');
-  if (task && fpkFinished(task) && !answerIsFinal) return; // the job ended first: its final line stays
+  // the job ended while this request was out: its final line stays. A job that had ended before the click does
+  // not hide the answer ("Nothing to pause" after a finished run)
+  if (task && !endedBefore && fpkFinished(task) && !answerIsFinal) return;
   if (html) fpkRewrite('#fpk_status', html);
   if (label) fpkButtonText('#fpk_pause', label);
 }
