@@ -250,6 +250,8 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
         schedule = section_schedule(pipe, apply_loras(pipe, request.loras), request.plan())
     own_work = work is None
     work = WorkFolder(folder) if own_work else work
+    events = _DoneLast(on_event)
+    on_event = events if on_event is not None else None
     try:
         writers = OutputWriters(folder, request, options, stem, work=work, source=spec, exact=name is not None,
                                 overwrite=overwrite, device=getattr(pipe, "_execution_device", "cpu"), host=host)
@@ -284,15 +286,36 @@ def run_job(pipe, request: GenerationRequest, options: OutputOptions, folder: st
             frames.close()
         if (done.status != Status.COMPLETED and not options.keep_incomplete) or frames.sent == 0:
             writers.abort()
+            events.release()
             return JobResult(done, frame_count=frames.sent)
         if on_event is not None:
             on_event(Stage("encode"))  # finishing the files (the encoder flushes its buffered frames)
         published = writers.close()
+        events.release()
     finally:
         if own_work:
             work.close()
     return JobResult(done, published.get("video"), published.get("frames"), published.get("images"),
                      list(published.values()), frame_count=frames.sent)
+
+
+class _DoneLast:
+    """Relays the loop's events but holds its `Done` until the files are published, so a face
+    never sees a stage after the job's end (the encoder finishes after the loop's last section)."""
+
+    def __init__(self, emit: Callable[[object], None] | None):
+        self.emit, self.done = emit, None
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, Done):
+            self.done = event
+        elif self.emit is not None:
+            self.emit(event)
+
+    def release(self) -> None:
+        if self.done is not None and self.emit is not None:
+            self.emit(self.done)
+        self.done = None
 
 
 def _saver(checkpoints, frames: JobFrames) -> Callable[[Any], None]:
