@@ -223,9 +223,19 @@ def worker_ours(model_dir: Path, sections: int, resolution: int, steps: int, win
     started = time.perf_counter()
     trace: list[dict] = []
 
-    def on_event(event) -> None:
-        if trace_enabled and getattr(event, "kind", "") == "section_done":
-            trace.append(trace_point(f"section {len(trace) + 1} done"))
+    from framepack.request.events import SectionDone, Stage
+
+    sections_done = 0
+
+    def on_event(event) -> None:  # a stage's point is taken as it starts: the peak so far covers what came before
+        nonlocal sections_done
+        if not trace_enabled:
+            return
+        if isinstance(event, Stage):
+            trace.append(trace_point(f"{event.name} starts"))
+        elif isinstance(event, SectionDone):
+            sections_done += 1
+            trace.append(trace_point(f"section {sections_done} done"))
 
     done = pipe.run(request, sink, on_event)  # runs under torch.no_grad itself
     seconds = time.perf_counter() - started
@@ -233,7 +243,8 @@ def worker_ours(model_dir: Path, sections: int, resolution: int, steps: int, win
         trace.append(trace_point("after the final replay"))
     assert done.status == "completed" and done.frames == seen["frames"], (done.status, done.frames, seen)
     return {"frames": seen["frames"], "frame_shape": seen["shape"], "checksum": f"{seen['checksum']:08x}",
-            "baseline_rss": baseline, "load_seconds": load_seconds, "seconds": seconds, "trace": trace}
+            "baseline_rss": baseline, "load_seconds": load_seconds, "seconds": seconds, "trace": trace,
+            "timings": {name: round(value, 2) for name, value in done.timings.items()}}
 
 
 def worker_diffusers(model_dir: Path, sections: int, resolution: int, steps: int, window: int,
@@ -384,6 +395,8 @@ def print_traces(results: dict[tuple[str, int], list[dict]]) -> None:
                 continue
             print(f"\ntrace: {impl}, {n} sections, run {index + 1} "
                   "(MB: rss, peak rss, heap in use / free kept / mmapped)")
+            if run.get("timings"):
+                print("  seconds per stage: " + ", ".join(f"{k} {v}" for k, v in run["timings"].items()))
             for point in run["trace"]:
                 heap = point["heap"] or {}
                 heap_mb = [mb(heap.get(key, 0)) for key in ("in_use", "free_kept", "mmapped")]

@@ -369,3 +369,17 @@ def test_a_start_position_is_checked_before_any_work(resume_pipes, start, with_s
         loop.run(lambda event: None, start_position=start, **states)
     with pytest.raises(ValueError, match="both"):
         loop.run(lambda event: None, start_position=1, context_state={})
+
+
+def test_the_replay_reads_batches_it_owns_without_mapping_the_file(tmp_path):
+    from framepack.engine.frames import SPILL_READ_BATCH
+
+    spill = SpillFile(tmp_path)
+    chunk = np.arange(40 * 4 * 6 * 3, dtype=np.uint32).astype(np.uint8).reshape(40, 4, 6, 3)
+    spill.append(chunk)
+    batches: list[np.ndarray] = []
+    spill.replay_reversed(batches.append)
+    assert [len(batch) for batch in batches] == [SPILL_READ_BATCH, SPILL_READ_BATCH, 40 - 2 * SPILL_READ_BATCH]
+    assert all(batch.flags.owndata and batch.flags.writeable for batch in batches)  # not views of a memory map
+    np.testing.assert_array_equal(np.concatenate(batches), chunk)
+    spill.close()

@@ -239,6 +239,53 @@ def test_background_sink_keeps_order_and_bounds_the_queue():
     assert written == list(range(6))
 
 
+def test_background_sink_bounds_the_bytes_it_holds():
+    import threading
+
+    from framepack.io.background import BackgroundSink
+
+    gate, largest = threading.Event(), []
+    sink_ref = {}
+
+    def slow_sink(frames):
+        gate.wait(5)
+        largest.append(sink_ref["sink"].held_bytes)
+
+    batch = np.zeros((4, 8, 8, 3), np.uint8)  # 768 bytes
+    sink = BackgroundSink(slow_sink, max_batches=10, max_bytes=2 * batch.nbytes)
+    sink_ref["sink"] = sink
+    handed = []
+
+    def produce():
+        for _ in range(6):
+            sink(batch.copy())
+            handed.append(sink.held_bytes)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    producer.join(0.5)
+    assert len(handed) == 2 and sink.held_bytes == 2 * batch.nbytes  # the byte bound, not the batch count, holds it
+    gate.set()
+    producer.join(5)
+    sink.drain()
+    assert max(largest) <= 2 * batch.nbytes and sink.held_bytes == 0
+    huge = BackgroundSink(lambda frames: None, max_bytes=10)  # a batch over the bound still goes, alone
+    huge(batch)
+    huge.drain()
+    assert huge.held_bytes == 0
+
+
+def test_release_free_heap_runs_where_glibc_is_and_is_a_no_op_elsewhere():
+    import sys
+
+    from framepack.engine.heap import release_free_heap
+
+    released = release_free_heap()
+    assert isinstance(released, bool)
+    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+        assert released
+
+
 def test_background_sink_raises_the_writers_error_in_the_generating_thread():
     from framepack.io.background import BackgroundSink
 

@@ -69,15 +69,32 @@ class SpillFile:
         return sum(shape[0] for shape in self._chunks)
 
     def replay_reversed(self, sink: FrameSink) -> None:
-        """Hand every chunk to `sink`, newest chunk first (time order for the inverted model)."""
+        """Hand every chunk to `sink`, newest chunk first (time order for the inverted model).
+
+        Read into a fresh batch of `SPILL_READ_BATCH` frames, not through a memory map, whose
+        pages would count in the process's resident memory for as long as the chunk is mapped.
+        """
         self._file.flush()
         offset = self._size()
         for shape in reversed(self._chunks):
             offset -= _chunk_bytes(shape)
-            chunk = np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=shape)
+            frame_bytes = _chunk_bytes(shape[1:])
             for start in range(0, shape[0], SPILL_READ_BATCH):
-                sink(np.array(chunk[start : start + SPILL_READ_BATCH]))
-            del chunk
+                count = min(SPILL_READ_BATCH, shape[0] - start)
+                batch = np.empty((count, *shape[1:]), dtype=np.uint8)
+                self._read_into(memoryview(batch).cast("B"), offset + start * frame_bytes)
+                sink(batch)
+
+    def _read_into(self, into: memoryview, offset: int) -> None:
+        """Fill `into` from the file at `offset`; a file that ends first is an error, not short frames."""
+        self._file.seek(offset)
+        done = 0
+        while done < len(into):
+            count = self._file.readinto(into[done:])
+            if not count:
+                raise OutputError(f"the spill file {self.path} ended {len(into) - done} bytes early: "
+                                  "the frames it held are lost")
+            done += count
 
     def state_dict(self) -> dict[str, Any]:
         """The file's name and chunk shapes; the chunks are on disk when this returns."""

@@ -35,6 +35,7 @@ from framepack.engine.sampler import SAMPLERS, dynamic_shift, flow_sigmas
 from framepack.engine.forward import compiled_blocks, prepare_section, prepare_text, section_forward
 from framepack.engine.magcache import MagCacheState, mag_ratios
 from framepack.engine.noise import ReferenceNoise, section_noise
+from framepack.engine.heap import release_free_heap
 from framepack.engine.preview import PreviewStream, tiny_vae_strip
 from framepack.engine.teacache import TeaCacheState
 from framepack.request.model import GenerationRequest
@@ -178,6 +179,7 @@ class SectionLoop:
                 return Status.INTERRUPTED
             decoded = context.add(section, latents)
             finished = assembler.add(self.decode(decoded))
+            release_free_heap()  # the section's transients are freed: the next one starts from what is in use
             if self.on_section_state is not None:
                 self.on_section_state(SectionState(position + 1, context.state_dict(), assembler.state_dict(),
                                                    decoded.shape[2]))
