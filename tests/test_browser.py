@@ -205,7 +205,7 @@ def test_pause_and_stop_keep_a_partial_video(app_server, browser):
     wait_for_text(page, "#fpk_plan", r"61 frames .*5 sections")
 
     page.click("#fpk_generate")
-    wait_for_text(page, "#fpk_progress", r"Section [2-5]/5", timeout=90)  # the first section is finished
+    wait_for_text(page, "#fpk_progress", r"(?i)section [2-5]/5", timeout=90)  # the first section is finished
     page.click("#fpk_pause")
     page.wait_for_function("document.querySelector('#fpk_pause').innerText.trim() === 'Resume'")
     wait_for_text(page, "#fpk_progress", "PAUSED", timeout=10)
