@@ -64,10 +64,21 @@ def test_plan_shows_every_section_and_scrolls_past_twenty(app_server, browser):
     page.close()
 
 
+@pytest.fixture
+def stop_jobs_after(app_server):
+    """However the test ends, no job it queued keeps the shared server busy for the next test."""
+    yield
+    for job in app_server.queue.list():
+        if not job.status.finished:
+            app_server.queue.cancel(job.id)
+    for job in app_server.queue.list():
+        job.wait(120)
+
+
 @pytest.mark.xfail(reason="unfinished (issue 14 item 3): the second Generate now queues and the jobs panel shows "
                           "both jobs after the reload, but the last settings are not restored into the prompt after "
                           "the reload (the wait_for_function on the prompt times out)", strict=True)
-def test_queue_reload_history_and_settings(app_server, browser):
+def test_queue_reload_history_and_settings(app_server, browser, stop_jobs_after):
     page = open_tab(browser, app_server)
     upload_image(page)
     page.fill("#fpk_prompt textarea", "a boat on the lake")
@@ -120,6 +131,9 @@ def test_presets_and_load_from_video(app_server, browser, tmp_path):
         page.set_input_files("#fpk_settings_file input[type=file]", str(videos[-1]))
         wait_for_text(page, "#fpk_settings_message", "Settings loaded from")
         assert page.input_value("#fpk_prompt textarea") != "changed again"
+        assert not page.errors, page.errors
+        page.close()  # the file box now shows that video instead of its file input: a fresh page
+        page = open_tab(browser, app_server)
     bad = tmp_path / "not-ours.mp4"
     bad.write_bytes(b"not a video")
     page.set_input_files("#fpk_settings_file input[type=file]", str(bad))
