@@ -149,15 +149,11 @@ class FramePackApi:
 
     # ---- jobs --------------------------------------------------------------------------
     async def submit_job(self, request: Request) -> Response:
-        body = await self._read_json(request)
-        if isinstance(body, Response):
-            return body
-        defaults = {"keep_incomplete": bool(self.host.keep_incomplete())}
-        try:  # image decoding and codec probes block: keep them off the event loop
-            generation, options = await run_in_threadpool(parse_job_body, body, defaults, self.host.lora_folder(),
-                                                          self.host.model_folder())
-        except BodyError as error:
-            return _problem(422, error.items)
+        parsed = await self._parse_with_defaults(request, parse_job_body, self.host.lora_folder(),
+                                                 self.host.model_folder())
+        if isinstance(parsed, Response):
+            return parsed
+        generation, options = parsed
         try:
             job = await run_in_threadpool(self.queue.submit, generation, options)
         except InputError as error:  # what the submission checks refuse (LoRA files, encoder settings)
@@ -230,14 +226,10 @@ class FramePackApi:
         return await self._start(reroll, f"job {job_id} re-rolled from section {arguments['from_section']}")
 
     async def extend(self, request: Request) -> Response:
-        body = await self._read_json(request)
-        if isinstance(body, Response):
-            return body
-        defaults = {"keep_incomplete": bool(self.host.keep_incomplete())}
-        try:
-            source, fields, options = await run_in_threadpool(parse_extend_body, body, defaults, EXTEND_REFUSED)
-        except BodyError as error:
-            return _problem(422, error.items)
+        parsed = await self._parse_with_defaults(request, parse_extend_body, EXTEND_REFUSED)
+        if isinstance(parsed, Response):
+            return parsed
+        source, fields, options = parsed
 
         def extend():
             if "job" in source:
@@ -246,6 +238,19 @@ class FramePackApi:
             return self.queue.extend(source["video"], fields, options, strict=True)
 
         return await self._start(extend, "extension queued")
+
+    async def _parse_with_defaults(self, request: Request, parse: Callable[..., Any], *args: Any) -> Any:
+        """The JSON body through `parse(body, output defaults, *args)`, or the Response refusing it.
+
+        Parsers decode images and videos and probe codecs: they run off the event loop."""
+        body = await self._read_json(request)
+        if isinstance(body, Response):
+            return body
+        defaults = {"keep_incomplete": bool(self.host.keep_incomplete())}
+        try:
+            return await run_in_threadpool(parse, body, defaults, *args)
+        except BodyError as error:
+            return _problem(422, error.items)
 
     async def _start(self, start: Callable[[], Any], what: str) -> Response:
         """Run a queue call that makes a job; its errors as 404 / 409 / 422 / 429 / 503."""
@@ -272,14 +277,10 @@ class FramePackApi:
     async def submit_batch(self, request: Request) -> Response:
         from framepack.jobs.batch import BatchEntry, submit_batch
 
-        body = await self._read_json(request)
-        if isinstance(body, Response):
-            return body
-        defaults = {"keep_incomplete": bool(self.host.keep_incomplete())}
-        try:
-            name, jobs = await run_in_threadpool(parse_batch_body, body, defaults)
-        except BodyError as error:
-            return _problem(422, error.items)
+        parsed = await self._parse_with_defaults(request, parse_batch_body)
+        if isinstance(parsed, Response):
+            return parsed
+        name, jobs = parsed
         entries = [BatchEntry(generation, options, f"items #{n + 1}") for n, (generation, options) in enumerate(jobs)]
         try:
             batch_id, _ = await run_in_threadpool(submit_batch, self.queue, entries, name)
