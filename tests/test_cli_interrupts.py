@@ -134,7 +134,15 @@ def test_second_ctrl_c_quits_at_once_and_leaves_no_temp_files(tiny_model_dir, tm
     stderr = "".join(cli.stderr)
     assert code == 130, stderr
     assert "interrupted again" in stderr and "Traceback" not in stderr and stdout == ""
-    assert left_outside_work(out) == []  # nothing was published
+    # Usually the second Ctrl-C lands in the stop's final write and nothing is published. On a fast
+    # machine the write can finish first: then what has a final name must be whole, never half-written.
+    for name in left_outside_work(out):
+        path = out / name
+        if path.suffix == ".mp4":
+            assert count_frames(path) > 12, name
+        else:
+            with RawFrames(path) as raw:
+                assert len(raw) > 12 and raw.settings["seed"] == 5, name
     work = assert_only_a_resumable_checkpoint(out)  # the sections already made are kept to resume
     assert f"resume with: framepack_cli.py resume {work}" in stderr
     assert files_in(cli.system_temp) == []

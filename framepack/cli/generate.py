@@ -499,12 +499,14 @@ class _Interrupts:
             self.queue.cancel(self.job.id)
             return
         work = self.job.work
-        kept = work is not None and not work.released and (work.path / "sections").is_dir()
-        if kept:
+        published = work is not None and work.released  # the stop's write finished before this Ctrl-C
+        kept = work is not None and (work.path / "sections").is_dir()
+        if kept and not published:
             work.remove_partials()  # the partial outputs go; the checkpoint stays, to resume from
-        elif work is not None and not work.released:
+        elif work is not None and not published:
             work.close()  # the spill and partial files; nothing was published yet
-        print("interrupted again: quit without saving" + (f"; resume with: framepack_cli.py resume {work.path}"
-                                                          if kept else ""), file=sys.stderr, flush=True)
+        outcome = "the outputs were already saved" if published else "quit without saving"
+        print(f"interrupted again: {outcome}" + (f"; resume with: framepack_cli.py resume {work.path}"
+                                                 if kept else ""), file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(130)  # the worker is inside torch: only the process can end it, and at once
