@@ -75,9 +75,6 @@ def stop_jobs_after(app_server):
         job.wait(120)
 
 
-@pytest.mark.xfail(reason="unfinished (issue 14 item 3): the second Generate now queues and the jobs panel shows "
-                          "both jobs after the reload, but the last settings are not restored into the prompt after "
-                          "the reload (the wait_for_function on the prompt times out)", strict=True)
 def test_queue_reload_history_and_settings(app_server, browser, stop_jobs_after):
     page = open_tab(browser, app_server)
     upload_image(page)
