@@ -75,8 +75,10 @@ def stop_jobs_after(app_server):
         job.wait(120)
 
 
-def test_queue_reload_history_and_settings(app_server, browser, stop_jobs_after):
+@pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)])
+def test_queue_reload_history_and_settings(app_server, browser, stop_jobs_after, width, height):
     page = open_tab(browser, app_server)
+    page.set_viewport_size({"width": width, "height": height})
     upload_image(page)
     page.fill("#fpk_prompt textarea", "a boat on the lake")
     set_number(page, "fpk_duration", 4)  # 10 sections: long enough to reload and queue behind it
@@ -92,7 +94,7 @@ def test_queue_reload_history_and_settings(app_server, browser, stop_jobs_after)
     # the last settings came back from the browser's storage
     page.wait_for_function("document.querySelector('#fpk_prompt textarea').value === 'a boat on the lake'")
     assert page.locator("#fpk_jobs .fpk-jobs-active li").count() == 2
-    screenshot(page, app_server, "jobs-after-reload", publish=True)
+    screenshot(page, app_server, f"jobs-after-reload-{width}", publish=width >= 1440)
     page.locator("#fpk_jobs .fpk-jobs-active [data-fpk-job-action=stop]").last.click()  # the queued one
     wait_for_text(page, "#fpk_jobs", "cancelled")
     page.locator("#fpk_jobs .fpk-jobs-active [data-fpk-job-action=stop]").first.click()
