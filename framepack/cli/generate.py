@@ -290,7 +290,7 @@ def runtime_settings(args) -> dict:
     from framepack.models.offload import ATTENTION_BACKENDS, OFFLOAD_MODES
     from framepack.models.quantize import QUANT_METHODS
 
-    from framepack.models.resources import TILING_CHOICES
+    from framepack.models.resource_choice import TILING_CHOICES
 
     for flag, value, choices in (("--quantization", args.quantization, QUANT_METHODS),
                                  ("--offload", args.offload, OFFLOAD_MODES),
@@ -402,7 +402,7 @@ def run_plan(args) -> int:
     from framepack.errors import InputError
     from framepack.host.standalone import StandaloneHost
     from framepack.jobs.resources import Machine, assess, request_workload, resources_dict, resources_line
-    from framepack.models.resources import recipe_configs
+    from framepack.models.component_sizes import recipe_configs
 
     request, options = build_job(args)
     host = StandaloneHost(output_dir=args.out, model=args.model, cache_dir=args.cache_dir,
