@@ -103,3 +103,17 @@ def test_jobs_panel_lists_running_and_queued_jobs_and_stops_one_by_its_id(served
     # newest first: the running job finished after the queued one was removed
     assert history.index(running.id) < history.index(waiting.id) and "seed" in history
     assert "No job running" in client.post(f"{PAGE_PREFIX}/jobs", json={}).json()["html"]
+
+
+def test_a_follower_that_starts_after_a_short_job_ended_still_shows_its_end_once(served):
+    """Inside SD.Next the follow event can start seconds after Generate: a short job is over by then."""
+    _, queue = served
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    job = queue.submit(build_request(**FAST, image=image, duration=0.4))
+    logic.PAGE_TASKS.bind("task(late1)", job, queue, page_id="page-late")
+    assert job.wait(120) and job.status == "completed"
+    updates = list(logic.follow_page(queue, "page-late", linger=0))
+    assert len(updates) == 1 and updates[0].finished
+    assert f"Job {job.id} completed" in updates[0].status and updates[0].video == job.record.video
+    again = list(logic.follow_page(queue, "page-late", linger=0))  # shown once: the next follower is quiet
+    assert len(again) == 1 and not again[0].finished and again[0].status is logic.KEEP

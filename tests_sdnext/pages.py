@@ -141,7 +141,11 @@ def status(page) -> str:
     return page.inner_text("#fpk_status")
 
 
-def wait_for_status(page, pattern: str, timeout: float = 300) -> str:
+# A tiny-model job in the tab takes ~15 s here; a check that fails must fail in minutes, not hold CI for half an hour
+TAB_JOB_TIMEOUT = 180.0
+
+
+def wait_for_status(page, pattern: str, timeout: float = TAB_JOB_TIMEOUT) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = status(page)

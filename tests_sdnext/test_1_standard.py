@@ -162,7 +162,8 @@ def test_generate_from_the_tab(server, site, tab):
     seen = []
     with ProgressProbe(server) as probe:
         page.click("#fpk_generate")
-        while "completed" not in pages.status(page) and len(seen) < 1200:
+        deadline = time.monotonic() + pages.TAB_JOB_TIMEOUT
+        while "completed" not in pages.status(page) and time.monotonic() < deadline:
             seen.append(page.inner_text("#fpk_progress"))
             assert "failed" not in pages.status(page).lower(), pages.status(page)
             time.sleep(0.25)
@@ -209,7 +210,8 @@ def test_the_page_answers_within_a_second_during_a_run(server, tab):
     pages.fast_settings(page, duration=6.0, steps=4)
     idle = pause_round_trips(page, 1, "Nothing to pause", "Nothing to pause") + page_calls(page, 2)
     page.click("#fpk_generate")
-    wait_until(lambda: re.search(r"[1-9]\d*% · ", page.inner_text("#fpk_progress")), 300, message="progress")
+    wait_until(lambda: re.search(r"[1-9]\d*% · ", page.inner_text("#fpk_progress")), pages.TAB_JOB_TIMEOUT,
+               message="progress")
     answers = pause_round_trips(page, 3, "paused", "resumed")
     calls = page_calls(page, 4)
     bound = max(1.0, 2 * statistics.median(idle))
@@ -227,7 +229,7 @@ def test_stop_clicked_right_after_generate(server, tab):
     page, watch = tab
     pages.fast_settings(page, duration=3.0)
     page.evaluate("() => { document.querySelector('#fpk_generate').click(); document.querySelector('#fpk_stop').click(); }")
-    final = pages.wait_for_status(page, r"interrupted|cancelled|Stopped before", timeout=300)
+    final = pages.wait_for_status(page, r"interrupted|cancelled|Stopped before")
     time.sleep(3)
     assert "Stopping" not in pages.status(page) and "Nothing to stop" not in final
     status, jobs = server.request("GET", f"{API}/jobs")
@@ -241,7 +243,7 @@ def test_stop_button_keeps_a_valid_partial_video(server, site, tab):
     page.click("#fpk_generate")
     job = wait_until(lambda: next((j for j in server.request("GET", f"{API}/jobs")[1]["jobs"]
                                    if j["status"] == "running" and j["sections_done"] >= 1), None),
-                     300, interval=0.2, message="first section done")
+                     pages.TAB_JOB_TIMEOUT, interval=0.2, message="first section done")
     page.click("#fpk_stop")  # at once, whether or not the page has received the job id
     state = finish(server, job["id"])
     pages.wait_for_status(page, r"interrupted")

@@ -68,7 +68,8 @@ def test_generate_in_modernui_with_auth(server, site, modern_page):
     planned = pages.fast_settings(page, duration=1.0)
     page.click("#fpk_generate")
     seen = []
-    while "completed" not in pages.status(page) and len(seen) < 600:
+    deadline = time.monotonic() + pages.TAB_JOB_TIMEOUT
+    while "completed" not in pages.status(page) and time.monotonic() < deadline:
         seen.append(page.inner_text("#fpk_progress"))
         preview = page.evaluate("() => (document.querySelector('#fpk_preview img.fpk-live-image') || {}).src || ''")
         if preview.startswith("data:image"):

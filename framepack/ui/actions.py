@@ -108,20 +108,32 @@ def follow_page(job_queue, page_id: str | None, poll: float = 0.3, heartbeat: fl
     followed: set[str] = set()
     yielded = False
     while True:
-        job = next((j for j in PAGE_TASKS.page_jobs(page_id, job_queue) if j.id not in followed
-                    and not Status(j.status).finished), None)
+        job = _next_to_follow(job_queue, page_id, followed)
         if job is None and linger > 0:
             time.sleep(linger)
-            job = next((j for j in PAGE_TASKS.page_jobs(page_id, job_queue) if j.id not in followed
-                        and not Status(j.status).finished), None)
+            job = _next_to_follow(job_queue, page_id, followed)
         if job is None:
             break
         followed.add(job.id)
         for update in follow_job(job_queue, job, None, poll=poll, heartbeat=heartbeat, stream=stream):
             yielded = True
+            if update.finished:
+                PAGE_TASKS.end_shown(job.id)
             yield update
     if not yielded:
         yield Update()
+
+
+def _next_to_follow(job_queue, page_id: str | None, followed: set[str]):
+    """The page's oldest job still running or waiting, or that ran and ended before any follower showed
+    its end (a busy page, SD.Next's, can start following after a short job has already finished). A job
+    removed from the queue before it started has no end to show."""
+    def pending(job) -> bool:
+        status = Status(job.status)
+        return not status.finished or (status != Status.CANCELLED and not PAGE_TASKS.was_end_shown(job.id))
+
+    return next((job for job in PAGE_TASKS.page_jobs(page_id, job_queue) if job.id not in followed and pending(job)),
+                None)
 
 
 def follow_job(job_queue, job, task_id: str | None = None, poll: float = 0.3, heartbeat: float = 2.0,
@@ -186,6 +198,7 @@ class PageTasks:
         self._jobs: OrderedDict[str, str] = OrderedDict()  # task id -> job id
         self._early_stops: OrderedDict[str, float] = OrderedDict()  # task ids stopped before their job existed
         self._pages: OrderedDict[str, list[str]] = OrderedDict()  # page id -> the job ids it submitted
+        self._ends_shown: OrderedDict[str, bool] = OrderedDict()  # jobs whose final line a follower sent
         self._size = size
 
     def _remember(self, table: OrderedDict, key: str, value: Any) -> None:
@@ -212,6 +225,14 @@ class PageTasks:
             return False
         with self._lock:
             return self._early_stops.pop(task_id, None) is not None
+
+    def end_shown(self, job_id: str) -> None:
+        with self._lock:
+            self._remember(self._ends_shown, job_id, True)
+
+    def was_end_shown(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._ends_shown
 
     def page_jobs(self, page_id: str | None, job_queue) -> list:
         """The jobs a page submitted that the queue still knows, oldest first."""
