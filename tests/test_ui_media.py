@@ -182,6 +182,30 @@ def test_without_folders_a_pick_says_which_setting_to_set(tmp_path):
         logic.validate(values(host, loras=["style"]), host)
 
 
+def test_the_live_plan_shows_each_sections_lora_weights():
+    view = logic.plan_view(5, 30, 0, 9, "original", "", "", [], ["style.safetensors", "sub/motion.safetensors"],
+                           "style.safetensors: 0.8@1-2\nsub/motion.safetensors: 0.3,1@3")
+    assert [row["loras"] for row in view.rows] == ["style 0.8, motion 0.3", "style 0.8, motion 0.3",
+                                                   "style 0, motion 1", "style 0, motion 0.3"]
+    html = logic.render_plan(view)
+    assert "<th>LoRA</th>" in html and "<td>style 0, motion 1</td>" in html
+    assert "<th>LoRA</th>" not in logic.render_plan(logic.plan_view(5, 30, 0, 9, "original", "", "", []))
+    bad = logic.plan_view(5, 30, 0, 9, "original", "", "", [], ["style.safetensors"], "style.safetensors: 1@9")
+    assert bad.error == "LoRA style schedule entry 1: section 9 does not exist; the video has 4 sections (1-4)"
+    bad = logic.plan_view(5, 30, 0, 9, "original", "", "", [], ["style.safetensors"], "style.safetensors: x")
+    assert bad.error.startswith("LoRA weights: style.safetensors: 'x' is not a weight")
+
+
+def test_the_plan_follows_the_picker(host):
+    blocks = create_ui(host, SimpleNamespace(list=lambda: []))
+    plan_events = [blocks.fns[i].fn for i, dep in enumerate(blocks.dependencies)
+                   if any(blocks.blocks[t].elem_id == "fpk_lora_weights" for t in dep["targets"])
+                   and any(blocks.blocks[o].elem_id == "fpk_plan" for o in dep["outputs"])]
+    assert len(plan_events) == 1
+    html = plan_events[0](5, 30, 0, 9, "original", "", "", [], 640, ["style.safetensors"], "style.safetensors: 0.5")
+    assert "<td>style 0.5</td>" in html
+
+
 # ----------------------------------------------------------------------------- presets, Load settings
 
 MEDIA = ("loras", "lora_weights", "upscale", "upscaler", "interpolation_model", "tiny_vae_decode")

@@ -124,10 +124,11 @@ def sync_lora_weights(selected: Sequence[str] | None, text: Any) -> str:
     return "\n".join(f"{name}: {known.get(name) or '1'}" for name in (selected or []))
 
 
-def lora_specs(selected: Sequence[str] | None, weights_text: Any, host) -> list:
-    """The picker's LoRAs as `LoraSpec`s on the LoRA folder's files; `InputErrors` naming each bad one."""
-    from framepack.request.model import LoraSpec, validated
+def lora_specs(selected: Sequence[str] | None, weights_text: Any, host=None) -> list:
+    """The picker's LoRAs as `LoraSpec`s on the LoRA folder's files; `InputErrors` naming each bad one.
 
+    Without a `host` the specs keep the picked names as their paths (the live plan needs only the
+    weights and a label)."""
     names = [str(name) for name in (selected or [])]
     if not names:
         if str(weights_text or "").strip() and parse_lora_weights(weights_text):
@@ -137,30 +138,33 @@ def lora_specs(selected: Sequence[str] | None, weights_text: Any, host) -> list:
     stray = [name for name in weights if name not in names]
     if stray:
         raise InputError(f"{', '.join(map(repr, stray))} is not selected in the LoRA list", ("lora_weights",))
-    folder = _folder(host, "lora_folder")
-    if folder is None:
+    folder = None if host is None else _folder(host, "lora_folder")
+    if host is not None and folder is None:
         raise InputError("this host has no LoRA folder", ("loras",))
     specs, problems = [], []
     for index, name in enumerate(names):
-        weight = weights.get(name) or "1"
         try:
-            path = folder.resolve(name, ("loras", index))
+            path = name if folder is None else str(folder.resolve(name, ("loras", index)))
+            specs.append(_weighted(name, weights.get(name) or "1").model_copy(update={"path": path}))
         except FramePackError as error:
             problems.extend(error.problems())
-            continue
-        try:  # the weight text alone, in --lora's syntax (a placeholder name: the path may hold colons)
-            spec = validated(LoraSpec, f"lora:{weight}")
-        except FramePackError as error:
-            problems.extend(InputError(f"{name}: {problem.message}", ("lora_weights",)) for problem in error.problems())
-            continue
-        if spec.path != "lora":  # not a number: LoraSpec would have read it as part of a file name
-            problems.append(InputError(f"{name}: {weight!r} is not a weight (write 0.8, 0.8@1-3 or 0.3,1@4)",
-                                       ("lora_weights",)))
-            continue
-        specs.append(spec.model_copy(update={"path": str(path)}))
     if problems:
         raise InputErrors(problems)
     return specs
+
+
+def _weighted(name: str, weight: str):
+    """A `LoraSpec` (placeholder path) of one weights line's text, in `--lora`'s syntax; errors at `lora_weights`."""
+    from framepack.request.model import LoraSpec, validated
+
+    try:  # the weight text alone, with a placeholder name: a folder path may hold colons
+        spec = validated(LoraSpec, f"lora:{weight}")
+    except FramePackError as error:
+        raise InputErrors(InputError(f"{name}: {problem.message}", ("lora_weights",))
+                          for problem in error.problems()) from None
+    if spec.path != "lora":  # not a number: LoraSpec would have read it as part of a file name
+        raise InputError(f"{name}: {weight!r} is not a weight (write 0.8, 0.8@1-3 or 0.3,1@4)", ("lora_weights",))
+    return spec
 
 
 def lora_values(loras: Any, host) -> tuple[list[str], str]:

@@ -319,12 +319,12 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                 settings_source = gr.Textbox("", visible=False, elem_id="fpk_settings_source")
 
         values = [c[name] for name in logic.VALUE_NAMES]
-        plan_inputs = [c[name] for name in logic.PLAN_NAMES] + [c["resolution"]]
+        plan_inputs = [c[name] for name in logic.PLAN_NAMES] + [c["resolution"], c["loras"], c["lora_weights"]]
         mode_inputs = [c["image"], c["end_image"], c["blank_start"], c["variant"], c["keyframes"]]
 
         # ---------------------------------------------------------------- live plan and mode
         for name in ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts",
-                     "resolution"):
+                     "resolution", "loras", "lora_weights"):
             c[name].change(live_plan, plan_inputs, plan, queue=False, show_progress="hidden")
 
         def on_mode(image, *rest):  # the blank-start choice only matters without a start image
