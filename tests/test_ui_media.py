@@ -54,6 +54,10 @@ def host(folders, tmp_path):
                                                                  "framepack_model_dir": str(models)})
 
 
+def folders_of(host):
+    return Path(host.option("framepack_lora_dir")), Path(host.option("framepack_model_dir"))
+
+
 def values(host, **changes):
     return {**logic.default_values(host), "image": np.full((40, 40, 3), 90, np.uint8), "duration": 6.0, **changes}
 
@@ -221,6 +225,11 @@ def test_presets_and_last_settings_round_trip_the_media_controls(host):
     assert presets.save_preset(host, "media", chosen) == "media"
     assert {name: presets.load_preset(host, "media")[name] for name in MEDIA} == expected
     assert {name: presets.from_values(chosen, host)[name] for name in MEDIA} == expected
+    (folders_of(host)[0] / "style.safetensors").unlink()  # the last settings come back without a LoRA now gone
+    restored = presets.from_values(chosen, host)
+    assert restored["loras"] == ["sub/motion.safetensors"]
+    assert restored["lora_weights"] == "sub/motion.safetensors: 0.3,1@2"
+    assert restored["upscaler"] == "esrgan.safetensors"
     saved = json.loads((presets.presets_folder(host) / "media.json").read_text())
     assert saved["settings"]["loras"][0]["path"].endswith("motion.safetensors")  # the preset is the request's JSON
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from framepack.errors import FramePackError, InputError
-from framepack.ui.media_values import media_control_values
+from framepack.ui.media_values import lora_choices, media_control_values, sync_lora_weights
 from framepack.ui.values import BASE_DEFAULTS, OUTPUT_NAMES, VALUE_NAMES, labelled, validate
 
 IMAGE_NAMES = ("image", "end_image", "keyframes")
@@ -78,7 +78,12 @@ def from_job(job_queue, job_id: str, host) -> dict[str, Any]:
 
 
 def from_values(values: Mapping[str, Any], host) -> dict[str, Any]:
-    """Control values (the page's last Generate, kept by the browser) checked like a preset."""
+    """Control values (the page's last Generate, kept by the browser) checked like a preset; a LoRA
+    no longer in the LoRA folder is left out rather than losing every other setting."""
+    picked = values.get("loras") if isinstance(values.get("loras"), list) else []
+    kept = [name for name in picked if name in set(lora_choices(host))]
+    if kept != picked:
+        values = {**values, "loras": kept, "lora_weights": sync_lora_weights(kept, values.get("lora_weights"))}
     request, options = validate({**values, "image": None, "end_image": None, "keyframes": []}, host)
     return control_values(preset_json(request, options), "last settings", host)
 
