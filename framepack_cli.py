@@ -387,7 +387,8 @@ def run_interpolate(args) -> int:
 
 from framepack.cli.continuation import add_extend, add_reroll, add_resume  # noqa: E402  (argparse only)
 from framepack.cli.batch import add_batch  # noqa: E402  (argparse only)
-from framepack.cli.generate import add_generate, add_plan  # noqa: E402  (argparse only; heavy imports run later)
+from framepack.cli.generate import add_generate  # noqa: E402  (argparse only; heavy imports run later)
+from framepack.cli.plan import add_plan  # noqa: E402  (argparse only; the planner loads in run_plan)
 from framepack.cli.serve import add_serve  # noqa: E402  (argparse only; uvicorn and the app load in run_serve)
 
 SUBCOMMANDS = [add_generate, add_plan, add_batch, add_resume, add_reroll, add_extend, add_info, add_export, add_encode, add_interpolate]

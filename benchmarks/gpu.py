@@ -104,7 +104,7 @@ def bench_configs(tiny: bool) -> dict[str, dict]:
     """Component configs: the shipped full-size transformer and VAE, encoders with the real
     widths and few layers; or the tiny model's configs."""
     from framepack.models import tiny as tiny_model
-    from framepack.models.resources import load_config
+    from framepack.models.component_sizes import load_config
 
     if tiny:
         return {"transformer": dict(tiny_model.TRANSFORMER_CONFIG), "vae": dict(tiny_model.VAE_CONFIG),
@@ -463,7 +463,7 @@ def benchmark(args) -> dict:
     import torch
 
     from framepack.engine.conditioning import pick_bucket
-    from framepack.models import resources
+    from framepack.models import component_costs, resources
 
     started = time.perf_counter()
     device = torch.device("cpu" if args.tiny else args.device)
@@ -485,8 +485,8 @@ def benchmark(args) -> dict:
     pipe = build_pipeline(configs, device, dtype, encoder_dtype, image_size)
     build_seconds = time.perf_counter() - built
     context, prompt = context_tokens(pipe, settings)
-    flops = resources.transformer_flops(configs["transformer"], height // 8, width // 8, settings["window"], context,
-                                        prompt)
+    flops = component_costs.transformer_flops(configs["transformer"], height // 8, width // 8, settings["window"],
+                                              context, prompt)
     peak_tflops = resources.peak_bf16_tflops(name) if cuda else None
     plan = resources.plan_resources(configs=configs, height=height, width=width, latent_window_size=settings["window"],
                                     steps=steps, max_prompt_tokens=prompt, device="cuda" if cuda else "cpu",
@@ -536,8 +536,8 @@ def benchmark(args) -> dict:
         reason = "--compile off" if args.compile == "off" else "--compile auto skips torch.compile off CUDA"
         runs.append({"name": "compiled runs", "compiled": True, "skipped": reason})
 
-    decoded_pixels = resources.pixel_frames(resources.decoded_latent_frames("original", settings["window"], 1)) \
-        * height * width  # one section: the window plus the start latent
+    latents = component_costs.decoded_latent_frames("original", settings["window"], 1)  # the window + the start latent
+    decoded_pixels = component_costs.pixel_frames(latents) * height * width  # one section
     speeds = {
         "transformer_tflops": eager["achieved_tflops"],
         "transformer_tflops_compiled": next((r["achieved_tflops"] for r in runs

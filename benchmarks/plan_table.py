@@ -32,7 +32,8 @@ def gib(value: float) -> str:
 
 
 def offload_table(sections: int) -> None:
-    from framepack.models.resources import OFFLOAD_ORDER, bucket_for, plan_resources
+    from framepack.models.component_costs import bucket_for
+    from framepack.models.resources import OFFLOAD_ORDER, plan_resources
 
     for label, quantization in WEIGHTS:
         print(f"\n**{label} weights** (transformer and Llama; the other encoders and the VAE fp16). "
@@ -53,7 +54,8 @@ def offload_table(sections: int) -> None:
 
 
 def choice_table(sections: int) -> None:
-    from framepack.models.resources import GiB, ResourceError, choose_resources
+    from framepack.models.resource_choice import ResourceError, choose_resources
+    from framepack.models.resources import GiB
 
     print("\n**`auto` at 640 px with 64 GiB of RAM** (bf16):\n")
     print("| VRAM budget | offload | VAE tiling | predicted peak VRAM | needed with margin | peak RAM |")

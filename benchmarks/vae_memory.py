@@ -1,6 +1,6 @@
 """Calibrate the planner's VAE decode model: live-tensor peaks of real decodes on the CPU.
 
-The planner (`framepack.models.resources.vae_decode_bytes`) predicts the decode peak as
+The planner (`framepack.models.component_costs.vae_decode_bytes`) predicts the decode peak as
 `VAE_DECODE_TENSORS` tensors of `block_out_channels[1]` x pixel frames x height x width (the
 upsampler at full resolution), or the mid-block's causal attention mask when that is larger.
 This script measures the factor:
@@ -52,7 +52,7 @@ def measure(name: str, config: dict, device: str, dtype, frames: int, size: int,
     """Trace one decode of `frames` latent frames at size x size latent pixels."""
     import torch
 
-    from framepack.models.resources import vae_decode_bytes
+    from framepack.models.component_costs import vae_decode_bytes
     from tensor_peak import peak_bytes
 
     vae = _vae(config, device, dtype)
@@ -75,7 +75,7 @@ def measure(name: str, config: dict, device: str, dtype, frames: int, size: int,
 def run(args) -> list[dict]:
     import torch
 
-    from framepack.models.resources import load_config
+    from framepack.models.component_sizes import load_config
     from framepack.models.tiny import VAE_CONFIG
 
     real = {k: v for k, v in load_config("vae").items() if not k.startswith("_")}

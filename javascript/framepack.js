@@ -1,9 +1,10 @@
 /* FramePack tab helpers (SD.Next injects javascript/*.js; the standalone app adds this file itself).
  * Every global name starts with `fpk` (the host's built-in FramePack sub-tab has its own submit function).
  *
- * fpkSubmit(...args)   Generate's _js: creates the page's task id (host randomId() when defined), remembers it
- *                      for Stop / Skip / Pause (window.fpkLastTask), and inside SD.Next starts fpkFollow(id);
- *                      returns args with the id first
+ * fpkNewTask()         inside SD.Next, Generate's own click listener: creates the page's task id (host randomId())
+ *                      at the click, for a Stop / Skip / Pause clicked before Gradio gets round to fpkSubmit
+ * fpkSubmit(...args)   Generate's _js: takes that task id (or creates one), remembers it for Stop / Skip / Pause
+ *                      (window.fpkLastTask), and inside SD.Next starts fpkFollow(id); returns args with the id first
  * fpkFollow(id)        inside SD.Next: polls SD.Next's progress API (/internal/progress, the one its own tabs use)
  *                      about once a second and draws the progress box and the live preview straight into the
  *                      page. Gradio updates are expensive there (each one re-renders SD.Next's thousands of
@@ -114,6 +115,12 @@ async function fpkControl(action) {
 function fpkControls() {
   if (!fpkEl('#fpk_root')) return false; // not rendered yet
   if (!fpkInSdnext()) return true; // the standalone page: Gradio events (framepack/ui/tab.py), under its own login
+  const generate = fpkEl('#fpk_generate');
+  if (!generate) return false;
+  if (!generate.dataset.fpkBound) {
+    generate.dataset.fpkBound = '1';
+    generate.addEventListener('click', fpkNewTask, true); // capture: runs before Gradio's listener
+  }
   let bound = 0;
   [['#fpk_stop', 'stop'], ['#fpk_skip', 'skip'], ['#fpk_pause', 'pause']].forEach(([selector, action]) => {
     const button = fpkEl(selector);
@@ -203,8 +210,17 @@ function fpkRemember(values) {
   }
 }
 
-function fpkSubmit(...args) {
+function fpkNewTask() {
+  // Generate's click, before Gradio's own handler: inside SD.Next Gradio may call fpkSubmit a second or more
+  // later (it re-renders the page first), and a Stop clicked meanwhile must name this new task, not the last one
   const id = fpkRandomId();
+  window.fpkLastTask = id;
+  window.fpkPendingTask = id;
+}
+
+function fpkSubmit(...args) {
+  const id = window.fpkPendingTask || fpkRandomId();
+  window.fpkPendingTask = null;
   window.fpkLastTask = id;
   if (fpkInSdnext()) fpkFollow(id);
   const res = Array.from(args);

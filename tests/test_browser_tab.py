@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.test_browser import (app_server, browser, open_tab, screenshot, set_number, upload_image,  # noqa: F401
+from tests.test_browser import (DEMO_IMAGE, app_server, browser, open_tab, screenshot, set_number, upload_image,  # noqa: F401
                                 wait_for_text)
 
 pytestmark = [pytest.mark.slow]
@@ -75,11 +75,10 @@ def stop_jobs_after(app_server):
         job.wait(120)
 
 
-@pytest.mark.xfail(reason="unfinished (issue 14 item 3): the second Generate now queues and the jobs panel shows "
-                          "both jobs after the reload, but the last settings are not restored into the prompt after "
-                          "the reload (the wait_for_function on the prompt times out)", strict=True)
-def test_queue_reload_history_and_settings(app_server, browser, stop_jobs_after):
+@pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)])
+def test_queue_reload_history_and_settings(app_server, browser, stop_jobs_after, width, height):
     page = open_tab(browser, app_server)
+    page.set_viewport_size({"width": width, "height": height})
     upload_image(page)
     page.fill("#fpk_prompt textarea", "a boat on the lake")
     set_number(page, "fpk_duration", 4)  # 10 sections: long enough to reload and queue behind it
@@ -95,7 +94,7 @@ def test_queue_reload_history_and_settings(app_server, browser, stop_jobs_after)
     # the last settings came back from the browser's storage
     page.wait_for_function("document.querySelector('#fpk_prompt textarea').value === 'a boat on the lake'")
     assert page.locator("#fpk_jobs .fpk-jobs-active li").count() == 2
-    screenshot(page, app_server, "jobs-after-reload", publish=True)
+    screenshot(page, app_server, f"jobs-after-reload-{width}", publish=width >= 1440)
     page.locator("#fpk_jobs .fpk-jobs-active [data-fpk-job-action=stop]").last.click()  # the queued one
     wait_for_text(page, "#fpk_jobs", "cancelled")
     page.locator("#fpk_jobs .fpk-jobs-active [data-fpk-job-action=stop]").first.click()
@@ -138,5 +137,43 @@ def test_presets_and_load_from_video(app_server, browser, tmp_path):
     bad.write_bytes(b"not a video")
     page.set_input_files("#fpk_settings_file input[type=file]", str(bad))
     wait_for_text(page, "#fpk_settings_message", "Load settings")
+    assert not page.errors, page.errors
+    page.close()
+
+
+@pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)])
+def test_keyframes_refused_outside_the_video_added_and_removed_one_at_a_time(app_server, browser, width, height,
+                                                                             tmp_path):
+    page = open_tab(browser, app_server)
+    page.set_viewport_size({"width": width, "height": height})
+    set_number(page, "fpk_duration", 2)
+    wait_for_text(page, "#fpk_plan", r"5 sections")
+    page.click("#fpk_guides_accordion > button, #fpk_guides_accordion .label-wrap")
+
+    def add(when: str) -> None:
+        if not page.locator("#fpk_keyframe_image img").count():  # a refused keyframe keeps its image
+            image = tmp_path / f"keyframe-{when}.png"  # a new file each time: the same one fires no change
+            image.write_bytes(DEMO_IMAGE.read_bytes())
+            page.set_input_files("#fpk_keyframe_image input[type=file]", str(image))
+            page.wait_for_selector("#fpk_keyframe_image img")
+        page.fill("#fpk_keyframe_when input", when)
+        page.click("#fpk_keyframe_add")
+
+    add("9")  # section 9 of a 5-section video: refused at once, nothing added
+    wait_for_text(page, "#fpk_keyframe_message", r"section 9")
+    assert page.locator("#fpk_keyframes .thumbnail-item, #fpk_keyframes .gallery-item").count() == 0
+    add("2")  # the error goes when a keyframe is accepted, and the image box empties for the next one
+    page.wait_for_function("!document.querySelector('#fpk_keyframe_message').innerText.trim()")
+    page.wait_for_function("document.querySelectorAll('#fpk_keyframes .thumbnail-item').length === 1")
+    page.wait_for_selector("#fpk_keyframe_image img", state="detached")
+    add("4")
+    page.wait_for_function("document.querySelectorAll('#fpk_keyframes .thumbnail-item').length === 2")
+    assert "keyframe" in page.inner_text("#fpk_plan").lower()
+    page.click("#fpk_keyframe_pick input")
+    page.locator("#fpk_keyframe_pick li, ul.options li", has_text="#1 at 2").first.click()
+    page.click("#fpk_keyframe_remove")  # only the chosen one goes
+    page.wait_for_function("document.querySelectorAll('#fpk_keyframes .thumbnail-item').length === 1")
+    assert "#1 at 4" in page.inner_text("#fpk_keyframes")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
     assert not page.errors, page.errors
     page.close()

@@ -75,7 +75,7 @@ def test_auto_plans_for_the_quantization_it_will_load():
 
 
 def test_auto_refuses_what_fits_nowhere_and_says_what_would():
-    from framepack.models.resources import ResourceError
+    from framepack.models.resource_choice import ResourceError
 
     with pytest.raises(ResourceError, match="48.2 GiB of RAM .budget 32.0 GiB.*what would fit: int8 or fp8 weights"):
         resolve_offload("auto", "cuda", 24 * GB, ram_bytes=32 * GB)
@@ -276,7 +276,7 @@ def test_build_pipeline_applies_vae_tiling(tiny_model_dir, choice, expected, mon
 def test_plan_runtime_on_cpu_and_bad_tiling_names(tiny_model_dir):
     from framepack.models.offload import plan_runtime
     from framepack.models.recipe import local_recipe
-    from framepack.models.resources import recipe_configs
+    from framepack.models.component_sizes import recipe_configs
 
     configs = recipe_configs(local_recipe(tiny_model_dir, "original"))
     workload = {"configs": configs, "dtype": "fp32", "resolution": 640}
@@ -293,7 +293,7 @@ def test_plan_runtime_on_cpu_and_bad_tiling_names(tiny_model_dir):
 def test_plan_runtime_never_refuses_a_cpu_run(tiny_model_dir):
     """On a CPU a short RAM only means swapping: tile the VAE and go on (accelerators refuse)."""
     from framepack.models.offload import plan_runtime
-    from framepack.models.resources import ResourceError
+    from framepack.models.resource_choice import ResourceError
 
     assert plan_runtime("auto", "auto", "cpu", ram_bytes=GB).vae_tiling is True  # full-size model, 1 GiB of RAM
     assert plan_runtime("auto", "off", "cpu", ram_bytes=GB).vae_tiling is False

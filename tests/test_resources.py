@@ -18,23 +18,18 @@ import pytest
 import torch
 
 from framepack.errors import InputError
-from framepack.models import resources
-from framepack.models.resources import (
-    GiB,
-    ResourceError,
-    Workload,
+from framepack.models import component_costs, component_sizes, resources
+from framepack.models.component_costs import (
     bucket_for,
-    checkpoint_bytes,
-    choose_resources,
-    component_size,
     image_tokens,
-    load_config,
-    plan_resources,
     transformer_block_bytes,
     transformer_flops,
     transformer_flops_breakdown,
     vae_decode_bytes,
 )
+from framepack.models.component_sizes import component_size, load_config
+from framepack.models.resource_choice import ResourceError, choose_resources
+from framepack.models.resources import GiB, Workload, checkpoint_bytes, plan_resources
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,15 +118,15 @@ def test_meta_builds_reproduce_the_parameter_counts(role, by_hand):
 
 def test_shipped_sizes_are_what_fresh_meta_builds_count():
     """configs/sizes.json spares a live plan the meta builds; it must match them exactly."""
-    shipped = json.loads(resources.SIZES_PATH.read_text(encoding="utf-8"))
-    assert shipped == resources.measure_shipped_sizes()
+    shipped = json.loads(component_sizes.SIZES_PATH.read_text(encoding="utf-8"))
+    assert shipped == component_sizes.measure_shipped_sizes()
 
 
 def test_an_unknown_config_is_counted_on_the_meta_device():
     config = {**load_config("vae"), "block_out_channels": [64, 128, 256, 256]}
     size = component_size("vae", config)
     assert size.parameters < EXACT["vae"]
-    assert size == resources.measure_module("vae", resources.build_on_meta("vae", config))
+    assert size == component_sizes.measure_module("vae", component_sizes.build_on_meta("vae", config))
 
 
 def test_the_plan_reports_the_exact_counts_and_bytes():
@@ -149,9 +144,9 @@ def test_shipped_configs_match_the_libraries_defaults_and_each_other():
     with torch.device("meta"):
         defaults = HunyuanVideoFramepackTransformer3DModel(has_image_proj=True, has_clean_x_embedder=True).config
         vae_defaults = AutoencoderKLHunyuanVideo().config
-    for key, value in resources._build_kwargs("transformer", original).items():
+    for key, value in component_sizes._build_kwargs("transformer", original).items():
         assert defaults[key] == (tuple(value) if isinstance(value, list) else value), key
-    for key, value in resources._build_kwargs("vae", load_config("vae")).items():
+    for key, value in component_sizes._build_kwargs("vae", load_config("vae")).items():
         assert vae_defaults[key] == (tuple(value) if isinstance(value, list) else value), key
 
 
@@ -173,7 +168,7 @@ def test_quantized_sizes():
 def test_bucket_table_is_the_engines_and_640_plans_for_its_largest_bucket():
     from framepack.engine.conditioning import BUCKETS_640, pick_bucket
 
-    assert resources.BUCKETS_640 == BUCKETS_640
+    assert component_costs.BUCKETS_640 == BUCKETS_640
     assert bucket_for(640) == (416, 960)  # 399,360 px, as large as 480x832 and above 608x640
     areas = {pick_bucket(h, w, 480)[0] * pick_bucket(h, w, 480)[1] for h, w in BUCKETS_640}
     assert bucket_for(480)[0] * bucket_for(480)[1] == max(areas)
@@ -208,7 +203,7 @@ def test_image_tokens_are_what_the_transformer_sees(tiny_model_dir):
 
 
 def _meta_transformer():
-    return resources.build_on_meta("transformer", load_config("transformer")).to(torch.bfloat16).eval()
+    return component_sizes.build_on_meta("transformer", load_config("transformer")).to(torch.bfloat16).eval()
 
 
 @pytest.mark.parametrize("dtype, image, context", [(torch.bfloat16, 17970, 985), (torch.float32, 4000, 985)])
@@ -268,7 +263,7 @@ def test_transformer_flops_match_flop_counter_on_the_tiny_model(tiny_model_dir):
 def test_vae_decode_working_set_matches_a_trace_of_the_full_size_vae():
     """Meta-device traces of the real VAE: one 256 px tile, and a whole 640 px section untiled."""
     config = load_config("vae")
-    vae = resources.build_on_meta("vae", config).to(torch.float16).eval()
+    vae = component_sizes.build_on_meta("vae", config).to(torch.float16).eval()
     for frames, h, w in ((5, 32, 32), (19, 52, 120)):
         z = torch.empty(1, 16, frames, h, w, device="meta", dtype=torch.float16)
         measured, _ = tensor_peak.peak_bytes(vae.decode, z, return_dict=False)
@@ -349,8 +344,8 @@ def test_model_offload_follows_diffusers_hook_chain():
 
 
 def test_cpu_plans_put_everything_in_ram(tiny_model_dir):
-    configs = resources.recipe_configs(_tiny_recipe(tiny_model_dir))
-    assert set(configs) == set(resources.ROLES)
+    configs = component_sizes.recipe_configs(_tiny_recipe(tiny_model_dir))
+    assert set(configs) == set(component_sizes.ROLES)
     plan = plan_resources(device="cpu", dtype="fp32", resolution=64, configs=configs)
     assert plan.vram_peak_bytes == 0 and plan.ram_peak_bytes > resources.PROCESS_RAM_BYTES["cpu"]
     assert choose_resources(None, 8 * GiB, device="cpu", resolution=64, configs=configs).offload == "none"

@@ -44,7 +44,8 @@ from framepack.api.validation import (BodyError, error_items, item, parse_batch_
                                       parse_plan_body, parse_reroll_body, parse_resource_fields, parse_resume_body,
                                       reroll_options)
 from framepack.errors import FramePackError, InputError
-from framepack.jobs.queue import EXTEND_REFUSED, JobConflict, JobNotFound, QueueFull
+from framepack.jobs.continuation import EXTEND_REFUSED, JobConflict, JobNotFound
+from framepack.jobs.queue import QueueFull
 from framepack.jobs.resources import assess, distinct_prompts, resources_dict, workload_inputs
 from framepack.request.events import STATUSES, Status
 

@@ -137,7 +137,7 @@ def reroll_body_schema() -> dict[str, Any]:
 
 def extend_body_schema() -> dict[str, Any]:
     """JSON schema of the POST /extend body: a clip (job id or video) + request fields + output."""
-    from framepack.jobs.queue import EXTEND_REFUSED
+    from framepack.jobs.continuation import EXTEND_REFUSED
 
     full = job_body_schema()
     properties = {name: value for name, value in full["properties"].items()

@@ -106,7 +106,7 @@ def build_pipeline(recipe: Recipe, runtime: RuntimeOptions, device: str = "cpu",
 def _planning_inputs(recipe: Recipe, runtime: RuntimeOptions, device, load_options: Mapping[str, Any]) -> dict:
     """What the planner needs to know before loading: quantization, dtype and the real configs."""
     from framepack.models.loader import default_dtypes
-    from framepack.models.resources import recipe_configs
+    from framepack.models.component_sizes import recipe_configs
 
     dtype = str(default_dtypes(device)["transformer"]).replace("torch.", "")
     cache_dir = load_options.get("cache_dir")

@@ -162,7 +162,7 @@ class SdnextHost(SdnextMedia, SettingsDefaults):  # SdnextMedia: RIFE, upscalers
         from modules import devices
 
         from framepack.jobs.resources import Machine
-        from framepack.models.resources import recipe_configs
+        from framepack.models.component_sizes import recipe_configs
 
         offload = self.models.offload_mode()
         planned = offload if offload in ("none", "model", "group", "sequential") else "model"  # balanced, or new

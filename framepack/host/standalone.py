@@ -142,7 +142,7 @@ class StandaloneHost(SettingsDefaults):
         available RAM are the budget; a run predicted not to fit an accelerator is refused. The
         configs are the recipe's where they are on disk (a local folder, the hub cache)."""
         from framepack.jobs.resources import Machine
-        from framepack.models.resources import recipe_configs
+        from framepack.models.component_sizes import recipe_configs
 
         runtime = self.runtime()
         return Machine.local(self.device, offload=runtime.offload, quantization=runtime.quantization,

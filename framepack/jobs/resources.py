@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from framepack.errors import InputError
-from framepack.models.resources import GiB, ResourceError, ResourcePlan, choose_resources, plan_resources
+from framepack.models.resource_choice import ResourceError, choose_resources
+from framepack.models.resources import GiB, ResourcePlan, plan_resources
 
 RESOURCE_KEYS = ("vram_peak_bytes", "ram_peak_bytes", "disk_bytes", "seconds", "offload", "vae_tiling")
 """What `plan --json`, `POST /plan` and the job record report of a plan."""

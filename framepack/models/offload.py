@@ -161,7 +161,7 @@ def plan_runtime(offload: str, vae_tiling: str, device: Any, *, free_bytes: int 
             mode = UNKNOWN_FREE_FALLBACK
     if mode != "auto" and tiling != "auto":
         return RuntimeChoice(mode, tiling == "on")
-    from framepack.models.resources import ResourceError, choose_resources
+    from framepack.models.resource_choice import ResourceError, choose_resources
 
     ram = available_ram_bytes() if ram_bytes is None else ram_bytes
     # a run of several sections (later sections decode two windows), unless told otherwise

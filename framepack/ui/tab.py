@@ -38,7 +38,13 @@ from framepack.ui.logic import KEEP
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT_FILE = ROOT / "javascript" / "framepack.js"
 STYLE_FILE = ROOT / "style.css"
-SUBMIT_JS = "(...args) => (window.fpkSubmit ? window.fpkSubmit(...args) : args)"  # see javascript/framepack.js
+
+
+def _submit_js(inputs: int) -> str:
+    """Generate's `_js` (see javascript/framepack.js). Gradio 3 calls it with the inputs' values followed
+    by the outputs' current values: only the inputs go on (and into the browser's last settings)."""
+    return (f"(...args) => {{ const inputs = args.slice(0, {inputs}); "
+            "return window.fpkSubmit ? window.fpkSubmit(...inputs) : inputs; }")
 
 
 def _read(path: Path) -> str:
@@ -460,9 +466,11 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
         # Generate only submits and answers at once, so every click reaches the job queue (Gradio
         # drops a click on an event still running); the page follows its jobs in a second event.
         # show_progress hidden: the progress box is ours; Gradio's per-output timers would re-render the page
-        follow = generate.click(on_generate, [task_id, page_id, *values],
+        submit_inputs = [task_id, page_id, *values]
+        follow = generate.click(on_generate, submit_inputs,
                                 [status, progress, preview, video, job_id, last_seed, pause, page_id],
-                                _js=SUBMIT_JS, show_progress="hidden", api_name="fpk_generate", queue=False) \
+                                _js=_submit_js(len(submit_inputs)), show_progress="hidden",
+                                api_name="fpk_generate", queue=False) \
             .then(on_follow, page_id, follow_outputs, show_progress="hidden", api_name="fpk_follow")
         # a Generate that lands while the follower is ending finds it still running: look once more
         follow.then(on_follow, page_id, follow_outputs, show_progress="hidden")
