@@ -1,6 +1,7 @@
 """The real SD.Next's own media tools from FramePack: one generation interpolated by SD.Next's RIFE
-and one upscaled by SD.Next's upscaler, submitted through our REST API (the tab's controls for
-them come with the tab rewrite; the job path is the same one the tab uses).
+and one upscaled by SD.Next's upscaler, each submitted once through our REST API and once from the
+tab (Playwright: the Interpolation method / RIFE model and Upscale / Upscaler controls), then the
+tab's Send to Process.
 
 Offline there is no RIFE download: the test puts a RIFE weights file where SD.Next looks for it
 (`models/RIFE/flownet_v4.25.pkl`, `modules.rife.load` uses a present file as it is). It holds no
@@ -20,6 +21,21 @@ from tests_sdnext.conftest import DEMO_IMAGE, wait_until
 
 pytestmark = pytest.mark.sdnext
 API = "/framepack/v1"
+
+
+@pytest.fixture(scope="module")
+def tab(server, playwright_instance, tmp_path_factory):
+    """One page with the FramePack tab open, shared by the tab tests here; (page, watch)."""
+    from tests_sdnext.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    context = playwright_instance.chromium.launch_persistent_context(
+        str(tmp_path_factory.mktemp("chromium")), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(240_000)
+    page, watch = pages.open_page(context, server)
+    pages.open_framepack_tab(page)
+    yield page, watch
+    context.close()
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +99,69 @@ def test_upscaled_by_sdnext_upscaler(server, tmp_path):
         "image": base64.b64encode(DEMO_IMAGE.read_bytes()).decode(), "prompt": "x",
         "output": {"upscale": 2, "upscaler": "sdnext:No Such Upscaler"}})
     assert status == 422 and answer["detail"][0]["loc"] == ["body", "output", "upscaler"], answer
+
+
+# ----------------------------------------------------------------------------- the same from the tab
+
+def tab_generate(page, seed: int) -> Path:
+    """Generate with the tab's current values; the saved video once the status says completed."""
+    pages.set_number(page, "fpk_seed", seed)
+    page.evaluate("() => { const line = document.querySelector('#fpk_status > *'); if (line) line.textContent = ''; }")
+    page.click("#fpk_generate")  # (the line is cleared first: an earlier run's words must not answer the wait)
+    pages.wait_for_status(page, rf"completed · seed {seed}|failed|Failed", timeout=900)
+    assert f"completed · seed {seed}" in pages.status(page), pages.status(page)
+    return pages.saved_video(page)
+
+
+def open_media_accordion(page) -> None:
+    if not page.locator("#fpk_upscale input[type=number]").is_visible():
+        pages.open_accordion(page, "fpk_media_accordion", "LoRA, upscaling, Tiny VAE")
+    page.wait_for_selector("#fpk_upscale input[type=number]", state="visible")
+
+
+def test_tab_interpolates_with_sdnext_rife(server, tab):
+    page, watch = tab
+    assert page.locator("#fpk_enhance").is_visible()  # SD.Next has a prompt enhancer: its button is shown
+    pages.fast_settings(page, duration=0.4)
+    pages.set_number(page, "fpk_interpolation", 1)
+    if not page.locator("#fpk_interpolation_method").is_visible():
+        pages.open_accordion(page, "fpk_video_accordion", "Video")
+    page.locator("#fpk_interpolation_method label", has_text="rife").click()
+    open_media_accordion(page)
+    assert page.locator("#fpk_interpolation_model input").input_value() == "sdnext:RIFE"  # the default inside SD.Next
+    planned = pages.stable_plan(page, "1 interpolated per gap")
+    mark = len(server.log())
+    video = tab_generate(page, seed=7)
+    assert pages.frame_count(video) == planned  # the plan counts the RIFE frames
+    assert "Video interpolation: type=numpy" in server.log()[mark:]  # SD.Next's own RIFE ran
+    assert watch.failed_events == [] and watch.script_errors == []
+
+
+def test_tab_upscales_with_an_sdnext_upscaler(server, tab, tmp_path):
+    page, watch = tab
+    plain, plain_video = generate(server, tmp_path, "plain-size", {}, seed=5)  # the generated size, via the API
+    pages.fast_settings(page, duration=0.4)
+    pages.set_number(page, "fpk_interpolation", 0)
+    open_media_accordion(page)
+    page.click("#fpk_models_refresh")
+    pages.set_number(page, "fpk_upscale", 2)
+    page.click("#fpk_upscaler input")
+    page.locator("#fpk_upscaler ul.options li", has_text="sdnext:Resize Lanczos").first.click()
+    page.wait_for_function("document.querySelector('#fpk_upscaler input').value === 'sdnext:Resize Lanczos'")
+    planned = pages.stable_plan(page, "(asked 0.40 s)")
+    video = tab_generate(page, seed=8)
+    height, width = _size(plain_video)
+    assert _size(video) == (height * 2, width * 2)
+    assert pages.frame_count(video) == planned == plain["frame_count"]
+    assert watch.failed_events == [] and watch.script_errors == []
+
+
+def test_send_to_process(tab):
+    """The tab's last video goes to SD.Next's Process -> Process Video input."""
+    page, watch = tab
+    if not (pages.video_state(page) or {}).get("src"):
+        pytest.skip("no video in the tab (the generations above failed)")
+    page.click("#fpk_send_to_process")
+    page.wait_for_selector("#extras_video video[src]", state="attached", timeout=120_000)
+    assert page.locator("#extras_video").is_visible()  # SD.Next switched to its Process tab
+    assert watch.failed_events == [] and watch.script_errors == []

@@ -9,7 +9,9 @@ routes and the tests:
 - `framepack.ui.progress_view`: progress box, result block, status lines, live preview, jobs panel;
 - `framepack.ui.actions`: Generate (submit and follow), Stop / Skip / Pause, codecs;
 - `framepack.ui.model_actions`: the Model accordion (load, unload, settings, recipe);
-- `framepack.ui.presets`: Load settings (video, history, presets) and named presets.
+- `framepack.ui.presets`: Load settings (video, history, presets) and named presets;
+- `framepack.ui.media_values`: the LoRA picker, upscaling, RIFE model and Tiny VAE values (their
+  controls: `framepack.ui.media_controls`).
 """
 
 from __future__ import annotations

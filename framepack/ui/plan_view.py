@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from framepack.errors import FramePackError
-from framepack.ui.values import _esc, _number, _whole, error_html, log
+from framepack.ui.values import _esc, _number, _whole, error_html, labelled, log
 
 # ----------------------------------------------------------------------------- the plan
 
@@ -23,15 +23,25 @@ def keyframe_whens(keyframes: Sequence[Mapping[str, Any]] | None) -> list[str]:
 
 
 def plan_view(duration: Any, fps: Any, interpolation: Any, latent_window_size: Any, variant: Any, prompt: Any,
-              section_prompts: Any, keyframes: Sequence[Mapping[str, Any]] | None = None) -> PlanView:
-    """The planner's answer for these settings; errors (bad numbers, schedule syntax) as text."""
-    from framepack.request.planner import plan_video
+              section_prompts: Any, keyframes: Sequence[Mapping[str, Any]] | None = None, loras: Any = None,
+              lora_weights: Any = None) -> PlanView:
+    """The planner's answer for these settings; errors (bad numbers, schedule syntax) as text.
 
+    `loras` / `lora_weights`: the LoRA picker's names and weights text (each section's weights go
+    into the table's LoRA column)."""
+    from framepack.request.model import lora_plan_entries
+    from framepack.request.planner import plan_video
+    from framepack.ui.media_values import lora_specs
+
+    try:
+        lora_entries = lora_plan_entries(lora_specs(loras, lora_weights))
+    except FramePackError as error:
+        return PlanView(error="; ".join(labelled(problem) for problem in error.problems()))
     try:
         plan = plan_video(duration=_number(duration), fps=_number(fps), interpolation=_whole(interpolation),
                           latent_window_size=_whole(latent_window_size), variant=variant or "original",
                           prompt=prompt or "", section_prompts=section_prompts or "",
-                          keyframes=keyframe_whens(keyframes))
+                          keyframes=keyframe_whens(keyframes), loras=lora_entries)
     except FramePackError as error:
         return PlanView(error=str(error))
     summary = plan.summary()
@@ -51,10 +61,11 @@ def plan_html(duration: Any, fps: Any, interpolation: Any, latent_window_size: A
 
 def host_plan_html(host, duration: Any, fps: Any, interpolation: Any, latent_window_size: Any, variant: Any,
                    prompt: Any, section_prompts: Any, keyframes: Sequence[Mapping[str, Any]] | None = None,
-                   resolution: Any = None) -> str:
+                   resolution: Any = None, loras: Any = None, lora_weights: Any = None) -> str:
     """`plan_html` with the resources the run needs on the host's machine appended to the plan line
     (predicted VRAM, RAM, disk; or that it does not fit and what would)."""
-    view = plan_view(duration, fps, interpolation, latent_window_size, variant, prompt, section_prompts, keyframes)
+    view = plan_view(duration, fps, interpolation, latent_window_size, variant, prompt, section_prompts, keyframes,
+                     loras, lora_weights)
     if view.error is None:
         view.summary += resources_text(host, view, _whole(resolution), _whole(latent_window_size), variant)
     return render_plan(view)
@@ -94,14 +105,16 @@ def render_plan(view: PlanView) -> str:
         else:
             shown = _esc(shown)
         keyframe = "" if row["keyframe"] is None else f"#{row['keyframe']}"
+        lora = f"<td>{_esc(row['loras'])}</td>" if "loras" in row else ""
         rows.append(
             f"<tr><td>{row['number']}</td><td>{_esc(row['time'])}</td><td>{_esc(row['frames'])}</td>"
             f"<td>{row['order']}</td><td class=\"fpk-plan-prompt\" title=\"{_esc(row['prompt'])}\">{shown}</td>"
-            f"<td>{keyframe}</td></tr>")
+            f"<td>{keyframe}</td>{lora}</tr>")
+    lora_header = "<th>LoRA</th>" if view.rows and "loras" in view.rows[0] else ""
     table = (
         '<div class="fpk-plan-scroll"><table class="fpk-plan-table"><thead><tr>'
         '<th>section</th><th>time</th><th>frames</th>'
-        '<th title="sampling order">order</th><th>prompt</th><th>keyframe</th></tr></thead>'
+        f'<th title="sampling order">order</th><th>prompt</th><th>keyframe</th>{lora_header}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>")
     return f'<div class="fpk-plan"><div class="fpk-plan-line">{_esc(view.summary)}</div>{table}</div>'
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from framepack.errors import FramePackError, InputError
+from framepack.ui.media_values import lora_choices, media_control_values, sync_lora_weights
 from framepack.ui.values import BASE_DEFAULTS, OUTPUT_NAMES, VALUE_NAMES, labelled, validate
 
 IMAGE_NAMES = ("image", "end_image", "keyframes")
@@ -36,6 +37,8 @@ def control_values(data: Any, source: str, host) -> dict[str, Any]:
     values = {**BASE_DEFAULTS, "image": None, "end_image": None, "keyframes": []}
     values.update(embedded.request)
     values.update(embedded.output)
+    # LoRAs and model files by their names in this host's folders (never a path from the file)
+    values.update(media_control_values(data["settings"], embedded_output(data), host))
     if values.get("blank_start") is None:
         values["blank_start"] = BASE_DEFAULTS["blank_start"]
     if values.get("shift") is None:
@@ -47,12 +50,20 @@ def control_values(data: Any, source: str, host) -> dict[str, Any]:
     return {name: values[name] for name in SETTING_NAMES}
 
 
+def embedded_output(data: Any) -> dict[str, Any]:
+    output = data.get("output") if isinstance(data, dict) else None
+    return output if isinstance(output, dict) else {}
+
+
 def from_video(path: str, host) -> dict[str, Any]:
     """The settings embedded in a video or raw frames file made by this tool."""
-    from framepack.io.embedded import read_embedded
+    from framepack.io.reader import open_frames
 
-    embedded = read_embedded(path, REQUEST_NAMES, OUTPUT_NAMES, label="Load settings")
-    data = {"settings": {**embedded.request, **embedded.images}, "output": embedded.output}
+    try:
+        with open_frames(path) as source:
+            data = source.settings
+    except FramePackError as error:
+        raise InputError(f"Load settings: {error}") from None
     return control_values(data, Path(path).name, host)
 
 
@@ -67,7 +78,12 @@ def from_job(job_queue, job_id: str, host) -> dict[str, Any]:
 
 
 def from_values(values: Mapping[str, Any], host) -> dict[str, Any]:
-    """Control values (the page's last Generate, kept by the browser) checked like a preset."""
+    """Control values (the page's last Generate, kept by the browser) checked like a preset; a LoRA
+    no longer in the LoRA folder is left out rather than losing every other setting."""
+    picked = values.get("loras") if isinstance(values.get("loras"), list) else []
+    kept = [name for name in picked if name in set(lora_choices(host))]
+    if kept != picked:
+        values = {**values, "loras": kept, "lora_weights": sync_lora_weights(kept, values.get("lora_weights"))}
     request, options = validate({**values, "image": None, "end_image": None, "keyframes": []}, host)
     return control_values(preset_json(request, options), "last settings", host)
 

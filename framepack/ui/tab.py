@@ -32,7 +32,7 @@ import gradio as gr
 
 from framepack.errors import FramePackError
 from framepack.request.model import DEFAULT_SYSTEM_PROMPT
-from framepack.ui import logic, presets
+from framepack.ui import logic, media_controls, presets
 from framepack.ui.logic import KEEP
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,6 +126,7 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                 mode = gr.HTML(logic.mode_html(None, None, d["blank_start"], d["variant"]), elem_id="fpk_mode")
                 c["prompt"] = gr.Textbox(value=d["prompt"], label="Prompt", lines=2, elem_id="fpk_prompt",
                                          placeholder="What happens in the video")
+                media_controls.prompt_tools(host, c)  # Enhance prompt, when the host has an enhancer
                 with gr.Row(elem_id="fpk_timing", elem_classes=["fpk-pair"]):
                     c["duration"] = gr.Slider(dlo, dhi, value=d["duration"], step=dstep, label="Duration (s)",
                                               elem_id="fpk_duration")
@@ -218,6 +219,8 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                         c["filename"] = gr.Textbox(value=d["filename"], label="File name", max_lines=1,
                                                    elem_id="fpk_filename")
 
+                media_controls.media_accordion(host, c, d)  # LoRA picker, upscaling, RIFE model, Tiny VAE
+
                 # -------------------------------------------------------- advanced
                 with gr.Accordion("Advanced", open=False, elem_id="fpk_advanced_accordion"):
                     with gr.Row():
@@ -305,6 +308,7 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
             with gr.Column(elem_id="fpk_outputs", elem_classes=["fpk-column"], scale=4, min_width=0):
                 video = gr.Video(label="Video", autoplay=True, interactive=False, elem_id="fpk_video",
                                  elem_classes=["fpk-video"])
+                media_controls.send_to_process(host, video)  # inside SD.Next
                 preview = gr.HTML(logic.preview_html(None), elem_id="fpk_preview", elem_classes=["fpk-preview"])
                 # the jobs panel: javascript/framepack.js refreshes it from the page route .../page/jobs
                 jobs = gr.HTML(logic.jobs_html(queue), elem_id="fpk_jobs")
@@ -321,12 +325,12 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                 settings_source = gr.Textbox("", visible=False, elem_id="fpk_settings_source")
 
         values = [c[name] for name in logic.VALUE_NAMES]
-        plan_inputs = [c[name] for name in logic.PLAN_NAMES] + [c["resolution"]]
+        plan_inputs = [c[name] for name in logic.PLAN_NAMES] + [c["resolution"], c["loras"], c["lora_weights"]]
         mode_inputs = [c["image"], c["end_image"], c["blank_start"], c["variant"], c["keyframes"]]
 
         # ---------------------------------------------------------------- live plan and mode
         for name in ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts",
-                     "resolution"):
+                     "resolution", "loras", "lora_weights"):
             c[name].change(live_plan, plan_inputs, plan, queue=False, show_progress="hidden")
 
         def on_mode(image, *rest):  # the blank-start choice only matters without a start image

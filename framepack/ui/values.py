@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 from framepack.errors import FramePackError, InputError
 from framepack.request import limits
 from framepack.request.model import DEFAULT_SYSTEM_PROMPT
+from framepack.ui.media_values import (MEDIA_DEFAULTS, MEDIA_LABELS, OUTPUT_MEDIA_NAMES, default_rife,
+                                       output_media_fields, request_media_fields)
 
 log = logging.getLogger("framepack")
 
@@ -59,8 +61,9 @@ SECTION_PROMPTS_HELP = (
     "no timed line claims. `#` starts a comment. The plan below shows what each section gets."
 )
 LORA_NOTE = (
-    "**LoRA**: inside SD.Next write `<lora:name:weight>` in the prompt (the host's networks load it); "
-    "standalone, LoRA files are applied by the CLI / API (`--lora FILE:WEIGHT`), not from this tab."
+    "**LoRA**: pick files from the LoRA folder (setting `framepack_lora_dir`) with a weight each, or a weight "
+    "per section (`0.8@1-3`), under *LoRA, upscaling, Tiny VAE*; inside SD.Next `<lora:name:weight>` in the "
+    "prompt works too (SD.Next's own LoRA list)."
 )
 
 # The values the tab sends to Generate, in the order of its input components. `keyframes` is a
@@ -72,11 +75,12 @@ VALUE_NAMES = (
     "interpolation_method", "filename",
     "seed", "latent_window_size", "steps", "shift", "cfg", "distilled_cfg", "cfg_rescale", "sampler",
     "teacache", "teacache_threshold", "cfg_zero_star", "preview", "system_prompt",
+    *MEDIA_DEFAULTS,  # LoRA picker, upscaling, RIFE model, Tiny VAE (framepack.ui.media_values)
 )
 PLAN_NAMES = ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts",
               "keyframes")
 OUTPUT_NAMES = ("codec", "container", "codec_options", "crf", "save_video", "save_frames", "save_images",
-                "image_format", "interpolation_method", "filename")
+                "image_format", "interpolation_method", "filename", *OUTPUT_MEDIA_NAMES)
 
 BASE_DEFAULTS: dict[str, Any] = {
     "image": None, "blank_start": "black", "end_image": None, "keyframes": [],
@@ -88,7 +92,7 @@ BASE_DEFAULTS: dict[str, Any] = {
     "filename": "framepack",
     "seed": -1, "latent_window_size": 9, "steps": 25, "shift": 0.0, "cfg": 1.0, "distilled_cfg": 10.0,
     "cfg_rescale": 0.0, "sampler": "unipc", "teacache": True, "teacache_threshold": 0.15, "cfg_zero_star": False,
-    "preview": True, "system_prompt": DEFAULT_SYSTEM_PROMPT,
+    "preview": True, "system_prompt": DEFAULT_SYSTEM_PROMPT, **MEDIA_DEFAULTS,
 }
 
 LABELS = {  # request / output field -> the label on the tab, for error messages
@@ -101,6 +105,7 @@ LABELS = {  # request / output field -> the label on the tab, for error messages
     "cfg": "CFG", "cfg_rescale": "CFG rescale", "teacache_threshold": "TeaCache threshold",
     "codec": "Codec", "container": "Container", "codec_options": "Codec options", "crf": "Quality (CRF)",
     "image_format": "Image format", "filename": "File name", "interpolation_method": "Interpolation method",
+    **MEDIA_LABELS,
 }
 
 # host settings the Model accordion writes (the same keys SD.Next keeps under Settings -> FramePack)
@@ -167,7 +172,7 @@ def default_values(host) -> dict[str, Any]:
     with other values, e.g. the tiny model's fast settings in the browser tests; unknown keys are
     ignored with a warning.
     """
-    values = dict(BASE_DEFAULTS)
+    values = {**BASE_DEFAULTS, "interpolation_model": default_rife(host)}
     for source in (_host_call(host, "request_defaults"), _host_call(host, "output_defaults")):
         values.update({k: v for k, v in source.items() if k in values and v is not None})
     overrides = host.option("ui_defaults", None) if hasattr(host, "option") else None
@@ -177,6 +182,7 @@ def default_values(host) -> dict[str, Any]:
             log.warning("FramePack tab: ui_defaults has unknown keys %s (known: %s)", unknown, ", ".join(values))
         values.update({k: v for k, v in overrides.items() if k in values})
     values["keyframes"] = list(values["keyframes"] or [])
+    values["loras"] = list(values["loras"] or [])
     return values
 
 
@@ -249,6 +255,7 @@ def output_fields(values: Mapping[str, Any], host) -> dict[str, Any]:
     fields["codec_options"] = fields["codec_options"] or ""
     fields["filename"] = (fields["filename"] or "framepack").strip() or "framepack"
     fields["keep_incomplete"] = bool(host.keep_incomplete())
+    fields.update(output_media_fields(values, host))  # model names -> the model folder's files
     return fields
 
 
@@ -260,7 +267,7 @@ def validate(values: Mapping[str, Any], host):
 
     problems, request, options = [], None, None
     try:
-        request = build_request(**request_fields(values))
+        request = build_request(**request_fields(values), **request_media_fields(values, host))
     except FramePackError as error:
         problems.extend(error.problems())
     try:
