@@ -211,12 +211,16 @@ def video_plays(page) -> dict:
 
 
 def check_first_screen(page) -> None:
-    """Generate, both image drop zones and the result boxes visible and sized; readable help and plan."""
+    """Generate, the start image's drop zone, prompt, duration and the plan line on the first screen; the end
+    image in its accordion (issue 14); the result boxes sized; readable help and plan."""
     generate = box(page, "#fpk_generate")
     assert generate["width"] > 0 and generate["y"] >= 0 and generate["y"] + generate["height"] <= 900, generate
-    for drop_zone in ("#fpk_image", "#fpk_end_image"):
-        zone = box(page, drop_zone)
-        assert zone["height"] >= 150 and zone["y"] + 100 <= 900, (drop_zone, zone)
+    zone = box(page, "#fpk_image")
+    assert zone["height"] >= 150 and zone["y"] + 100 <= 900, zone
+    for control in ("#fpk_prompt", "#fpk_duration", "#fpk_plan .fpk-plan-line"):
+        shown = box(page, control)
+        assert shown["height"] > 0 and shown["y"] + shown["height"] <= 900, (control, shown)
+    assert box(page, "#fpk_end_image")["height"] == 0  # in the closed "End image, keyframes, strengths" accordion
     assert box(page, "#fpk_video")["height"] >= 150
     assert box(page, "#fpk_preview")["height"] >= 100
     text, background = colours(page, "#fpk_section_help code")
