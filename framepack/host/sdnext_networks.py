@@ -41,7 +41,7 @@ OUR_SCRIPTS = {
     "getENActivePage": f"(...args) => {_PAGE}",
     "getCardDetails": "(...args) => args",  # our click listener has written the card into fpk_extra_state
     "closeDetailsEN": "(...args) => { if (window.fpkNetworks) window.fpkNetworks.closeDetails(true); return args; }",
-    "refeshDetailsEN": "(...args) => { if (window.fpkNetworks) window.fpkNetworks.closeDetails(false); return args; }",
+    "refeshDetailsEN": "(args) => { if (window.fpkNetworks) window.fpkNetworks.closeDetails(false); return args; }",
     # the answer is saved as the sort setting: without our script, the setting as it is
     "sortExtraNetworks": ("(...args) => (window.fpkNetworks ? window.fpkNetworks.sort() "
                           ": ((window.opts && window.opts.extra_networks_sort) || 'Default'))"),
