@@ -78,7 +78,9 @@
   }
 
   function insert(text) {
-    const textarea = el(`#${target} textarea`) || el('#fpk_prompt textarea');
+    let textarea = el(`#${target} textarea`);
+    // the negative prompt is hidden while CFG is 1: then the prompt takes the text
+    if (!textarea || (textarea.offsetParent === null && target !== 'fpk_prompt')) textarea = el('#fpk_prompt textarea');
     if (!textarea) return;
     if (textarea.value.indexOf(text) !== -1) textarea.value = textarea.value.replace(text, '');
     else textarea.value += text;

@@ -199,6 +199,19 @@ def test_no_panel_when_sdnext_has_it_disabled(sd):
     assert shown["fpk_extra_networks_btn"].visible is False and "fpk_extra_networks" not in shown
 
 
+def test_a_failing_panel_costs_only_the_button(sd):
+    from framepack.host.sdnext import SdnextHost
+    from modules import ui_extra_networks
+
+    ui_extra_networks.fake_fail[0] = True
+    try:
+        shown = _ids(_tab(SdnextHost()))
+    finally:
+        ui_extra_networks.fake_fail[0] = False
+    assert shown["fpk_extra_networks_btn"].visible is False and shown["fpk_extra_networks"].visible is False
+    assert "fpk_generate" in shown and "fpk_prompt" in shown  # the rest of the tab is there
+
+
 def test_the_standalone_tab_has_no_networks_button(tmp_path):
     from framepack.host.standalone import StandaloneHost
 
@@ -297,6 +310,9 @@ def test_a_lora_card_goes_into_our_prompt(page):
     page.click("#fpk_negative_prompt textarea")  # the negative prompt had the focus last
     page.click("#style")
     assert _value(page, "#fpk_negative_prompt") == " <lora:tiny_style:1.0>"
+    page.evaluate("document.querySelector('#fpk_negative_prompt').style.display = 'none'")  # CFG back to 1
+    page.click("#motion")  # the hidden negative prompt had the focus: the prompt takes the click
+    assert _value(page, "#fpk_prompt") == "a fox" and _value(page, "#fpk_negative_prompt") == " <lora:tiny_style:1.0>"
     page.click("#look")  # a style card: our tab has no styles, and SD.Next's would change another tab's
     assert page.evaluate("window.sdnextCalls") == []
 
@@ -319,3 +335,45 @@ def test_details_page_search_and_sort_read_our_panel(page):
     assert page.evaluate("window.fpkNetworks.sort()") == "Name [A-Z]"
     names = page.evaluate("[...document.querySelectorAll('#fpk_lora_cards .card')].map(c => c.dataset.name)")
     assert names == ["motion", "tiny_style"]  # the Lora page's cards
+
+
+# ----------------------------------------------------------------------------- Gradio + the page script
+
+@pytest.mark.slow
+def test_the_panel_in_a_served_tab(sd, chromium, tmp_path):
+    """Our tab inside the fake SD.Next, served by Gradio 3.43 and opened in Chromium with the page
+    script (SD.Next injects javascript/*.js): SD.Next's toggle shows the panel, its refresh (with
+    our page script naming our selected page) lists a LoRA added meanwhile, and its card goes into
+    #fpk_prompt through the real Gradio DOM."""
+    import socket
+
+    from framepack.host.sdnext import SdnextHost
+
+    blocks = _tab(SdnextHost())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    blocks.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    page = chromium.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("#fpk_extra_networks_btn")
+        page.evaluate(SDNEXT_DECOYS)
+        page.add_script_tag(content=SCRIPT.read_text(encoding="utf-8"))
+        assert not page.is_visible("#fpk_extra_networks")
+        page.click("#fpk_extra_networks_btn")
+        page.wait_for_selector("#fpk_extra_networks .card[data-name='tiny_style']", state="visible")
+        assert page.evaluate("window.fpkNetworks.page()") == "Lora"  # Gradio's own tab bar
+        (Path(sd.shared.cmd_opts.lora_dir) / "late.safetensors").write_bytes(b"")
+        page.click("#fpk_extra_refresh")  # the refresh's script names our page: the server lists it again
+        page.wait_for_selector("#fpk_extra_networks .card[data-name='late']", state="visible", timeout=30_000)
+        page.fill("#fpk_prompt textarea", "a paper boat")
+        page.click("#fpk_extra_networks .card[data-name='late'] .name")
+        page.wait_for_function("document.querySelector('#fpk_prompt textarea').value.includes('<lora:late:')")
+        assert page.input_value("#fpk_prompt textarea") == "a paper boat <lora:late:1.0>"
+        assert page.evaluate("window.sdnextCalls") == [] and errors == []
+    finally:
+        page.close()
+        blocks.close()

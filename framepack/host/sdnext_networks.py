@@ -81,18 +81,20 @@ def add_networks_panel(toggle: Any, prompt: Any) -> bool:
         raise ValueError(f"the Networks panel needs the ids {TOGGLE_ID} and {TABNAME}_prompt")
     root = Context.root_block
     first = len(root.dependencies) if root is not None else 0
+    skip_indexing = bool(getattr(shared.opts, "extra_network_skip_indexing", False))
     with gr.Row(variant="compact", elem_id=PANEL_ID, elem_classes=["extra_networks_root", "fpk-networks"],
                 visible=False) as container:
-        ui = ui_extra_networks.create_ui(container, toggle, TABNAME,
-                                         skip_indexing=bool(getattr(shared.opts, "extra_network_skip_indexing",
-                                                                    False)))
-        if ui is None:  # disabled after all
-            container.visible = False
-            return False
-        ui_extra_networks.setup_ui(ui)
+        try:
+            ui = ui_extra_networks.create_ui(container, toggle, TABNAME, skip_indexing=skip_indexing)
+            ui_extra_networks.setup_ui(ui)
+        except Exception as error:  # noqa: BLE001 - a broken panel must not cost the whole tab
+            from modules import errors
+
+            errors.display(error, "FramePack: Networks panel")
+            ui = None
     if root is not None:
         _use_our_scripts(root.dependencies[first:])
-    return True
+    return ui is not None
 
 
 def _use_our_scripts(dependencies: list[dict]) -> None:

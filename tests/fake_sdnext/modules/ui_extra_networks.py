@@ -22,6 +22,7 @@ import gradio as gr
 from modules import shared
 
 fake_created: list[str] = []  # test-only: the tab names panels were built for
+fake_fail = [False]  # test-only: create_ui raises (a page that fails to list its items, say)
 
 
 class ExtraNetworksUi:
@@ -61,6 +62,9 @@ def create_ui(container, button_parent, tabname, skip_indexing=False):
         return None
     fake_created.append(tabname)
     ui = ExtraNetworksUi()
+    if fake_fail[0]:
+        gr.Textbox("{}", elem_id=f"{tabname}_extra_state", visible=False)  # built part-way
+        raise RuntimeError("Networks: page error")
     ui.tabname, ui.pages = tabname, []
     ui.state = gr.Textbox("{}", elem_id=f"{tabname}_extra_state", visible=False)
     ui.visible = gr.State(value=False)
