@@ -9,11 +9,11 @@ refresh button would refresh the page selected in Control's panel. So:
 
 - the events the panel declares with a tab-blind script (`getENActivePage`, `getCardDetails`,
   `closeDetailsEN`, `refeshDetailsEN`, `sortExtraNetworks`) get, in our Blocks only, scripts
-  that read our panel (`window.fpkNetworks` in javascript/framepack.js);
-- javascript/framepack.js takes the clicks inside `#fpk_extra_networks` before the cards'
-  own `onclick` (a capture listener on that panel): a `cardClicked(...)` card adds or removes
-  its text in our prompt (or the negative prompt, when that had the focus last), as SD.Next
-  does in its tabs.
+  that read our panel (`window.fpkNetworks` in javascript/framepack_networks.js);
+- javascript/framepack_networks.js takes the clicks inside `#fpk_extra_networks` before the
+  cards' own `onclick` (a capture-phase listener that ignores clicks outside that panel): a
+  `cardClicked(...)` card adds or removes its text in our prompt (or the negative prompt, when
+  that had the focus last), as SD.Next's cardClicked does in its tabs.
 
 Nothing global is replaced: SD.Next's other tabs keep their panels and scripts as they are.
 
@@ -25,10 +25,7 @@ Names used (checked against the vendored snapshot by tests/test_host_sdnext_netw
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-log = logging.getLogger("framepack.host")
 
 TABNAME = "fpk"
 """Our tab's name for SD.Next's panel: its elements are `fpk_extra_*` (our prompt is `fpk_prompt`)."""
