@@ -139,9 +139,10 @@ def test_networks_panel_inserts_a_lora_into_our_prompt(server, tab):
     from safetensors.torch import save_file
 
     page, watch = tab
-    status, flags = server.request("GET", "/sdapi/v1/cmd-flags")
-    assert status == 200 and flags.get("lora_dir"), (status, flags)
-    lora = Path(flags["lora_dir"]) / "fpk_panel_lora.safetensors"
+    status, flags = server.request("GET", "/sdapi/v1/cmd-flags")  # the folder SD.Next lists LoRAs from
+    assert status == 200, (status, flags)
+    lora_dir = flags.get("lora_dir") or server.options()["lora_dir"]
+    lora = Path(lora_dir) / "fpk_panel_lora.safetensors"
     lora.parent.mkdir(parents=True, exist_ok=True)
     save_file({"lora_unet_single_transformer_blocks_0_attn_to_q.lora_down.weight": torch.zeros(2, 8),
                "lora_unet_single_transformer_blocks_0_attn_to_q.lora_up.weight": torch.zeros(8, 2)}, str(lora))
