@@ -132,6 +132,51 @@ def test_tab_renders_and_the_first_screen_is_usable(tab):
     assert watch.failed_events == [] and watch.script_errors == []
 
 
+def test_networks_panel_inserts_a_lora_into_our_prompt(server, tab):
+    """SD.Next's Networks panel in our tab: a LoRA put into SD.Next's LoRA folder shows up after the
+    panel's refresh, and its card puts SD.Next's `<lora:name:1.0>` into OUR prompt, not Control's."""
+    import torch
+    from safetensors.torch import save_file
+
+    page, watch = tab
+    status, flags = server.request("GET", "/sdapi/v1/cmd-flags")  # the folder SD.Next lists LoRAs from
+    assert status == 200, (status, flags)
+    lora_dir = flags.get("lora_dir") or server.options()["lora_dir"]
+    lora = Path(lora_dir) / "fpk_panel_lora.safetensors"
+    lora.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"lora_unet_single_transformer_blocks_0_attn_to_q.lora_down.weight": torch.zeros(2, 8),
+               "lora_unet_single_transformer_blocks_0_attn_to_q.lora_up.weight": torch.zeros(8, 2)}, str(lora))
+    prompt = page.locator("#fpk_prompt textarea")
+    before = prompt.input_value()
+    control_before = page.evaluate("() => document.querySelector('#control_prompt textarea')?.value ?? null")
+    try:
+        page.click("#fpk_extra_networks_btn")
+        page.wait_for_selector("#fpk_extra_networks", state="visible", timeout=60_000)
+        page.locator("#fpk_extra_tabs > .tab-nav > button", has_text=re.compile(r"^\s*Lora\s*$")).click()
+        wait_until(lambda: page.evaluate("() => window.fpkNetworks && window.fpkNetworks.page()") == "Lora", 30,
+                   message="the Lora page selected")
+        page.click("#fpk_extra_refresh")  # SD.Next's own refresh, for our panel's selected page
+        card = page.locator("#fpk_extra_networks .card[data-name='fpk_panel_lora']")
+        card.wait_for(state="visible", timeout=180_000)
+        page.screenshot(path=str(SCREENS / "standard-networks-panel.png"))
+        prompt.fill("a paper boat")
+        name = card.locator(".name").first  # not the details icon SD.Next shows over the card on hover
+        name.click()
+        wait_until(lambda: "<lora:fpk_panel_lora:" in prompt.input_value(), 30, message="the LoRA in our prompt")
+        assert prompt.input_value().startswith("a paper boat <lora:fpk_panel_lora:1")
+        control_after = page.evaluate("() => document.querySelector('#control_prompt textarea')?.value ?? null")
+        assert control_after == control_before  # not where SD.Next's own script would have put it
+        assert "card-selected" in (card.get_attribute("class") or "")
+        name.click()  # a second click takes it out again, as in SD.Next's tabs
+        wait_until(lambda: "<lora:" not in prompt.input_value(), 30, message="the LoRA out of our prompt")
+        page.click("#fpk_extra_networks_btn")
+        page.wait_for_selector("#fpk_extra_networks", state="hidden", timeout=60_000)
+        assert watch.failed_events == [] and watch.script_errors == []
+    finally:
+        prompt.fill(before)
+        lora.unlink(missing_ok=True)
+
+
 class ProgressProbe(threading.Thread):
     """Samples SD.Next's /sdapi/v1/progress every 0.2 s while a job runs."""
 

@@ -7,6 +7,7 @@ relied on is docs/HOST.md; the names used are exactly those. By concern:
 - sdnext_settings.py: the "FramePack" settings section (from framepack/request/settings.py);
 - sdnext_models.py: the pipeline as `shared.sd_model` (load, SDNQ, offload, unload);
 - sdnext_lora.py: `<lora:name:w>` prompt tags -> the LoRA files of SD.Next's LoRA list;
+- sdnext_networks.py: SD.Next's Networks panel in our tab (cards insert into our prompt);
 - sdnext_control.py: `shared.state` (Stop / Skip / Pause, progress, stage hooks) and the log;
 - this file: `SdnextHost` (settings, folders, devices, timers, one job), the process-wide
   singletons the entry script uses (`get_host()`, `get_queue()`) and the callback bodies
@@ -26,6 +27,7 @@ from framepack.host.sdnext_models import SdnextModels
 from framepack.host.sdnext_settings import register_settings
 from framepack.host.defaults import SettingsDefaults
 from framepack.host.sdnext_media import SdnextMedia
+from framepack.host.sdnext_networks import SdnextNetworks
 from framepack.request.settings import OFFLOAD_CHOICES, SETTING_DEFAULTS
 
 log = logging.getLogger("framepack")
@@ -47,7 +49,8 @@ def _control():
     return sdnext_control
 
 
-class SdnextHost(SdnextMedia, SettingsDefaults):  # SdnextMedia: RIFE, upscalers, enhancer, send to Process
+class SdnextHost(SdnextMedia, SdnextNetworks, SettingsDefaults):
+    # SdnextMedia: RIFE, upscalers, enhancer, send to Process; SdnextNetworks: the Networks panel
     """`framepack.request.host.Host` inside SD.Next.
 
     `recipe_for` (optional) replaces the `framepack_model_recipe` setting: a function

@@ -1,4 +1,5 @@
-"""The tab's LoRA picker, upscaling / RIFE / Tiny VAE accordion, prompt enhancer and Send to Process.
+"""The tab's LoRA picker, upscaling / RIFE / Tiny VAE accordion, Networks panel, prompt enhancer and
+Send to Process.
 
 Built inside `create_ui`'s Blocks (framepack/ui/tab.py) by three calls; the values and their
 mapping to a request are `framepack.ui.media_values` (no Gradio there). Every event here answers
@@ -31,13 +32,24 @@ MEDIA_HELP = (
 
 
 def prompt_tools(host, c: dict[str, Any]) -> None:
-    """The Enhance prompt button under the prompt, when the host has a prompt enhancer (SD.Next)."""
-    if not mv.enhancer_available(host):
+    """Under the prompt, inside SD.Next: the Networks button (the host's Networks panel, whose LoRA
+    cards insert `<lora:name:w>` into our prompt) and Enhance prompt, when the host has them."""
+    enhance_shown = mv.enhancer_available(host)
+    add_panel = getattr(host, "add_networks_panel", None)
+    if not (enhance_shown or callable(add_panel)):
         return
     with gr.Row(elem_id="fpk_prompt_tools", elem_classes=["fpk-keyframe-row"]):
-        enhance = gr.Button("Enhance prompt", elem_id="fpk_enhance", size="sm", elem_classes=["fpk-small-button"],
-                            min_width=0)
-        message = gr.HTML("", elem_id="fpk_enhance_message")
+        if callable(add_panel):  # the id SD.Next's panel script knows its toggle by ({tab}_extra_networks_btn)
+            networks = gr.Button("Networks", elem_id="fpk_extra_networks_btn", size="sm",
+                                 elem_classes=["fpk-small-button"], min_width=0)
+        if enhance_shown:
+            enhance = gr.Button("Enhance prompt", elem_id="fpk_enhance", size="sm", elem_classes=["fpk-small-button"],
+                                min_width=0)
+            message = gr.HTML("", elem_id="fpk_enhance_message")
+    if callable(add_panel) and not add_panel(networks, c["prompt"]):
+        networks.visible = False  # this SD.Next has no Networks panel, or it is disabled
+    if not enhance_shown:
+        return
 
     def on_enhance(prompt, image):
         try:  # waits while a generation holds the GPU: the enhancer runs on it too

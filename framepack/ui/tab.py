@@ -126,7 +126,7 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                 mode = gr.HTML(logic.mode_html(None, None, d["blank_start"], d["variant"]), elem_id="fpk_mode")
                 c["prompt"] = gr.Textbox(value=d["prompt"], label="Prompt", lines=2, elem_id="fpk_prompt",
                                          placeholder="What happens in the video")
-                media_controls.prompt_tools(host, c)  # Enhance prompt, when the host has an enhancer
+                media_controls.prompt_tools(host, c)  # inside SD.Next: Networks panel, Enhance prompt
                 with gr.Row(elem_id="fpk_timing", elem_classes=["fpk-pair"]):
                     c["duration"] = gr.Slider(dlo, dhi, value=d["duration"], step=dstep, label="Duration (s)",
                                               elem_id="fpk_duration")

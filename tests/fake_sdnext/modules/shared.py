@@ -33,7 +33,12 @@ options_templates.update(options_section(("system-paths", "System Paths"), {
     "hfcache_dir": OptionInfo(default_hfcache_dir, "Folder for Huggingface cache", folder=True),
     "lora_dir": OptionInfo(os.path.join(paths.models_path, "Lora"), "Folder with LoRA network(s)", folder=True),
 }))
+options_templates.update(options_section(("ui", "User Interface"), {
+    "ui_disabled": OptionInfo([], "Disabled UI tabs", None, {"visible": False}),
+}))
 options_templates.update(options_section(("extra_networks", "Networks"), {
+    "extra_networks_sort": OptionInfo("Default", "Sort order", None),
+    "extra_network_skip_indexing": OptionInfo(False, "Build info on first access", None),
     "extra_networks_default_multiplier": OptionInfo(1.0, "Default strength", None,
                                                     {"minimum": 0.0, "maximum": 2.0, "step": 0.01}),
 }))
