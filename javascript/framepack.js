@@ -112,25 +112,23 @@ async function fpkControl(action) {
   if (label) fpkButtonText('#fpk_pause', label);
 }
 
+function fpkControlClick(event) {
+  // one listener on the app (capture phase) instead of one per button: SD.Next's page re-renders our buttons
+  // now and then, and a listener on the old node would be lost with it
+  const button = event.target && event.target.closest ? event.target.closest('#fpk_generate, #fpk_stop, #fpk_skip, #fpk_pause') : null;
+  if (!button || !fpkInSdnext()) return;
+  if (button.id === 'fpk_generate') fpkNewTask();
+  else fpkControl(button.id.slice(4));
+}
+
 function fpkControls() {
   if (!fpkEl('#fpk_root')) return false; // not rendered yet
   if (!fpkInSdnext()) return true; // the standalone page: Gradio events (framepack/ui/tab.py), under its own login
-  const generate = fpkEl('#fpk_generate');
-  if (!generate) return false;
-  if (!generate.dataset.fpkBound) {
-    generate.dataset.fpkBound = '1';
-    generate.addEventListener('click', fpkNewTask, true); // capture: runs before Gradio's listener
+  if (!window.fpkControlsBound) {
+    window.fpkControlsBound = true;
+    fpkApp().addEventListener('click', fpkControlClick, true); // capture: before Gradio's own Generate handler
   }
-  let bound = 0;
-  [['#fpk_stop', 'stop'], ['#fpk_skip', 'skip'], ['#fpk_pause', 'pause']].forEach(([selector, action]) => {
-    const button = fpkEl(selector);
-    if (!button) return;
-    bound += 1;
-    if (button.dataset.fpkBound) return;
-    button.dataset.fpkBound = '1';
-    button.addEventListener('click', () => { fpkControl(action); });
-  });
-  return bound === 3;
+  return true;
 }
 
 function fpkFinished(task) {

@@ -52,7 +52,7 @@ def tab_page(chromium, status: str, last_task: str):
     page = chromium.new_page()
     page.set_content(TAB.format(status=status))
     page.add_script_tag(content=SCRIPT.read_text(encoding="utf-8"))
-    page.wait_for_function("() => document.querySelector('#fpk_pause').dataset.fpkBound === '1'")
+    page.wait_for_function("() => window.fpkControlsBound === true")
     page.evaluate(HELD_FETCH)
     page.evaluate("(task) => { window.fpkLastTask = task; }", last_task)
     return page
@@ -92,3 +92,19 @@ def test_an_answer_that_lost_the_race_with_the_jobs_end_keeps_the_final_line(chr
                                                   "label": "Resume"},
                              before_answer=FINAL.format(task="task(run)"))
     assert shown == "Job 0123 completed · seed 7"
+
+
+def test_a_re_rendered_stop_button_still_posts_and_generate_names_the_new_task_at_the_click(chromium):
+    """SD.Next's page re-renders our buttons now and then: the listener is the app's, not the node's.
+    Generate's click makes the new task id at once, so a Stop right after it names the new job."""
+    page = tab_page(chromium, '<div class="fpk-info">Job 0123 submitted · seed 7</div>', "task(previous)")
+    page.evaluate("""() => { const old = document.querySelector('#fpk_stop');
+                             const fresh = old.cloneNode(true); old.replaceWith(fresh); }""")
+    page.click("#fpk_generate")  # Gradio's fpkSubmit has not run yet
+    new_task = page.evaluate("() => window.fpkLastTask")
+    assert new_task != "task(previous)" and new_task == page.evaluate("() => window.fpkPendingTask")
+    shown = click_and_answer(page, "#fpk_stop", {"status": '<div class="fpk-info">Stopping: the job this page '
+                                                           'started is cancelled as soon as it is submitted</div>'})
+    assert shown.startswith("Stopping")
+    assert f'"task":"{new_task}"' in page.evaluate("() => window.fpkSent[0].body")
+    assert page.evaluate("() => window.fpkSubmit('', 'page', 1)[0]") == new_task  # Gradio's call takes that id
