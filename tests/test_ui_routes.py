@@ -26,8 +26,8 @@ def served(tiny_model_dir, tmp_path_factory):
     host = StandaloneHost(output_dir=tmp_path_factory.mktemp("routes"), model=str(tiny_model_dir))
     queue = JobQueue(host)
     app = FastAPI()
-    assert register_page_routes(app.add_api_route, queue) == [f"POST {PAGE_PREFIX}/{name}"
-                                                               for name in ("stop", "skip", "pause", "jobs")]
+    names = ("stop", "skip", "pause", "jobs", "resume", "cancel-batch")
+    assert register_page_routes(app.add_api_route, queue) == [f"POST {PAGE_PREFIX}/{name}" for name in names]
     yield TestClient(app), queue
     queue.shutdown()
 
