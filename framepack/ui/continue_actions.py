@@ -74,12 +74,16 @@ class Upload:
         except OSError:
             raise InputError(f"{what}: {self.name} is no longer on the server; upload it again") from None
         if size > limit:
-            raise InputError(f"{what}: {self.name} is {size / 2**20:.1f} MB; the limit is {limit // 2**20} MB")
+            raise InputError(f"{what}: {self.name} is {_size(size)}; the limit is {_size(limit)}")
         with self.path.open("rb") as handle:
             data = handle.read(limit + 1)
         if len(data) > limit:  # grew meanwhile
-            raise InputError(f"{what}: {self.name} is larger than {limit // 2**20} MB")
+            raise InputError(f"{what}: {self.name} is larger than {_size(limit)}")
         return data
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MB" if count >= 2**20 else f"{count} bytes"
 
 
 def uploads(files: Any, upload_dir: str | os.PathLike | None, what: str) -> list[Upload]:
