@@ -224,14 +224,17 @@ def test_continue_an_uploaded_video_queues_an_extension_inside_the_output_folder
     assert text(actions.extend_clip(host, queue, tab_values(host), upload=str(not_video),
                                     upload_dir=uploaded.folder)).startswith("Continue: Video to continue: notes.txt")
     fake = uploaded("fake.mp4", b"\x00" * 64)
-    assert "Video to continue:" in text(actions.extend_clip(host, queue, tab_values(host), upload=str(fake),
-                                                             upload_dir=uploaded.folder))
+    refused = text(actions.extend_clip(host, queue, tab_values(host), upload=str(fake), upload_dir=uploaded.folder))
+    assert refused.startswith("Continue: Video to continue: fake.mp4 is not a video") and "clip.input" not in refused
     assert "upload a video" in text(actions.extend_clip(host, queue, tab_values(host), upload=None,
                                                          upload_dir=uploaded.folder))
     assert "Duration" in text(actions.extend_clip(host, queue, tab_values(host, duration=-1), upload=str(clip),
                                                   upload_dir=uploaded.folder))
     assert "no job with id" in text(actions.extend_clip(host, queue, tab_values(host), job_id="nope"))
     assert sum(1 for job in queue.list() if job.record.kind == "extend") == 1  # refusals queue nothing
+    from framepack.io.workdir import WORK_DIR_NAME
+
+    assert [p.name for p in (out / WORK_DIR_NAME).iterdir()] == [job.id]  # and leave no copy of their upload
 
 
 # ------------------------------------------------------------------------------------------ resume, re-roll, panel

@@ -41,6 +41,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 LIST_SUFFIXES = (".txt", ".jsonl")
 MAX_CLIP_UPLOAD_BYTES = 512 * 1024 * 1024
 """Largest clip the tab reads into memory to hand to the queue (the API's body limit is 64 MB)."""
+UPLOAD_COPY_NAME = "clip.input"
+"""What `JobQueue.extend` calls the copy of uploaded bytes in the job's work folder."""
 MAX_IMAGE_UPLOAD_BYTES = 64 * 1024 * 1024
 MAX_BATCH_FILES = 2 * MAX_BATCH_JOBS  # an image and its caption per job
 MAX_UPLOAD_NAME_CHARS = 255
@@ -195,7 +197,12 @@ def extend_clip(host, job_queue, values: Mapping[str, Any], *, upload: Any = Non
             if _suffix(clip.name) not in VIDEO_SUFFIXES:
                 raise InputError(f"{what}: {clip.name} is not a video; upload {', '.join(VIDEO_SUFFIXES)}", ("video",))
             data = clip.read(MAX_CLIP_UPLOAD_BYTES, what)
-            job = job_queue.extend(data, fields, options, source={"upload": clip.name})
+            try:
+                job = job_queue.extend(data, fields, options, source={"upload": clip.name})
+            except FramePackError as error:  # the queue names its own copy of the upload: say the user's name
+                for problem in error.problems():
+                    problem.message = problem.message.replace(UPLOAD_COPY_NAME, clip.name)
+                raise
     except FramePackError as error:
         return error_html(f"Continue: {problem_text(error)}")
     fitted = job.record.source.get("fitted")
