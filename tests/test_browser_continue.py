@@ -83,6 +83,7 @@ def test_stop_then_resume_in_the_jobs_panel_gives_the_whole_video(app_server, br
 
     page = open_tab(browser, app_server)
     upload_image(page)
+    page.click("#fpk_variant label:has-text('F1')")  # forward: a re-roll from section 2 reuses section 1
     set_number(page, "fpk_duration", 1.6)
     planned = int(re.search(r"(\d+) frames .*4 sections", wait_for_text(page, "#fpk_plan", r"4 sections")).group(1))
     page.click("#fpk_generate")
@@ -102,11 +103,25 @@ def test_stop_then_resume_in_the_jobs_panel_gives_the_whole_video(app_server, br
     resume = panel_row(page, job.id).locator("[data-fpk-job-action=resume]")
     resume.wait_for(timeout=10_000)
     screenshot(page, app_server, "resume-offered", publish=True)
+
+    # Re-roll… fills the accordion's Job box; Re-roll queues a new job from section 2 with seed 77
+    panel_row(page, job.id).locator("[data-fpk-job-action=reroll]").click()
+    page.wait_for_function("(id) => { const box = document.querySelector('#fpk_reroll_job input, "
+                           "#fpk_reroll_job textarea'); return box && box.value === id; }", arg=job.id)
+    set_number(page, "fpk_reroll_section", 2)
+    set_number(page, "fpk_reroll_seed", 77)
+    page.click("#fpk_reroll")
+    wait_for_text(page, "#fpk_continue_message", rf"queued: job {job.id} again from section 2 · seed 77 · "
+                                                 r"reused sections: \[1\]")
+
     resume.click()
     wait_for_text(page, "#fpk_status", f"Job {job.id} resumed after")
     done = wait_job(app_server.queue, lambda j: j.id == job.id and j.record.resumes == 1)
     assert done.status == "completed", done.record.error
     assert done.record.frame_count == planned == frame_count(done.record.video)
+    rerolled = wait_job(app_server.queue, lambda j: j.record.kind == "reroll" and j.record.source["job"] == job.id)
+    assert rerolled.status == "completed" and rerolled.record.seed == 77, rerolled.record.error
+    assert rerolled.record.frame_count == planned == frame_count(rerolled.record.video)
     wait_for_text(page, f'#fpk_jobs li[data-fpk-job-id="{job.id}"]', "completed", timeout=30)
     assert panel_row(page, job.id).locator("[data-fpk-job-action=resume]").count() == 0
     assert not page.errors, page.errors
