@@ -152,7 +152,8 @@ def test_continue_a_video_makes_it_longer(app_server, browser, tmp_path):
     assert "continues my clip.mp4" in line, line
     extended = wait_job(app_server.queue, lambda j: j.record.kind == "extend" and "upload" in j.record.source)
     assert extended.status == "completed", extended.record.error
-    added = new_frames(build_request(**{**UI_DEFAULTS, "duration": 0.8, "variant": "f1", "blank_start": "black"}).plan())
+    asked = {**UI_DEFAULTS, "duration": 0.8, "variant": "f1", "blank_start": "black"}
+    added = new_frames(build_request(**asked).plan())
     assert frame_count(extended.record.video) == before + added > before
     assert extended.record.settings["prompt"] == "the boat sails on"
 
@@ -160,7 +161,8 @@ def test_continue_a_video_makes_it_longer(app_server, browser, tmp_path):
     button = panel_row(page, source.id).locator("[data-fpk-job-action=extend]")
     button.click()
     wait_for_text(page, "#fpk_status", f"continues job {source.id}")
-    from_job = wait_job(app_server.queue, lambda j: j.record.kind == "extend" and j.record.source.get("job") == source.id)
+    from_job = wait_job(app_server.queue,
+                        lambda j: j.record.kind == "extend" and j.record.source.get("job") == source.id)
     assert from_job.status == "completed", from_job.record.error
     assert frame_count(from_job.record.video) == before + added
 

@@ -385,7 +385,8 @@ def continue_buttons(job) -> list[str]:
     if record.checkpoint and status in (Status.COMPLETED, Status.INTERRUPTED, Status.FAILED):
         buttons.append(_button("reroll", job.id, "Re-roll…",
                                "Generate again from a section on with a new seed, reusing the sections before it"))
-    if status in (Status.COMPLETED, Status.INTERRUPTED) and (record.outputs.get("video") or record.outputs.get("frames")):
+    made = record.outputs.get("video") or record.outputs.get("frames")
+    if status in (Status.COMPLETED, Status.INTERRUPTED) and made:
         buttons.append(_button("extend", job.id, "Continue video",
                                "Continue this video with the tab's prompt, duration and settings"))
     return buttons
