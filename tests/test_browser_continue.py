@@ -239,3 +239,18 @@ def test_a_batch_of_two_images_makes_two_videos_and_a_batch_cancels_as_one(app_s
     wait_for_text(page, "#fpk_continue_message", r"Batch: Batch files: test_browser_continue\.py: not an image")
     assert not page.errors, page.errors
     page.close()
+
+
+def test_the_accordion_fits_a_phone(app_server, browser):
+    page = open_tab(browser, app_server)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.click(ACCORDION)
+    page.wait_for_selector("#fpk_batch", state="visible")
+    page.wait_for_timeout(300)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no horizontal overflow
+    for selector in ("#fpk_continue", "#fpk_reroll", "#fpk_batch"):
+        right = page.evaluate(f"document.querySelector({selector!r}).getBoundingClientRect().right")
+        assert right <= 390, (selector, right)
+    screenshot(page, app_server, "continue-accordion-390", publish=True)
+    assert not page.errors, page.errors
+    page.close()

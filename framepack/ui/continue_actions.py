@@ -34,8 +34,8 @@ CONTROL_LABELS = {"video": "Video to continue", "job": "Job", "from_section": "R
                   "items": "Batch files", "seed": "Seed"}
 EXTEND_FROM_CLIP = ("image", "blank_start", "fps", "interpolation")
 """Tab values an extension never sends: `JobQueue.extend` takes them from the clip."""
-CONTINUE_VARIANTS = (("Auto: F1 continues; Original with an end image", "auto"), ("F1", "f1"),
-                     ("Original", "original"))
+CONTINUE_VARIANTS = (("Auto", "auto"), ("F1", "f1"), ("Original", "original"))
+"""Auto: F1 continues the clip; the original model when an end image is given (it bridges to it)."""
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".gif", ".safetensors")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 LIST_SUFFIXES = (".txt", ".jsonl")

@@ -33,23 +33,24 @@ def build() -> SimpleNamespace:
     with gr.Accordion("Continue a video, re-roll, batch", open=False, elem_id="fpk_continue_accordion"):
         gr.Markdown(HELP, elem_classes=["fpk-help"])
         p.video = gr.File(label="Video to continue (or raw frames .safetensors)", type="file",
-                          file_types=list(actions.VIDEO_SUFFIXES), elem_id="fpk_continue_video")
-        with gr.Row(elem_classes=["fpk-keyframe-row"]):
-            p.variant = gr.Radio(list(actions.CONTINUE_VARIANTS), value="auto", label="Continue with",
+                          file_types=list(actions.VIDEO_SUFFIXES), elem_id="fpk_continue_video", height=120)
+        with gr.Row(elem_classes=["fpk-pair", "fpk-keyframe-row"]):
+            p.variant = gr.Radio(list(actions.CONTINUE_VARIANTS), value="auto",
+                                 label="Continue with (Auto: F1; Original when there is an end image)",
                                  elem_id="fpk_continue_variant")
             p.go = gr.Button("Continue this video", elem_id="fpk_continue", size="sm", min_width=0)
-        with gr.Row(elem_classes=["fpk-keyframe-row"]):
-            p.reroll_job = gr.Textbox(label="Job", placeholder="Re-roll… in the jobs panel fills it", max_lines=1,
-                                      elem_id="fpk_reroll_job", min_width=0)
+        p.reroll_job = gr.Textbox(label="Job to re-roll", placeholder="Re-roll… in the jobs panel fills it",
+                                  max_lines=1, elem_id="fpk_reroll_job")
+        with gr.Row(elem_classes=["fpk-pair", "fpk-keyframe-row"]):
             p.reroll_section = gr.Number(1, label="Re-roll from section", precision=0, minimum=1,
                                          elem_id="fpk_reroll_section", min_width=0)
             p.reroll_seed = gr.Number(-1, label="New seed (-1: random)", precision=0, elem_id="fpk_reroll_seed",
                                       min_width=0)
             p.reroll = gr.Button("Re-roll", elem_id="fpk_reroll", size="sm", min_width=0)
-        p.batch_files = gr.File(label="Batch: images (+ same-name .txt captions), or a prompt list (.txt / .jsonl)",
+        p.batch_files = gr.File(label="Batch files: images (+ .txt captions) or a prompt list",
                                 file_count="multiple", type="file", elem_id="fpk_batch_files",
-                                file_types=[*actions.IMAGE_SUFFIXES, *actions.LIST_SUFFIXES])
-        with gr.Row(elem_classes=["fpk-keyframe-row"]):
+                                file_types=[*actions.IMAGE_SUFFIXES, *actions.LIST_SUFFIXES], height=120)
+        with gr.Row(elem_classes=["fpk-pair", "fpk-keyframe-row"]):
             p.batch_name = gr.Textbox(label="Batch name (optional)", max_lines=1, elem_id="fpk_batch_name",
                                       min_width=0)
             p.batch = gr.Button("Queue batch", elem_id="fpk_batch", size="sm", min_width=0)
