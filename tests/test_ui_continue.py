@@ -165,6 +165,17 @@ def test_bad_batch_files_are_refused_naming_the_control_and_the_file(host, uploa
     bad_value = refused([("jobs.jsonl", b'{"prompt": "x", "duration": -3}\n')], image=np.zeros((32, 32, 3), np.uint8))
     assert "jobs.jsonl line 1: Duration:" in bad_value
     assert "Batch files: upload images" in refused([])
+    many = b"\n".join(b"prompt %d" % n for n in range(actions.MAX_BATCH_JOBS + 1))
+    assert f"holds {actions.MAX_BATCH_JOBS + 1} jobs; a batch holds at most {actions.MAX_BATCH_JOBS}" in \
+        refused([("many.txt", many)])
+
+
+def test_a_batch_s_images_have_a_pixel_budget(host, uploaded, monkeypatch):
+    monkeypatch.setattr(actions, "MAX_BATCH_PIXELS", 64 * 48 * 2)
+    files = actions.uploads([str(uploaded(f"{n}.png", png())) for n in range(3)], uploaded.folder, "Batch files")
+    with pytest.raises(actions.InputError, match="Batch files: the images are too large together"):
+        actions.batch_entries(files, tab_values(host), host)
+    assert len(actions.batch_entries(files[:2], tab_values(host), host)) == 2
 
 
 def _bomb_header() -> bytes:

@@ -45,6 +45,8 @@ UPLOAD_COPY_NAME = "clip.input"
 """What `JobQueue.extend` calls the copy of uploaded bytes in the job's work folder."""
 MAX_IMAGE_UPLOAD_BYTES = 64 * 1024 * 1024
 MAX_BATCH_FILES = 2 * MAX_BATCH_JOBS  # an image and its caption per job
+MAX_BATCH_PIXELS = 512 * 1024 * 1024
+"""Pixels a batch's images may declare together (about 1.5 GB decoded): the requests hold them until they run."""
 MAX_UPLOAD_NAME_CHARS = 255
 
 
@@ -243,11 +245,15 @@ def batch_entries(files: Sequence[Upload], values: Mapping[str, Any], host) -> l
     if len(lists) > 1:
         raise InputError(f"{what}: {', '.join(u.name for u in lists)}: give one prompt list", ("items",))
     decoded: dict[str, Any] = {}
+    budget = [MAX_BATCH_PIXELS]
 
     def image(upload: Upload) -> Any:
         if upload.name not in decoded:
             data = upload.read(MAX_IMAGE_UPLOAD_BYTES, what)
-            declared_pixels(data, f"{what}: {upload.name}")  # absurd sizes refused from the header
+            budget[0] -= declared_pixels(data, f"{what}: {upload.name}")  # absurd sizes refused from the header
+            if budget[0] < 0:
+                raise InputError(f"{what}: the images are too large together (more than {MAX_BATCH_PIXELS // 2**20} "
+                                 f"megapixels); queue them in smaller batches", ("items",))
             decoded[upload.name] = to_rgb_array(data, f"{what}: {upload.name}")
         return decoded[upload.name]
 
@@ -257,6 +263,8 @@ def batch_entries(files: Sequence[Upload], values: Mapping[str, Any], host) -> l
         listed = lists[0]
         start = image(next(iter(images.values()))) if len(images) == 1 else values.get("image")
         for label, fields in _list_lines(listed, what):
+            if len(raw) == MAX_BATCH_JOBS:
+                check_size(len(raw) + 1, f"{what}: {listed.name}")  # refused before the rest is read
             entry = {"image": start, **fields}
             for key in ("image", "end_image"):
                 if isinstance(fields.get(key), str):
