@@ -200,7 +200,7 @@ def test_a_batch_is_queued_listed_and_cancelled_as_one(host, queue, uploaded):
     assert queue.store.batch(batch)["name"] == "holiday"
     panel = logic.jobs_html(queue)
     assert f'data-fpk-job-action="cancel-batch" data-fpk-job="{batch}"' in panel
-    assert "2 queued" in text(panel) and "a.png" in text(panel)
+    assert "2 queued" in text(panel) and "a.png" in text(panel) and "“holiday”" in text(panel)
     assert "cancelled: 2 job(s) removed" in text(actions.cancel_batch(queue, batch))
     assert all(queue.get(job.id).status == Status.CANCELLED for job in jobs)
     assert "cancel-batch" not in logic.jobs_html(queue)  # nothing left to cancel

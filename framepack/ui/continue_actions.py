@@ -400,8 +400,17 @@ def continue_buttons(job) -> list[str]:
     return buttons
 
 
-def batches_html(jobs: Sequence) -> str:
-    """One line per batch that still has unfinished jobs: its counts and a Cancel batch button."""
+def _batch_name(job_queue, batch: str) -> str:
+    store = getattr(job_queue, "store", None)
+    try:
+        info = store.batch(batch) if store is not None else None
+    except FramePackError:  # an unreadable store must not break the panel
+        info = None
+    return str(info["name"]) if info else ""
+
+
+def batches_html(jobs: Sequence, job_queue=None) -> str:
+    """One line per batch that still has unfinished jobs: its name, counts and a Cancel batch button."""
     groups: dict[str, list] = {}
     for job in jobs:
         batch = getattr(job, "batch", None)
@@ -413,7 +422,9 @@ def batches_html(jobs: Sequence) -> str:
             continue
         counts = Counter(Status(job.status).value for job in members)
         text = " · ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-        lines.append(f'<li class="fpk-batch" data-fpk-batch-id="{_esc(batch)}"><b>Batch {_esc(batch)}</b> '
+        name = _batch_name(job_queue, batch)
+        name = f" “{_esc(name[:80])}”" if name else ""
+        lines.append(f'<li class="fpk-batch" data-fpk-batch-id="{_esc(batch)}"><b>Batch {_esc(batch)}</b>{name} '
                      f'<span class="fpk-batch-counts">{_esc(text)}</span> '
                      + _button("cancel-batch", batch, "Cancel batch", "Remove its queued jobs and stop its running one")
                      + "</li>")

@@ -317,7 +317,7 @@ def jobs_html(job_queue) -> str:
                       key=lambda job: job.record.finished or job.record.created, reverse=True)[:HISTORY_SHOWN]
     parts = ['<div class="fpk-jobs">']
     parts.append('<div class="fpk-jobs-title">Running and queued</div>')
-    parts.append(batches_html(jobs))
+    parts.append(batches_html(jobs, job_queue))
     parts.append(f'<ul class="fpk-jobs-active">{"".join(job_row(job, job_queue) for job in active)}</ul>'
                  if active else '<div class="fpk-jobs-empty">No job running</div>')
     parts.append('<div class="fpk-jobs-title">History (newest first)</div>')
