@@ -159,9 +159,11 @@ def test_bad_batch_files_are_refused_naming_the_control_and_the_file(host, uploa
     assert "give one prompt list" in refused([("one.txt", b"a"), ("two.jsonl", b"{}")])
     jsonl = refused([("jobs.jsonl", b'{"prompt": "x", "image": "../../etc/passwd"}\n[1]\n')])
     assert "jobs.jsonl line 2: expected a JSON object" in jsonl
-    unknown = refused([("jobs.jsonl", b'{"prompt": "x", "image": "missing.png"}\n{"loras": ["a"]}\n')])
+    unknown = refused([("jobs.jsonl", b'{"prompt": "x", "image": "missing.png"}\n{"output_dir": "/etc"}\n'
+                                      b'{"loras": ["/etc/passwd"]}\n')])
     assert "jobs.jsonl line 1: image 'missing.png' is none of the uploaded images" in unknown
-    assert "jobs.jsonl line 2: unknown setting(s) loras" in unknown
+    assert "jobs.jsonl line 2: unknown setting(s) output_dir" in unknown
+    assert "jobs.jsonl line 3: LoRA:" in unknown  # LoRAs only by name from the server's LoRA folder
     bad_value = refused([("jobs.jsonl", b'{"prompt": "x", "duration": -3}\n')], image=np.zeros((32, 32, 3), np.uint8))
     assert "jobs.jsonl line 1: Duration:" in bad_value
     assert "Batch files: upload images" in refused([])
