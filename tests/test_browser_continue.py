@@ -134,7 +134,9 @@ def test_continue_a_video_makes_it_longer(app_server, browser, tmp_path):
 
     page = open_tab(browser, app_server)
     upload_image(page)
-    page.click("#fpk_generate")  # 0.4 s: one section, 13 frames
+    set_number(page, "fpk_duration", 0.4)  # the browser keeps the last test's settings
+    wait_for_text(page, "#fpk_plan", r"13 frames .*1 section")
+    page.click("#fpk_generate")  # one section, 13 frames
     wait_for_text(page, "#fpk_progress", "Done in", timeout=120)
     source = next(job for job in reversed(app_server.queue.list())
                   if job.status == "completed" and job.record.kind == "generate")
@@ -186,6 +188,8 @@ def test_a_batch_of_two_images_makes_two_videos_and_a_batch_cancels_as_one(app_s
         shutil.copy(DEMO_IMAGE, tmp_path / name)
     (tmp_path / "harbour.txt").write_text("boats rock in the harbour\n", encoding="utf-8")
     page = open_tab(browser, app_server)
+    set_number(page, "fpk_duration", 0.4)  # the browser keeps the last test's settings: one section, 13 frames
+    wait_for_text(page, "#fpk_plan", r"13 frames .*1 section")
     page.fill("#fpk_prompt textarea", "grass waves in the wind")
     page.click(ACCORDION)
     page.set_input_files("#fpk_batch_files input[type=file]",
