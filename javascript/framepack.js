@@ -20,8 +20,8 @@
  *                      .../page/stop, .../page/resume, .../page/cancel-batch; on the standalone page through the
  *                      hidden Gradio buttons #fpk_jobs_refresh / #fpk_job_stop / #fpk_job_command; its Load settings
  *                      clicks the hidden #fpk_load_job button (a Gradio event that fills every control), Continue
- *                      video the hidden #fpk_job_extend (the tab's current settings go with it), Re-roll… fills the
- *                      Job box of the "Continue a video, re-roll, batch" accordion
+ *                      video the hidden #fpk_job_extend (the tab's current settings go with it), Re-roll… fills
+ *                      "Job to re-roll" in the "Continue a video, re-roll, batch" accordion
  * fpkRemember(values)  Generate keeps its settings (not the images) in localStorage; after a reload the hidden
  *                      #fpk_restore button puts them back into the controls
  * fpkLoopVideos()      result <video>: loop, autoplay, muted, inline
@@ -254,7 +254,7 @@ async function fpkJobs() {
 }
 
 function fpkShowReroll(job) {
-  // Re-roll…: the job's id into the accordion's Job box (opened when closed), for its section and seed
+  // Re-roll…: the job's id into the accordion's "Job to re-roll" (opened when closed), for its section and seed
   const fill = () => {
     const box = fpkEl('#fpk_reroll_job input, #fpk_reroll_job textarea');
     if (!box || !box.offsetParent) return false;
