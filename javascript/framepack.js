@@ -16,9 +16,12 @@
  *                      the status line, unless the job's own final line has arrived meanwhile. The standalone page
  *                      is light: there they are Gradio events, covered by its own login
  * fpkJobs()           the jobs panel (#fpk_jobs) every 2 s while the tab is shown: inside SD.Next from the page route
- *                      .../page/jobs, its Stop / Remove buttons posting the job id to .../page/stop; on the standalone
- *                      page through the hidden Gradio buttons #fpk_jobs_refresh / #fpk_job_stop; its Load settings
- *                      clicks the hidden #fpk_load_job button (a Gradio event that fills every control)
+ *                      .../page/jobs, its Stop / Remove, Resume and Cancel batch buttons posting the job (batch) id to
+ *                      .../page/stop, .../page/resume, .../page/cancel-batch; on the standalone page through the
+ *                      hidden Gradio buttons #fpk_jobs_refresh / #fpk_job_stop / #fpk_job_command; its Load settings
+ *                      clicks the hidden #fpk_load_job button (a Gradio event that fills every control), Continue
+ *                      video the hidden #fpk_job_extend (the tab's current settings go with it), Re-roll… fills
+ *                      "Job to re-roll" in the "Continue a video, re-roll, batch" accordion
  * fpkRemember(values)  Generate keeps its settings (not the images) in localStorage; after a reload the hidden
  *                      #fpk_restore button puts them back into the controls
  * fpkLoopVideos()      result <video>: loop, autoplay, muted, inline
@@ -248,21 +251,54 @@ async function fpkJobs() {
   }
 }
 
+function fpkShowReroll(job) {
+  // Re-roll…: the job's id into the accordion's "Job to re-roll" (opened when closed), for its section and seed
+  const fill = () => {
+    const box = fpkEl('#fpk_reroll_job input, #fpk_reroll_job textarea');
+    if (!box || !box.offsetParent) return false;
+    box.value = job;
+    box.dispatchEvent(new Event('input', { bubbles: true }));
+    box.scrollIntoView({ block: 'center' });
+    return true;
+  };
+  if (fill()) return;
+  const label = fpkEl('#fpk_continue_accordion > button, #fpk_continue_accordion .label-wrap');
+  if (label) label.click();
+  setTimeout(fill, 200);
+}
+
 async function fpkJobAction(event) {
   const button = event.target.closest('[data-fpk-job-action]');
   if (!button) return;
   const job = button.dataset.fpkJob;
-  if (button.dataset.fpkJobAction === 'load') {
+  const action = button.dataset.fpkJobAction;
+  if (action === 'load') {
     window.fpkJobToLoad = job;
     const load = fpkEl('#fpk_load_job');
     if (load) load.click();
     return;
   }
+  if (action === 'reroll') {
+    fpkShowReroll(job);
+    return;
+  }
   button.disabled = true;
+  if (action === 'extend') { // a Gradio event everywhere: it sends the tab's current prompt, duration, ...
+    window.fpkJobToExtend = job;
+    const extend = fpkEl('#fpk_job_extend');
+    if (extend) extend.click();
+    return;
+  }
   if (!fpkInSdnext()) {
-    window.fpkJobToStop = job;
-    const stop = fpkEl('#fpk_job_stop');
-    if (stop) stop.click();
+    if (action === 'stop') {
+      window.fpkJobToStop = job;
+      const stop = fpkEl('#fpk_job_stop');
+      if (stop) stop.click();
+      return;
+    }
+    window.fpkJobCommand = [action, job]; // resume, cancel-batch
+    const command = fpkEl('#fpk_job_command');
+    if (command) command.click();
     return;
   }
   try {

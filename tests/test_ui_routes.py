@@ -26,8 +26,8 @@ def served(tiny_model_dir, tmp_path_factory):
     host = StandaloneHost(output_dir=tmp_path_factory.mktemp("routes"), model=str(tiny_model_dir))
     queue = JobQueue(host)
     app = FastAPI()
-    assert register_page_routes(app.add_api_route, queue) == [f"POST {PAGE_PREFIX}/{name}"
-                                                               for name in ("stop", "skip", "pause", "jobs")]
+    names = ("stop", "skip", "pause", "jobs", "resume", "cancel-batch")
+    assert register_page_routes(app.add_api_route, queue) == [f"POST {PAGE_PREFIX}/{name}" for name in names]
     yield TestClient(app), queue
     queue.shutdown()
 
@@ -117,3 +117,14 @@ def test_a_follower_that_starts_after_a_short_job_ended_still_shows_its_end_once
     assert f"Job {job.id} completed" in updates[0].status and updates[0].video == job.record.video
     again = list(logic.follow_page(queue, "page-late", linger=0))  # shown once: the next follower is quiet
     assert len(again) == 1 and not again[0].finished and again[0].status is logic.KEEP
+
+
+def test_resume_and_cancel_batch_answer_with_a_status_line(served):
+    client, _ = served
+    resumed = client.post(f"{PAGE_PREFIX}/resume", json={"job": "nope"})
+    assert resumed.status_code == 200 and "Resume: no job with id &#x27;nope&#x27;" in resumed.json()["status"]
+    assert "no job given" in client.post(f"{PAGE_PREFIX}/resume", json={}).json()["status"]
+    cancelled = client.post(f"{PAGE_PREFIX}/cancel-batch", json={"job": "nope"}).json()["status"]
+    assert "Cancel batch: " in cancelled and "nope" in cancelled
+    plain = client.post(f"{PAGE_PREFIX}/resume", content=b'{"job": "x"}', headers={"content-type": "text/plain"})
+    assert plain.status_code == 415  # another site's page cannot resume a job

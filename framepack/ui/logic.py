@@ -11,7 +11,9 @@ routes and the tests:
 - `framepack.ui.model_actions`: the Model accordion (load, unload, settings, recipe);
 - `framepack.ui.presets`: Load settings (video, history, presets) and named presets;
 - `framepack.ui.media_values`: the LoRA picker, upscaling, RIFE model and Tiny VAE values (their
-  controls: `framepack.ui.media_controls`).
+  controls: `framepack.ui.media_controls`);
+- `framepack.ui.continue_actions` (not gathered here: the jobs panel, the page routes and
+  `framepack.ui.continue_controls` use it): Resume, Re-roll, Continue a video, batches.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import time
 from typing import Any, Mapping
 
 from framepack.request.events import STAGES, Status
+from framepack.ui.continue_actions import batches_html, continue_buttons
 from framepack.ui.values import _esc, error_html, info_html
 
 def format_seconds(seconds: float | None) -> str:
@@ -293,11 +294,15 @@ def job_row(job, job_queue) -> str:
         buttons.append(_job_button("stop", job.id, "Stop" if status == Status.RUNNING else "Remove",
                                    "Stop this job after its current step" if status == Status.RUNNING
                                    else "Remove this job from the queue"))
+    buttons += continue_buttons(job)  # Resume, Re-roll, Continue video (framepack.ui.continue_actions)
     buttons.append(_job_button("load", job.id, "Load settings", "Put this job's settings into every control"))
     files = " ".join(_file_link(kind, path) for kind, path in record.outputs.items())
     seed = f" · seed {record.seed}" if record.seed is not None else ""
+    item = (record.source or {}).get("item") if getattr(job, "batch", None) else None
+    item = f' <span class="fpk-job-item">{_esc(item)}</span>' if item else ""
     return (f'<li class="fpk-job fpk-job-{status.value}" data-fpk-job-id="{_esc(job.id)}">'
-            f'<div class="fpk-job-head"><b>{_esc(job.id)}</b> <span class="fpk-job-state">{_esc(state)}</span></div>'
+            f'<div class="fpk-job-head"><b>{_esc(job.id)}</b>{item} <span class="fpk-job-state">{_esc(state)}</span>'
+            f'</div>'
             f'<div class="fpk-job-settings">{_esc(record.plan)}{_esc(seed)} · {_esc(settings_summary(record.settings))}'
             f'</div>{f"<div class=fpk-job-files>{files}</div>" if files else ""}'
             f'<div class="fpk-job-buttons">{"".join(buttons)}</div></li>')
@@ -312,6 +317,7 @@ def jobs_html(job_queue) -> str:
                       key=lambda job: job.record.finished or job.record.created, reverse=True)[:HISTORY_SHOWN]
     parts = ['<div class="fpk-jobs">']
     parts.append('<div class="fpk-jobs-title">Running and queued</div>')
+    parts.append(batches_html(jobs, job_queue))
     parts.append(f'<ul class="fpk-jobs-active">{"".join(job_row(job, job_queue) for job in active)}</ul>'
                  if active else '<div class="fpk-jobs-empty">No job running</div>')
     parts.append('<div class="fpk-jobs-title">History (newest first)</div>')

@@ -4,6 +4,8 @@
     POST {prefix}/skip   {"job": ..., "task": ...}         -> {"status": html}
     POST {prefix}/pause  {"job": ..., "task": ...}         -> {"status": html, "label": "Pause" | "Resume"}
     POST {prefix}/jobs   {}                                -> {"html": the jobs panel (running, queued, history)}
+    POST {prefix}/resume {"job": id}                       -> {"status": html} (JobQueue.resume, as the API's resume)
+    POST {prefix}/cancel-batch {"job": batch id}           -> {"status": html} (the batch's unfinished jobs)
 
 Why not Gradio events: inside SD.Next every Gradio event makes the browser re-render the
 loading state of SD.Next's whole page (thousands of components), which takes seconds of
@@ -22,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from framepack.ui import logic
+from framepack.ui import continue_actions, logic
 
 PAGE_PREFIX = "/framepack/v1/page"
 MAX_BODY = 4096
@@ -64,7 +66,7 @@ async def _ids(request: Request) -> tuple[str, str]:
 
 
 def register_page_routes(add_api_route: Callable[..., Any], queue, prefix: str = PAGE_PREFIX) -> list[str]:
-    """Add the four routes; returns "POST path" for each."""
+    """Add the routes; returns "POST path" for each."""
 
     def endpoint(action: Callable[[str, str], dict]):
         async def handle(request: Request) -> JSONResponse:
@@ -91,8 +93,15 @@ def register_page_routes(add_api_route: Callable[..., Any], queue, prefix: str =
     def jobs(job: str, task: str) -> dict:
         return {"html": logic.jobs_html(queue)}
 
+    def resume(job: str, task: str) -> dict:
+        return {"status": continue_actions.resume_job(queue, job)}
+
+    def cancel_batch(job: str, task: str) -> dict:
+        return {"status": continue_actions.cancel_batch(queue, job)}
+
     registered = []
-    for name, action in (("stop", stop), ("skip", skip), ("pause", pause), ("jobs", jobs)):
+    for name, action in (("stop", stop), ("skip", skip), ("pause", pause), ("jobs", jobs), ("resume", resume),
+                         ("cancel-batch", cancel_batch)):
         path = f"{prefix.rstrip('/')}/{name}"
         add_api_route(path, endpoint(action), methods=["POST"], include_in_schema=False)
         registered.append(f"POST {path}")

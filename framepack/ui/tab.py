@@ -32,7 +32,7 @@ import gradio as gr
 
 from framepack.errors import FramePackError
 from framepack.request.model import DEFAULT_SYSTEM_PROMPT
-from framepack.ui import logic, media_controls, presets
+from framepack.ui import continue_controls, logic, media_controls, presets
 from framepack.ui.logic import KEEP
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -303,6 +303,7 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                         preset_save = gr.Button("Save preset", elem_id="fpk_preset_save", size="sm",
                                                 elem_classes=["fpk-small-button"], min_width=0)
                     settings_message = gr.HTML("", elem_id="fpk_settings_message")
+                continued = continue_controls.build()  # continue a video, re-roll, batch (issues 11, 15)
 
             # ------------------------------------------------------------ outputs
             with gr.Column(elem_id="fpk_outputs", elem_classes=["fpk-column"], scale=4, min_width=0):
@@ -327,6 +328,7 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
         values = [c[name] for name in logic.VALUE_NAMES]
         plan_inputs = [c[name] for name in logic.PLAN_NAMES] + [c["resolution"], c["loras"], c["lora_weights"]]
         mode_inputs = [c["image"], c["end_image"], c["blank_start"], c["variant"], c["keyframes"]]
+        continue_controls.wire(continued, host, queue, values, status, jobs, in_sdnext)
 
         # ---------------------------------------------------------------- live plan and mode
         for name in ("duration", "fps", "interpolation", "latent_window_size", "variant", "prompt", "section_prompts",
