@@ -135,3 +135,14 @@ def test_assets_are_added_only_outside_sdnext(tab, tmp_path):
     assert quantization.interactive is False  # settings live in SD.Next's Settings page there
     offload = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "fpk_offload")
     assert "host" in choice_values(offload)
+
+
+def test_load_settings_reads_only_a_file_this_page_uploaded(tab, tmp_path):
+    """Gradio 3 lets a client name any server path as the uploaded file: Load settings refuses it."""
+    blocks, _ = tab
+    handler = next(fn.fn for fn in blocks.fns if getattr(fn.fn, "__name__", "") == "on_settings_file")
+    outside = tmp_path / "someone-elses.mp4"
+    outside.write_bytes(b"\0" * 64)
+    *updates, message = handler(SimpleNamespace(name=str(outside), orig_name="someone-elses.mp4"))
+    assert "not a file uploaded to this page" in message and "Load settings" in message
+    assert all(update == gr.update() for update in updates)  # no control changed

@@ -77,6 +77,17 @@ def from_job(job_queue, job_id: str, host) -> dict[str, Any]:
     return control_values({"settings": settings, "output": output}, f"job {job_id}", host)
 
 
+def stored_values(stored: str) -> dict[str, Any]:
+    """The browser's copy of the last Generate's values (a JSON list in VALUE_NAMES order, images left out)."""
+    try:
+        items = json.loads(stored or "[]")
+    except ValueError:
+        items = []
+    if not isinstance(items, list) or len(items) != len(VALUE_NAMES):
+        raise InputError("no last settings stored in this browser")
+    return dict(zip(VALUE_NAMES, items))
+
+
 def from_values(values: Mapping[str, Any], host) -> dict[str, Any]:
     """Control values (the page's last Generate, kept by the browser) checked like a preset; a LoRA
     no longer in the LoRA folder is left out rather than losing every other setting."""

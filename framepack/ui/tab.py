@@ -33,6 +33,7 @@ import gradio as gr
 from framepack.errors import FramePackError
 from framepack.request.model import DEFAULT_SYSTEM_PROMPT
 from framepack.ui import continue_controls, logic, media_controls, presets
+from framepack.ui.continue_actions import uploads
 from framepack.ui.logic import KEEP
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,19 +61,6 @@ def _script_loader() -> str:
     source = json.dumps(_read(SCRIPT_FILE))
     return ("() => { if (window.fpkScriptLoaded) return; const s = document.createElement('script'); "
             f"s.textContent = {source}; document.head.appendChild(s); }}")
-
-
-def _stored_values(stored: str) -> dict[str, Any]:
-    """The browser's copy of the last Generate's values (a JSON list in VALUE_NAMES order, images left out)."""
-    try:
-        items = json.loads(stored or "[]")
-    except ValueError:
-        items = []
-    if not isinstance(items, list) or len(items) != len(logic.VALUE_NAMES):
-        from framepack.errors import InputError
-
-        raise InputError("no last settings stored in this browser")
-    return dict(zip(logic.VALUE_NAMES, items))
 
 
 def _as_output(value: Any) -> Any:
@@ -357,17 +345,20 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
             *updates, error = apply_settings(read)
             return (*updates, error or logic.info_html(note))
 
-        def on_settings_file(file):
+        def on_settings_file(file):  # only a file Gradio received from this page: a client can name any path
             if file is None:
                 return (*(gr.update() for _ in setting_outputs), "")
-            name = Path(file.name).name
-            return settings_reply(lambda: presets.from_video(file.name, host), f"Settings loaded from {name}")
+
+            def read():
+                upload = uploads(file, settings_file.DEFAULT_TEMP_DIR, "Load settings")[0]
+                return presets.from_video(str(upload.path), host)
+            return settings_reply(read, f"Settings loaded from {Path(file.name).name}")
 
         def on_load_job(job):
             return settings_reply(lambda: presets.from_job(queue, job, host), f"Settings of job {job} loaded")
 
         def on_restore(stored):
-            updates = apply_settings(lambda: presets.from_values(_stored_values(stored), host))
+            updates = apply_settings(lambda: presets.from_values(presets.stored_values(stored), host))
             return (*updates[:-1], "")  # nothing stored yet, or stale: the defaults stay, quietly
 
         def on_preset_load(name):
