@@ -12,6 +12,7 @@ test is copied to /tmp/framepack-screens/.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import socket
@@ -44,47 +45,46 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_server(tiny_model_dir, tmp_path_factory):
-    """The standalone app on a free port; falls back to launching the Blocks alone without framepack.app."""
+@contextlib.contextmanager
+def running_app(tiny_model_dir, out: Path, job_store: bool = False):
+    """The standalone app (framepack.app) on a free port, serving `out` with the fast UI defaults;
+    `job_store`: the queue `serve` builds (jobs kept in the output folder's store), else one in memory."""
+    import uvicorn
+
+    from framepack.app import create_app
     from framepack.host.standalone import StandaloneHost
     from framepack.jobs.queue import JobQueue
 
-    out = tmp_path_factory.mktemp("browser")
     host = StandaloneHost(output_dir=out, model=str(tiny_model_dir),
                           settings={"ui_defaults": UI_DEFAULTS, "keep_incomplete": True})
-    queue = JobQueue(host)
+    app = create_app(host) if job_store else create_app(host, JobQueue(host))
+    queue = app.state.framepack_queue
     port = free_port()
-    try:
-        from framepack.app import create_app
-    except ImportError:
-        create_app = None
-    if create_app is not None:
-        import uvicorn
-
-        server = uvicorn.Server(uvicorn.Config(create_app(host, queue), host="127.0.0.1", port=port,
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, name="framepack-test-server", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
-            time.sleep(0.05)
-
-        def stop():
-            server.should_exit = True
-            thread.join(10)
-    else:  # pragma: no cover - only before framepack/app.py existed
-        from framepack.ui import create_ui
-
-        blocks = create_ui(host, queue)
-        blocks.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-        stop = blocks.close
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="framepack-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
+        time.sleep(0.05)
     screens = out / "screens"
     screens.mkdir()
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", host=host, queue=queue, screens=screens)
-    stop()
-    queue.shutdown()
+    try:
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", host=host, queue=queue, screens=screens)
+    finally:
+        for job in queue.list():
+            if not job.status.finished:
+                queue.cancel(job.id)
+        server.should_exit = True
+        thread.join(30)
+        if not job_store:
+            queue.shutdown()
+
+
+@pytest.fixture(scope="module")
+def app_server(tiny_model_dir, tmp_path_factory):
+    with running_app(tiny_model_dir, tmp_path_factory.mktemp("browser")) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

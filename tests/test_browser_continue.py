@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from tests.test_browser import (DEMO_IMAGE, UI_DEFAULTS, browser, free_port, open_tab, screenshot,  # noqa: F401
+from tests.test_browser import (DEMO_IMAGE, UI_DEFAULTS, browser, open_tab, running_app, screenshot,  # noqa: F401
                                 set_number, upload_image, wait_for_text)
 
 pytestmark = [pytest.mark.slow]
@@ -26,32 +24,8 @@ ACCORDION = "#fpk_continue_accordion > button, #fpk_continue_accordion .label-wr
 
 @pytest.fixture(scope="module")
 def app_server(tiny_model_dir, tmp_path_factory):
-    import uvicorn
-
-    from framepack.app import create_app
-    from framepack.host.standalone import StandaloneHost
-
-    out = tmp_path_factory.mktemp("browser-continue")
-    host = StandaloneHost(output_dir=out, model=str(tiny_model_dir),
-                          settings={"ui_defaults": UI_DEFAULTS, "keep_incomplete": True})
-    app = create_app(host)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="framepack-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.05)
-    screens = out / "screens"
-    screens.mkdir()
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", host=host, queue=app.state.framepack_queue,
-                          screens=screens)
-    for job in app.state.framepack_queue.list():
-        if not job.status.finished:
-            app.state.framepack_queue.cancel(job.id)
-    server.should_exit = True
-    thread.join(30)
+    with running_app(tiny_model_dir, tmp_path_factory.mktemp("browser-continue"), job_store=True) as app:
+        yield app
 
 
 def frame_count(path) -> int:

@@ -82,13 +82,19 @@ def playwright_instance():
         yield playwright
 
 
-@pytest.fixture
-def browser(playwright_instance, tmp_path):
-    """A fresh Chromium profile per test (1440x900: the "first screen")."""
+def browser_context(playwright_instance, profile: Path):
+    """Chromium with its own profile folder at 1440x900 (the "first screen"); the caller closes it."""
     context = playwright_instance.chromium.launch_persistent_context(
-        str(tmp_path / "chromium"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+        str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
         viewport={"width": 1440, "height": 900})
     context.set_default_timeout(240_000)  # SD.Next's page is heavy for 2 shared cores
+    return context
+
+
+@pytest.fixture
+def browser(playwright_instance, tmp_path):
+    """A fresh Chromium profile per test."""
+    context = browser_context(playwright_instance, tmp_path / "chromium")
     yield context
     context.close()
 

@@ -40,12 +40,9 @@ def server(site):
 def tab(server, playwright_instance, tmp_path_factory):
     """One page with the FramePack tab open, shared by the tab tests (a page load takes minutes on
     2 busy cores); (page, watch)."""
-    from tests_sdnext.conftest import CHROMIUM, CHROMIUM_ARGS
+    from tests_sdnext.conftest import browser_context
 
-    context = playwright_instance.chromium.launch_persistent_context(
-        str(tmp_path_factory.mktemp("chromium")), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-        viewport={"width": 1440, "height": 900})
-    context.set_default_timeout(240_000)
+    context = browser_context(playwright_instance, tmp_path_factory.mktemp("chromium"))
     page, watch = pages.open_page(context, server)
     pages.open_framepack_tab(page)
     yield page, watch

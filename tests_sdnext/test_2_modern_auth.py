@@ -36,12 +36,9 @@ def test_api_refuses_requests_without_credentials(server):
 
 @pytest.fixture(scope="module")
 def modern_page(server, playwright_instance, tmp_path_factory):
-    from tests_sdnext.conftest import CHROMIUM, CHROMIUM_ARGS
+    from tests_sdnext.conftest import browser_context
 
-    context = playwright_instance.chromium.launch_persistent_context(
-        str(tmp_path_factory.mktemp("chromium")), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-        viewport={"width": 1440, "height": 900})
-    context.set_default_timeout(240_000)
+    context = browser_context(playwright_instance, tmp_path_factory.mktemp("chromium"))
     yield pages.open_page(context, server, auth=AUTH, theme="Modern")
     context.close()
 

@@ -18,24 +18,10 @@ import pytest
 
 from tests_sdnext import pages
 from tests_sdnext.conftest import DEMO_IMAGE, wait_until
+from tests_sdnext.test_1_standard import tab  # noqa: F401 - one page with the tab open, on this module's server
 
 pytestmark = pytest.mark.sdnext
 API = "/framepack/v1"
-
-
-@pytest.fixture(scope="module")
-def tab(server, playwright_instance, tmp_path_factory):
-    """One page with the FramePack tab open, shared by the tab tests here; (page, watch)."""
-    from tests_sdnext.conftest import CHROMIUM, CHROMIUM_ARGS
-
-    context = playwright_instance.chromium.launch_persistent_context(
-        str(tmp_path_factory.mktemp("chromium")), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-        viewport={"width": 1440, "height": 900})
-    context.set_default_timeout(240_000)
-    page, watch = pages.open_page(context, server)
-    pages.open_framepack_tab(page)
-    yield page, watch
-    context.close()
 
 
 @pytest.fixture(scope="module")
