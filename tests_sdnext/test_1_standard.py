@@ -24,10 +24,13 @@ pytestmark = pytest.mark.sdnext
 API = "/framepack/v1"
 
 
-KNOWN_TAB_ISSUE = pytest.mark.xfail(
-    strict=False, reason="issue 9, open: inside the real SD.Next the page is busy while a tab job runs (control "
-                         "answers take ~4 s) and a Stop in the first second after Generate carries the previous "
-                         "task id; see README Troubleshooting")
+# Issue 9, open. Marked, not hidden: both run in every `make test-sdnext` and their outcome is reported.
+PAGE_TIMING = pytest.mark.xfail(
+    strict=False, reason="issue 9, open: the 1 s bound holds on a quiet 2-core machine (median Pause/Resume answer "
+                         "0.77 s, page calls <= 0.34 s, 2026-11-29), but a tab job and Chromium share those cores, "
+                         "so a loaded machine can exceed it")
+STOP_AFTER_A_SECTION = pytest.mark.xfail(
+    strict=False, reason="issue 9, open: intermittent; passed alone and failed once in a full run, cause not found")
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +199,6 @@ class ProgressProbe(threading.Thread):
         self.join(30)
 
 
-@KNOWN_TAB_ISSUE
 def test_generate_from_the_tab(server, site, tab):
     page, watch = tab
     planned = pages.fast_settings(page, duration=2.0)
@@ -240,7 +242,7 @@ def page_calls(page, count: int) -> list[float]:
     return calls
 
 
-@KNOWN_TAB_ISSUE
+@PAGE_TIMING
 def test_the_page_answers_within_a_second_during_a_run(server, tab):
     """SD.Next 058a7f0: a trivial browser call took 12 s during a tab run (2 s during an API-only job):
     every streamed Gradio update re-rendered SD.Next's whole page. Now only start and end go through
@@ -265,7 +267,6 @@ def test_the_page_answers_within_a_second_during_a_run(server, tab):
     assert watch.failed_events == []
 
 
-@KNOWN_TAB_ISSUE
 def test_stop_clicked_right_after_generate(server, tab):
     """Stop before the page has the job id: it stops the job this page started (or never submits it)."""
     page, watch = tab
@@ -278,7 +279,7 @@ def test_stop_clicked_right_after_generate(server, tab):
     assert not [job for job in jobs["jobs"] if job["status"] in ("queued", "running")], jobs
 
 
-@KNOWN_TAB_ISSUE
+@STOP_AFTER_A_SECTION
 def test_stop_button_keeps_a_valid_partial_video(server, site, tab):
     page, watch = tab
     pages.fast_settings(page, duration=4.0)
