@@ -142,6 +142,21 @@ def _problem(status: int, detail: Any) -> JSONResponse:
     return AsciiJSONResponse({"detail": detail}, status_code=status)
 
 
+def _refused(error: FramePackError) -> JSONResponse:
+    """What the queue says to a submission, a continuation or a batch, as its HTTP answer."""
+    from framepack.jobs.checkpoint import CheckpointError
+
+    if isinstance(error, JobNotFound):
+        return _problem(404, str(error))
+    if isinstance(error, (JobConflict, CheckpointError)):
+        return _problem(409, str(error))
+    if isinstance(error, InputError):  # what the submission checks refuse (LoRA files, encoder settings)
+        return _problem(422, error_items(error))
+    if isinstance(error, QueueFull):
+        return _problem(429, str(error))
+    return _problem(503, str(error))  # the queue is shutting down
+
+
 class FramePackApi:
     """The endpoint functions, bound to one host and queue."""
 
@@ -157,12 +172,8 @@ class FramePackApi:
         generation, options = parsed
         try:
             job = await run_in_threadpool(self.queue.submit, generation, options)
-        except InputError as error:  # what the submission checks refuse (LoRA files, encoder settings)
-            return _problem(422, error_items(error))
-        except QueueFull as error:
-            return _problem(429, str(error))
-        except FramePackError as error:  # the queue is shutting down
-            return _problem(503, str(error))
+        except FramePackError as error:
+            return _refused(error)
         log.info("FramePack API: job %s queued (%s)", job.id, generation.plan().summary())
         return AsciiJSONResponse(self._state(job), status_code=202,
                             headers={"Location": f"{self.prefix}/jobs/{job.id}"})
@@ -255,22 +266,12 @@ class FramePackApi:
 
     async def _start(self, start: Callable[[], Any], what: str) -> Response:
         """Run a queue call that makes a job; its errors as 404 / 409 / 422 / 429 / 503."""
-        from framepack.jobs.checkpoint import CheckpointError
-
         try:
             job = await run_in_threadpool(start)
         except BodyError as error:
             return _problem(422, error.items)
-        except JobNotFound as error:
-            return _problem(404, str(error))
-        except (JobConflict, CheckpointError) as error:
-            return _problem(409, str(error))
-        except InputError as error:
-            return _problem(422, error_items(error))
-        except QueueFull as error:
-            return _problem(429, str(error))
         except FramePackError as error:
-            return _problem(503, str(error))
+            return _refused(error)
         log.info("FramePack API: %s: job %s (%s)", what, job.id, job.record.plan)
         return AsciiJSONResponse(self._state(job), status_code=202, headers={"Location": f"{self.prefix}/jobs/{job.id}"})
 
@@ -285,12 +286,8 @@ class FramePackApi:
         entries = [BatchEntry(generation, options, f"items #{n + 1}") for n, (generation, options) in enumerate(jobs)]
         try:
             batch_id, _ = await run_in_threadpool(submit_batch, self.queue, entries, name)
-        except InputError as error:
-            return _problem(422, error_items(error))
-        except QueueFull as error:
-            return _problem(429, str(error))
         except FramePackError as error:
-            return _problem(503, str(error))
+            return _refused(error)
         log.info("FramePack API: batch %s queued (%d jobs)", batch_id, len(entries))
         return AsciiJSONResponse(await run_in_threadpool(self._batch, batch_id), status_code=202,
                                  headers={"Location": f"{self.prefix}/batches/{batch_id}"})
