@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -200,3 +201,19 @@ def test_the_batch_api(host):
         assert requests.get(f"{base}/batches/nope", timeout=10).status_code == 404
         prompts = [requests.get(server.url + state["video_url"], timeout=10).status_code for state in states]
         assert prompts == [200, 200]
+
+
+def test_prompt_lists_are_read_the_same_way_by_every_face():
+    """framepack.jobs.batch.prompt_list: the CLI's and the tab's prompt lists (plain text and JSONL)."""
+    from framepack.errors import InputError
+    from framepack.jobs.batch import prompt_list
+
+    text = "# a comment\n\n  a boat  \nlast line"
+    assert list(prompt_list(text, "p.txt", jsonl=False)) == [("p.txt line 3", {"prompt": "a boat"}),
+                                                              ("p.txt line 4", {"prompt": "last line"})]
+    assert list(prompt_list('{"prompt": "x", "seed": 3}\n\n', "j.jsonl", jsonl=True)) == [
+        ("j.jsonl line 1", {"prompt": "x", "seed": 3})]
+    for line, message in (("[1]", "j.jsonl line 2: expected a JSON object"), ("{no", "j.jsonl line 2: not valid JSON"),
+                          ("[" * 100_000 + "]" * 100_000, "j.jsonl line 2: not valid JSON")):  # nesting: no crash
+        with pytest.raises(InputError, match=re.escape(f"Batch files: {message}")):
+            list(prompt_list('{"prompt": "ok"}\n' + line, "j.jsonl", jsonl=True, what="Batch files"))

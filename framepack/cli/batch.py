@@ -88,26 +88,18 @@ def _from_folder(args, folder: Path) -> list:
 
 
 def _from_prompt_list(args, path: Path) -> list:
-    lines = _read_lines(path)
-    prompts = [(number, line.strip()) for number, line in lines if line.strip() and not line.lstrip().startswith("#")]
+    from framepack.jobs.batch import prompt_list
+
+    prompts = list(prompt_list(_read_text(path), path.name, jsonl=False))
     _check_count(len(prompts), str(path))
-    return _build(args, [(f"{path.name} line {number}", {"prompt": prompt}, None) for number, prompt in prompts])
+    return _build(args, [(label, fields, None) for label, fields in prompts])
 
 
 def _from_jsonl(args, path: Path) -> list:
-    from framepack.errors import InputError
+    from framepack.jobs.batch import prompt_list
 
     entries = []
-    for number, line in _read_lines(path):
-        if not line.strip():
-            continue
-        label = f"{path.name} line {number}"
-        try:
-            fields = json.loads(line)
-        except ValueError as error:
-            raise InputError(f"{label}: not valid JSON: {error}") from None
-        if not isinstance(fields, dict):
-            raise InputError(f"{label}: expected a JSON object of settings")
+    for label, fields in prompt_list(_read_text(path), path.name, jsonl=True):
         for name in FILE_FIELDS:
             if isinstance(fields.get(name), str):
                 file = (path.parent / fields[name]).expanduser()
@@ -155,17 +147,16 @@ def _check_count(count: int, what: str) -> None:
     check_size(count, what)
 
 
-def _read_lines(path: Path) -> list[tuple[int, str]]:
+def _read_text(path: Path) -> str:
     from framepack.errors import InputError
     from framepack.request.limits import MAX_PROMPT_LIST_BYTES
 
     if path.stat().st_size > MAX_PROMPT_LIST_BYTES:
         raise InputError(f"{path}: larger than {MAX_PROMPT_LIST_BYTES // (1024 * 1024)} MB; split it")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: cannot read it as UTF-8 text: {getattr(error, 'strerror', None) or error}") from None
-    return list(enumerate(text.splitlines(), start=1))
 
 
 def _read_caption(path: Path) -> str:

@@ -10,10 +10,11 @@ queued in order under one batch id, kept in the job store with their batch.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from framepack.errors import FramePackError, InputError, InputErrors
 from framepack.jobs.checks import check_job
@@ -35,6 +36,29 @@ class BatchEntry:
     request: GenerationRequest
     options: OutputOptions
     label: str
+
+
+def prompt_list(text: str, name: str, jsonl: bool, what: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """The jobs of a prompt list file named `name`, one at a time: (label "NAME line N", fields).
+
+    Plain text: one prompt per line, blank lines and lines starting with # skipped. JSONL: one JSON
+    object of settings per non-blank line. `what`, when given, starts every error (the tab's control).
+    """
+    prefix = f"{what}: " if what else ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        label = f"{name} line {number}"
+        if not line.strip() or (not jsonl and line.lstrip().startswith("#")):
+            continue
+        if not jsonl:
+            yield label, {"prompt": line.strip()}
+            continue
+        try:
+            fields = json.loads(line)
+        except (ValueError, RecursionError) as error:  # RecursionError: nesting deeper than the parser goes
+            raise InputError(f"{prefix}{label}: not valid JSON ({error})", ("items",)) from None
+        if not isinstance(fields, dict):
+            raise InputError(f"{prefix}{label}: expected a JSON object of settings", ("items",))
+        yield label, fields
 
 
 def check_size(count: int, what: str = "the batch") -> None:

@@ -19,7 +19,6 @@ work folder inside the output folder.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -316,26 +315,14 @@ def _caption(upload: Upload, what: str) -> str:
 
 
 def _list_lines(upload: Upload, what: str) -> Iterable[tuple[str, dict[str, Any]]]:
+    from framepack.jobs.batch import prompt_list
+
     data = upload.read(MAX_PROMPT_LIST_BYTES, what)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(f"{what}: {upload.name} is not UTF-8 text", ("items",)) from None
-    jsonl = _suffix(upload.name) == ".jsonl"
-    for number, line in enumerate(text.splitlines(), start=1):
-        label = f"{upload.name} line {number}"
-        if not line.strip() or (not jsonl and line.lstrip().startswith("#")):
-            continue
-        if not jsonl:
-            yield label, {"prompt": line.strip()}
-            continue
-        try:
-            fields = json.loads(line)
-        except (ValueError, RecursionError) as error:
-            raise InputError(f"{what}: {label}: not valid JSON ({error})", ("items",)) from None
-        if not isinstance(fields, dict):
-            raise InputError(f"{what}: {label}: expected a JSON object of settings", ("items",))
-        yield label, fields
+    return prompt_list(text, upload.name, _suffix(upload.name) == ".jsonl", what)
 
 
 def queue_batch(host, job_queue, files: Any, values: Mapping[str, Any], name: str = "",
