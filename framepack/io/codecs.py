@@ -275,13 +275,42 @@ def _try_mux(codec: str, muxer: str) -> str | None:
                                           options=dict(_QUIET_OPTIONS.get(codec, {})))
             stream.width, stream.height, stream.pix_fmt = PROBE_SIZE, PROBE_SIZE, pix_fmt
             stream.codec_context.color_range = color_range_for(pix_fmt)
-            for packet in stream.encode(_test_frame(pix_fmt)):
-                container.mux(packet)
-            for packet in stream.encode(None):
-                container.mux(packet)
+            frame = _test_frame(pix_fmt)
+            frame.pts, frame.time_base = 0, Fraction(1, 30)
+            sane = SaneTimestamps(frame_rate=30)
+            for packet in (*stream.encode(frame), *stream.encode(None)):
+                container.mux(sane(packet))
     except Exception as e:  # FFmpeg reports refusals as ValueError / FFmpegError
         return str(e) or type(e).__name__
     return None
+
+
+class SaneTimestamps:
+    """Repairs a decode timestamp the encoder left impossible, before the muxer sees it.
+
+    libx265 in PyAV's FFmpeg sometimes leaves the DTS of clips of one or two frames
+    uninitialised (values like -9e18); MP4 then refuses the packet ("patches welcome"). A DTS
+    after the PTS, or more than `max_delay` frames before it, cannot come from frame
+    reordering, so it is replaced by the earliest value that keeps decode order.
+    """
+
+    def __init__(self, frame_rate: float, max_delay: int = 32):
+        self.frame_rate = float(frame_rate)
+        self.max_delay = max_delay
+        self.last_dts: int | None = None
+
+    def __call__(self, packet):
+        pts, dts = packet.pts, packet.dts
+        if pts is not None and packet.time_base is not None and not self._plausible(pts, dts, packet.time_base):
+            packet.dts = dts = pts if self.last_dts is None else min(pts, self.last_dts + 1)
+        if dts is not None:
+            self.last_dts = dts
+        return packet
+
+    def _plausible(self, pts: int, dts: int | None, time_base) -> bool:
+        if dts is None or dts > pts:
+            return False
+        return (pts - dts) * time_base * self.frame_rate <= self.max_delay
 
 
 def check_compatible(codec: str, muxer: str) -> None:

@@ -147,7 +147,7 @@ class VideoWriter(AtomicWriter):
             raise OutputError(f"no frames were written, so {str(self.path)!r} was not created")
         try:
             for packet in self._stream.encode(None):
-                self._container.mux(packet)
+                self._container.mux(self._timestamps(packet))
             self._container.close()
         except Exception as e:
             self.abort()
@@ -218,6 +218,7 @@ class VideoWriter(AtomicWriter):
             ctx.colorspace, ctx.color_range = self._color
             ctx.color_primaries = ctx.color_trc = _BT709 if self._color[0] == _BT709 else _BT601
         self._stream = stream
+        self._timestamps = codecs.SaneTimestamps(self.fps)
 
     def _encode_one(self, rgb: np.ndarray) -> None:
         import av
@@ -230,7 +231,7 @@ class VideoWriter(AtomicWriter):
         frame.pts = self.frames_written
         frame.time_base = 1 / self.fps
         for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+            self._container.mux(self._timestamps(packet))
         self.frames_written += 1
 
     @property
