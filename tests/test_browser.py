@@ -142,6 +142,31 @@ def wait_for_text(page, selector: str, pattern: str, timeout: float = 60.0) -> s
     raise AssertionError(f"{selector} never matched {pattern!r}; last text: {text!r}")
 
 
+_RECORD_TEXTS = """(selector) => {
+    const element = document.querySelector(selector);
+    window.fpkTextsSeen = window.fpkTextsSeen || {};
+    const seen = window.fpkTextsSeen[selector] = [element.innerText];
+    new MutationObserver(() => seen.push(element.innerText))
+        .observe(element, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def record_texts(page, selector: str) -> None:
+    """From now on, keep every text the element shows, however briefly (a follower may replace it)."""
+    page.evaluate(_RECORD_TEXTS, selector)
+
+
+def wait_for_text_seen(page, selector: str, pattern: str, timeout: float = 60.0) -> None:
+    """Wait until a text recorded by `record_texts` matched the regex (also valid in JavaScript)."""
+    try:
+        page.wait_for_function("([selector, pattern]) => (window.fpkTextsSeen[selector] || [])"
+                               ".some(text => new RegExp(pattern).test(text))",
+                               arg=[selector, pattern], timeout=timeout * 1000, polling=100)
+    except Exception:
+        seen = page.evaluate("(selector) => window.fpkTextsSeen[selector].slice(-5)", selector)
+        raise AssertionError(f"{selector} never showed {pattern!r}; last texts: {seen!r}") from None
+
+
 def video_metadata(page) -> dict:
     return page.eval_on_selector("#fpk_video video", """video => new Promise(resolve => {
         const report = () => resolve({src: video.currentSrc || video.src, duration: video.duration,

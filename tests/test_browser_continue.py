@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import (DEMO_IMAGE, UI_DEFAULTS, browser, open_tab, running_app, screenshot,  # noqa: F401
-                                set_number, upload_image, wait_for_text)
+from tests.test_browser import (DEMO_IMAGE, UI_DEFAULTS, browser, open_tab, record_texts,  # noqa: F401
+                                running_app, screenshot, set_number, upload_image, wait_for_text,
+                                wait_for_text_seen)
 
 pytestmark = [pytest.mark.slow]
 
@@ -88,8 +89,9 @@ def test_stop_then_resume_in_the_jobs_panel_gives_the_whole_video(app_server, br
     wait_for_text(page, "#fpk_continue_message", rf"queued: job {job.id} again from section 2 · seed 77 · "
                                                  r"reused sections: \[1\]")
 
+    record_texts(page, "#fpk_status")  # the follower may replace the answer within moments
     resume.click()
-    wait_for_text(page, "#fpk_status", f"Job {job.id} resumed after")
+    wait_for_text_seen(page, "#fpk_status", f"Job {job.id} resumed after")
     done = wait_job(app_server.queue, lambda j: j.id == job.id and j.record.resumes == 1)
     assert done.status == "completed", done.record.error
     assert done.record.frame_count == planned == frame_count(done.record.video)
@@ -135,8 +137,9 @@ def test_continue_a_video_makes_it_longer(app_server, browser, tmp_path):
 
     # a finished job's Continue video button in the history
     button = panel_row(page, source.id).locator("[data-fpk-job-action=extend]")
+    record_texts(page, "#fpk_status")
     button.click()
-    wait_for_text(page, "#fpk_status", f"continues job {source.id}")
+    wait_for_text_seen(page, "#fpk_status", f"continues job {source.id}")
     from_job = wait_job(app_server.queue,
                         lambda j: j.record.kind == "extend" and j.record.source.get("job") == source.id)
     assert from_job.status == "completed", from_job.record.error
