@@ -96,6 +96,19 @@ def test_help_does_not_import_heavy_modules():
     assert "HEAVY []" in result.stdout
 
 
+def test_companion_commands_do_not_import_torch(raw_file, tmp_path):
+    """encode / export / interpolate / info work on frames; importing torch cost each run 2 s."""
+    commands = [["encode", raw_file, "--out", tmp_path / "a.mkv", "--codec", "ffv1"],
+                ["export", raw_file, "--out", tmp_path / "frames", "--format", "png"],
+                ["interpolate", raw_file, "--factor", "2", "--out", tmp_path / "twice.safetensors"],
+                ["info", tmp_path / "a.mkv"]]
+    code = ("import sys; sys.path.insert(0, %r)\nimport framepack_cli\n"
+            "for argv in %r:\n    assert framepack_cli.main(argv) == 0, argv\n"
+            "print('TORCH', 'torch' in sys.modules)") % (str(ROOT), [[str(a) for a in c] for c in commands])
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "TORCH False" in result.stdout, result.stdout + result.stderr
+
+
 # ------------------------------------------------------------------ info
 
 def test_info_raw(raw_file):

@@ -34,14 +34,15 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from framepack.errors import FramePackError, OutputError
 from framepack.jobs.record import JobRecord
 from framepack.request.model import GenerationRequest
 from framepack.request.output import OutputOptions, build_output_from
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("framepack.jobs")
 
@@ -53,7 +54,7 @@ MAX_SPEC_BYTES = 512 * 1024 * 1024
 """A spec holds the request's images as PNG: generous, but a spec file is never read without a bound."""
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 _SECTION_FILE = re.compile(r"(\d{6})\.safetensors")
-_EXACT_TYPES = (torch.bfloat16, torch.float16)
+_EXACT_TYPES = ("bfloat16", "float16")  # torch dtypes by name: the CLI's companion commands never import torch
 
 
 class CheckpointError(OutputError):
@@ -327,8 +328,9 @@ def _checked_section(meta: Any, tensors: dict, position: int, path: Path, spec_s
 def compact(tensor: torch.Tensor) -> tuple[torch.Tensor, str]:
     """The tensor in the smallest float type that holds every value exactly, and that type's name."""
     tensor = tensor.detach().cpu().contiguous()
+    import torch
     if tensor.dtype == torch.float32:
-        for dtype in _EXACT_TYPES:
+        for dtype in (getattr(torch, name) for name in _EXACT_TYPES):
             smaller = tensor.to(dtype)
             if torch.equal(smaller.float(), tensor):
                 return smaller, str(dtype).removeprefix("torch.")
