@@ -144,7 +144,8 @@ from modules import script_callbacks, shared
 import framepack
 print(json.dumps({{"file": framepack.__file__, "stdout": stdout,
                   "callbacks": sum(len(c) for c in script_callbacks.callback_map.values()),
-                  "heavy": sorted(m for m in ("torch", "diffusers", "transformers", "gradio", "framepack.engine")
+                  "heavy": sorted(m for m in ("torch", "diffusers", "transformers", "gradio", "framepack.engine",
+                                            "framepack.request.model")
                                   if m in sys.modules)}}))
 """
 

@@ -4,7 +4,7 @@ and "send to Process" for the finished video.
 Every `modules.*` import is inside a function (the package imports without SD.Next). The job
 layer never imports this module: `SdnextHost.host_upscaler` / `.host_interpolator` hand these
 objects to it through the Host protocol, for the output options' ``sdnext:<name>`` choices
-(`framepack.request.output.HOST_MODEL_PREFIX`).
+(`framepack.request.limits.HOST_MODEL_PREFIX`).
 
 Names used (checked against the vendored snapshot by tests/test_host_sdnext_media.py):
 
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from framepack.errors import FramePackError, InputError
-from framepack.request.output import HOST_MODEL_PREFIX
+from framepack.request.limits import HOST_MODEL_PREFIX
 
 log = logging.getLogger("framepack.host")
 

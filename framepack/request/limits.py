@@ -108,3 +108,11 @@ def image_limit_text() -> str:
 
 def request_pixels_text() -> str:
     return f"the limit is {MAX_REQUEST_IMAGE_PIXELS // (1024 * 1024)} megapixels for all images of a request"
+
+
+# ---- names of the host's own tools -------------------------------------------------------
+HOST_MODEL_PREFIX = "sdnext:"
+"""`upscaler` / `interpolation_model` values naming the host's own tools instead of a model file:
+``sdnext:<upscaler name>`` (SD.Next's upscalers), ``sdnext:RIFE`` (SD.Next's RIFE). Only a host
+that has them accepts them (`Host.host_upscaler` / `Host.host_interpolator`). Kept here, with no
+heavy imports, so SD.Next's startup reads it without loading the request model."""

@@ -19,10 +19,7 @@ from framepack.request.model import Text, validated
 OUTPUT = "output"
 """Where output options sit in a job (the API body's key, the first part of their errors' field)."""
 
-HOST_MODEL_PREFIX = "sdnext:"
-"""`upscaler` / `interpolation_model` values naming the host's own tools instead of a model file:
-``sdnext:<upscaler name>`` (SD.Next's upscalers), ``sdnext:RIFE`` (SD.Next's RIFE). Only a host
-that has them accepts them (`Host.host_upscaler` / `Host.host_interpolator`)."""
+HOST_MODEL_PREFIX = limits.HOST_MODEL_PREFIX
 
 
 def is_host_model(value: Any) -> bool:
