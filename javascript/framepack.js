@@ -173,11 +173,20 @@ async function fpkProgress(task, lastPreview) {
   return res.json();
 }
 
+function fpkPageNews() {
+  // inside SD.Next no Gradio event is held for the whole job (each pending one costs SD.Next's page a timer per
+  // output): a short event brings the job's line when it starts running and its end (framepack/ui/actions.py)
+  const news = fpkEl('#fpk_page_news');
+  if (news) news.click();
+}
+
 async function fpkFollow(task) {
   window.fpkFollowing = task;
   const started = Date.now();
   let lastSeen = Date.now();
   let lastPreview = 0;
+  let waited = false; // queued behind another job: its "running" line is news when it starts
+  let ended = false;
   while (window.fpkFollowing === task && !fpkFinished(task)) {
     await new Promise((resolve) => { setTimeout(resolve, fpkPollMs); });
     if (window.fpkFollowing !== task || fpkFinished(task)) break;
@@ -190,14 +199,17 @@ async function fpkFollow(task) {
       continue; // eslint-disable-line no-continue
     }
     if (fpkFinished(task)) break; // the final box arrived while this request was out: keep it
-    if (res.completed) break;
+    if (res.completed) { ended = true; break; }
     if (res.active || res.queued) lastSeen = Date.now();
     else if (Date.now() - lastSeen > fpkGiveUpMs) break;
+    if (res.queued && !res.active) waited = true;
+    else if (res.active && waited) { waited = false; fpkPageNews(); }
     if (res.active || res.queued) fpkDrawProgress(res, started);
     if (res.live_preview) fpkDrawPreview(res.live_preview);
     if (typeof res.id_live_preview === 'number' && res.id_live_preview >= 0) lastPreview = res.id_live_preview;
   }
   if (window.fpkFollowing === task) window.fpkFollowing = null;
+  if (!fpkFinished(task) && (ended || window.fpkFollowing === null)) fpkPageNews(); // the end, or whatever is left
   fpkButtonText('#fpk_generate', 'Generate');
 }
 

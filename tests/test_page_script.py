@@ -27,6 +27,7 @@ TAB = """<div id="fpk_root" class="fpk-root fpk-host-sdnext">
   <div id="fpk_status" class="prose">{status}</div>
   <div id="fpk_progress" class="prose"><div class="fpk-progress"></div></div>
   <div id="fpk_video"></div>
+  <button id="fpk_page_news" onclick="window.fpkNews = (window.fpkNews || 0) + 1">page news</button>
 </div>"""
 FINAL = '<div data-fpk-final="{task}"><div class="fpk-info">Job 0123 completed · seed 7</div></div>'
 HELD_FETCH = """() => {
@@ -108,3 +109,24 @@ def test_a_re_rendered_stop_button_still_posts_and_generate_names_the_new_task_a
     assert shown.startswith("Stopping")
     assert f'"task":"{new_task}"' in page.evaluate("() => window.fpkSent[0].body")
     assert page.evaluate("() => window.fpkSubmit('', 'page', 1)[0]") == new_task  # Gradio's call takes that id
+
+
+def test_the_follower_asks_for_news_when_a_waiting_job_starts_and_when_it_ends(chromium):
+    """Inside SD.Next no Gradio event is held for the job: SD.Next's progress API says queued, active,
+    completed, and the page clicks the hidden news button at the start of the run and at the end."""
+    page = tab_page(chromium, '<div class="fpk-info">Job 0123 queued · Waiting, 1st in line</div>', "")
+    page.evaluate("""() => {
+      const answers = [{queued: true, active: false}, {queued: false, active: true, progress: 0.5, textinfo: 'x'},
+                       {queued: false, active: true, progress: 0.7}, {queued: false, active: false, completed: true}];
+      window.fpkProgressAsked = 0;
+      window.fetch = (url) => Promise.resolve(new Response(JSON.stringify(answers[Math.min(window.fpkProgressAsked++, 3)]),
+        {status: 200, headers: {'Content-Type': 'application/json'}}));
+      fpkFollow('task(run)');
+    }""")
+    page.wait_for_function("() => window.fpkProgressAsked >= 2", timeout=10_000)
+    page.wait_for_timeout(300)
+    assert page.evaluate("() => window.fpkNews") == 1  # the run started after waiting: its line is news
+    assert "50% · x" in page.inner_text("#fpk_progress")
+    page.wait_for_function("() => window.fpkFollowing === null", timeout=10_000)
+    assert page.evaluate("() => [window.fpkNews, window.fpkProgressAsked]") == [2, 4]  # and its end
+

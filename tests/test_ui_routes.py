@@ -119,6 +119,29 @@ def test_a_follower_that_starts_after_a_short_job_ended_still_shows_its_end_once
     assert len(again) == 1 and not again[0].finished and again[0].status is logic.KEEP
 
 
+def test_page_news_gives_the_running_line_then_the_end_once(served):
+    """Inside SD.Next the page asks for news when its task starts and when it ends (no held follower)."""
+    _, queue = served
+    image = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert logic.page_news(queue, "page-news") == logic.Update()  # a page without jobs: nothing changes
+    job = queue.submit(build_request(**FAST, image=image, duration=0.8), task_id="task(news1)")
+    logic.PAGE_TASKS.bind("task(news1)", job, queue, page_id="page-news")
+    job.control.pause()  # held running, so the running line can be asked for
+    try:
+        while job.status == "queued":
+            time.sleep(0.05)
+        running = logic.page_news(queue, "page-news")
+        assert f"Job {job.id} running · seed {job.record.seed}" in running.status and running.job_id == job.id
+        assert not running.finished and running.video is logic.KEEP
+    finally:
+        job.control.resume()
+    assert job.wait(120) and job.status == "completed"
+    end = logic.page_news(queue, "page-news")
+    assert end.finished and f"Job {job.id} completed" in end.status and end.video == job.record.video
+    assert 'data-fpk-final="task(news1)"' in end.status  # the page's script knows its task has ended
+    assert logic.page_news(queue, "page-news") == logic.Update()  # the end is shown once
+
+
 def test_resume_and_cancel_batch_answer_with_a_status_line(served):
     client, _ = served
     resumed = client.post(f"{PAGE_PREFIX}/resume", json={"job": "nope"})

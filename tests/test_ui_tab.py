@@ -131,6 +131,11 @@ def test_assets_are_added_only_outside_sdnext(tab, tmp_path):
     assert not any("fpkScriptLoaded" in (dep.get("js") or "") for dep in blocks.dependencies)
     components = blocks.fpk_components
     assert components["variant"].value == "f1" and components["crf"].value == 20  # the host's settings
+    # no event held for a whole job there (each pending one animates timers on SD.Next's page): the page asks
+    queued = [dep for dep in blocks.dependencies if dep.get("queue") is not False and dep.get("backend_fn")]
+    assert {dep.get("api_name") for dep in queued} == {None} and len(queued) <= 2  # model load / unload
+    news, _ = dependency(blocks, "fpk_page_news")
+    assert news["queue"] is False and len(news["outputs"]) == 6
     quantization = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "fpk_quantization")
     assert quantization.interactive is False  # settings live in SD.Next's Settings page there
     offload = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "fpk_offload")

@@ -170,10 +170,39 @@ def follow_job(job_queue, job, task_id: str | None = None, poll: float = 0.3, he
                 preview = update.preview = job.preview
         if update != Update():
             yield update
-    video = job.record.video
-    yield Update(status=status_line(job, task_id), progress=final_html(job),
-                 preview=job.preview if job.preview is not None else KEEP, video=video, job_id="", pause_label="Pause",
-                 finished=True)
+    yield end_update(job, task_id)
+
+
+def end_update(job, task_id: str | None = None) -> Update:
+    """What the page shows when `job` has ended: its final line, timings, last preview and video."""
+    task_id = task_id or getattr(job, "task_id", None) or getattr(job.record, "task_id", None)
+    return Update(status=status_line(job, task_id), progress=final_html(job),
+                  preview=job.preview if job.preview is not None else KEEP, video=job.record.video, job_id="",
+                  pause_label="Pause", finished=True)
+
+
+def page_news(job_queue, page_id: str | None) -> Update:
+    """Inside SD.Next, in place of a follower: what the page should show now for its jobs.
+
+    A follower holds a Gradio event for the whole job, and SD.Next's page pays for every pending
+    event (Gradio animates a hidden timer on each of its outputs): on two cores the browser was
+    busy for seconds and a Stop click waited behind it. There the page follows its task through
+    SD.Next's progress API and asks this, in a short event, when its task starts running or ends:
+    the newest ended job whose end no page has shown (shown once), else the running job's line.
+    """
+    jobs = PAGE_TASKS.page_jobs(page_id, job_queue)
+    ended = [job for job in jobs if Status(job.status).finished and job.status != Status.CANCELLED
+             and not PAGE_TASKS.was_end_shown(job.id)]
+    for job in ended:
+        PAGE_TASKS.end_shown(job.id)
+    if ended:
+        return end_update(ended[-1])
+    running = next((job for job in jobs if job.status == Status.RUNNING), None)
+    if running is None:
+        return Update()
+    record = running.record
+    return Update(status=info_html(f"Job {running.id} running · seed {record.seed} · {record.plan}"),
+                  job_id=running.id, pause_label="Pause")
 
 
 def _refused(line: str, task_id: str | None) -> Update:

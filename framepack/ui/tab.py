@@ -311,6 +311,7 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                     restore = gr.Button("restore last settings", elem_id="fpk_restore")
                     jobs_refresh = gr.Button("refresh jobs", elem_id="fpk_jobs_refresh")
                     job_stop = gr.Button("stop a job", elem_id="fpk_job_stop")
+                    news = gr.Button("page news", elem_id="fpk_page_news")
                 settings_source = gr.Textbox("", visible=False, elem_id="fpk_settings_source")
 
         values = [c[name] for name in logic.VALUE_NAMES]
@@ -450,23 +451,30 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
                                      page_id=page)
             return (*_outputs(update), page)
 
+        def _follow_values(update):
+            shown = _outputs(update)
+            return shown[:5] + shown[6:]  # the seed stays what Generate said
+
         def on_follow(page):
-            for update in logic.follow_page(queue, page or None, stream=not in_sdnext):
-                shown = _outputs(update)
-                yield shown[:5] + shown[6:]  # the seed stays what Generate said
+            for update in logic.follow_page(queue, page or None):
+                yield _follow_values(update)
 
         follow_outputs = [status, progress, preview, video, job_id, pause]
         # Generate only submits and answers at once, so every click reaches the job queue (Gradio
         # drops a click on an event still running); the page follows its jobs in a second event.
         # show_progress hidden: the progress box is ours; Gradio's per-output timers would re-render the page
         submit_inputs = [task_id, page_id, *values]
-        follow = generate.click(on_generate, submit_inputs,
-                                [status, progress, preview, video, job_id, last_seed, pause, page_id],
-                                _js=_submit_js(len(submit_inputs)), show_progress="hidden",
-                                api_name="fpk_generate", queue=False) \
-            .then(on_follow, page_id, follow_outputs, show_progress="hidden", api_name="fpk_follow")
-        # a Generate that lands while the follower is ending finds it still running: look once more
-        follow.then(on_follow, page_id, follow_outputs, show_progress="hidden")
+        submitted = generate.click(on_generate, submit_inputs,
+                                   [status, progress, preview, video, job_id, last_seed, pause, page_id],
+                                   _js=_submit_js(len(submit_inputs)), show_progress="hidden",
+                                   api_name="fpk_generate", queue=False)
+        if in_sdnext:  # no event held for the whole job there: the page's script asks for news (logic.page_news)
+            news.click(lambda page: _follow_values(logic.page_news(queue, page or None)), page_id, follow_outputs,
+                       queue=False, show_progress="hidden", api_name="fpk_page_news")
+        else:
+            follow = submitted.then(on_follow, page_id, follow_outputs, show_progress="hidden", api_name="fpk_follow")
+            # a Generate that lands while the follower is ending finds it still running: look once more
+            follow.then(on_follow, page_id, follow_outputs, show_progress="hidden")
         if not in_sdnext:  # inside SD.Next: click listeners of javascript/framepack.js (see the module docstring)
             def on_pause(job, task):
                 label, line = logic.toggle_pause(queue, job or None, task or None)
