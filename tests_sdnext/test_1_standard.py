@@ -24,17 +24,6 @@ pytestmark = pytest.mark.sdnext
 API = "/framepack/v1"
 
 
-# Issue 9, open. Marked, not hidden: both run in every `make test-sdnext` and their outcome is reported.
-PAGE_TIMING = pytest.mark.xfail(
-    strict=False, reason="issue 9, open: the 1 s bound holds on a quiet 2-core machine (median Pause/Resume answer "
-                         "0.77 s, page calls <= 0.34 s, 2026-11-29), but a tab job and Chromium share those cores, "
-                         "so a loaded machine can exceed it")
-STOP_AFTER_A_SECTION = pytest.mark.xfail(
-    strict=False, reason="issue 9, open: on a 2-core machine the browser is busy for the first seconds of a tab job; "
-                         "a Stop clicked then reaches the job late (seen: 4 sections done, 2 allowed); passes when "
-                         "the click lands after those seconds")
-
-
 @pytest.fixture(scope="module")
 def server(site):
     with site.server() as running:
@@ -244,7 +233,6 @@ def page_calls(page, count: int) -> list[float]:
     return calls
 
 
-@PAGE_TIMING
 def test_the_page_answers_within_a_second_during_a_run(server, tab):
     """SD.Next 058a7f0: a trivial browser call took 12 s during a tab run (2 s during an API-only job):
     every streamed Gradio update re-rendered SD.Next's whole page. Now only start and end go through
@@ -281,15 +269,15 @@ def test_stop_clicked_right_after_generate(server, tab):
     assert not [job for job in jobs["jobs"] if job["status"] in ("queued", "running")], jobs
 
 
-@STOP_AFTER_A_SECTION
 def test_stop_button_keeps_a_valid_partial_video(server, site, tab):
     page, watch = tab
     pages.fast_settings(page, duration=4.0)
+    page.locator("#fpk_stop").scroll_into_view_if_needed()
     page.click("#fpk_generate")
     job = wait_until(lambda: next((j for j in server.request("GET", f"{API}/jobs")[1]["jobs"]
                                    if j["status"] == "running" and j["sections_done"] >= 1), None),
                      pages.TAB_JOB_TIMEOUT, interval=0.2, message="first section done")
-    page.click("#fpk_stop")  # at once, whether or not the page has received the job id
+    pages.click_like_a_person(page, "#fpk_stop")  # at once, whether or not the page has received the job id
     state = finish(server, job["id"])
     pages.wait_for_status(page, r"interrupted")
     assert state["status"] == "interrupted" and state["sections_done"] <= job["sections_done"] + 1, (job, state)

@@ -58,9 +58,6 @@ def test_tab_in_modernui(modern_page):
     assert watch.failed_events == [] and watch.script_errors == []
 
 
-@pytest.mark.xfail(strict=False, reason="issue 9, open: in ModernUI with --auth the job completes and its video plays, "
-                                        "but during a short job SD.Next's progress API told the page only 'Waiting, 1st "
-                                        "in line' (queued, not active); cause not found")
 def test_generate_in_modernui_with_auth(server, site, modern_page):
     page, watch = modern_page
     planned = pages.fast_settings(page, duration=1.0)
