@@ -138,6 +138,12 @@ function fpkFinished(task) {
   return Array.from(fpkApp().querySelectorAll('#fpk_status [data-fpk-final]')).some((el) => el.dataset.fpkFinal === task);
 }
 
+function fpkRefused(task) {
+  // Generate's own answer was an error (bad input, queue full): no job to ask about
+  return Array.from(fpkApp().querySelectorAll('#fpk_status [data-fpk-final]'))
+    .some((el) => el.dataset.fpkFinal === task && el.querySelector('.fpk-error'));
+}
+
 function fpkSeconds(value) {
   if (value === null || value === undefined || !Number.isFinite(value)) return '-';
   const secs = Math.max(0, Math.round(value));
@@ -186,7 +192,6 @@ async function fpkFollow(task) {
   let lastSeen = Date.now();
   let lastPreview = 0;
   let waited = false; // queued behind another job: its "running" line is news when it starts
-  let ended = false;
   while (window.fpkFollowing === task && !fpkFinished(task)) {
     await new Promise((resolve) => { setTimeout(resolve, fpkPollMs); });
     if (window.fpkFollowing !== task || fpkFinished(task)) break;
@@ -198,8 +203,8 @@ async function fpkFollow(task) {
       if (Date.now() - lastSeen > fpkGiveUpMs) break;
       continue; // eslint-disable-line no-continue
     }
-    if (fpkFinished(task)) break; // the final box arrived while this request was out: keep it
-    if (res.completed) { ended = true; break; }
+    if (fpkFinished(task)) break; // the final line arrived while this request was out (Stop's answer)
+    if (res.completed) break;
     if (res.active || res.queued) lastSeen = Date.now();
     else if (Date.now() - lastSeen > fpkGiveUpMs) break;
     if (res.queued && !res.active) waited = true;
@@ -208,8 +213,10 @@ async function fpkFollow(task) {
     if (res.live_preview) fpkDrawPreview(res.live_preview);
     if (typeof res.id_live_preview === 'number' && res.id_live_preview >= 0) lastPreview = res.id_live_preview;
   }
-  if (window.fpkFollowing === task) window.fpkFollowing = null;
-  if (!fpkFinished(task) && (ended || window.fpkFollowing === null)) fpkPageNews(); // the end, or whatever is left
+  const replaced = window.fpkFollowing !== task; // a newer Generate's follower asks instead
+  if (!replaced) window.fpkFollowing = null;
+  // the end (video, timings) even when Stop's answer already brought the final line; asked once more it is empty
+  if (!replaced && !fpkRefused(task)) fpkPageNews();
   fpkButtonText('#fpk_generate', 'Generate');
 }
 

@@ -130,3 +130,26 @@ def test_the_follower_asks_for_news_when_a_waiting_job_starts_and_when_it_ends(c
     page.wait_for_function("() => window.fpkFollowing === null", timeout=10_000)
     assert page.evaluate("() => [window.fpkNews, window.fpkProgressAsked]") == [2, 4]  # and its end
 
+
+
+def test_the_end_is_asked_for_even_when_stops_answer_brought_the_final_line(chromium):
+    """Stop's answer can be the job's final line (it waits briefly for the end): the video still comes."""
+    page = tab_page(chromium, '<div class="fpk-info">Job 0123 submitted · seed 7</div>', "")
+    page.evaluate("""() => {
+      window.fetch = () => Promise.resolve(new Response(JSON.stringify({queued: false, active: true, progress: 0.2}),
+        {status: 200, headers: {'Content-Type': 'application/json'}}));
+      fpkFollow('task(run)');
+    }""")
+    page.evaluate("(html) => { document.querySelector('#fpk_status').innerHTML = html; }",
+                  FINAL.format(task="task(run)").replace("completed", "interrupted"))
+    page.wait_for_function("() => window.fpkFollowing === null", timeout=10_000)
+    assert page.evaluate("() => window.fpkNews") == 1
+
+
+def test_a_refused_generate_asks_for_no_news(chromium):
+    refused = '<div data-fpk-final="task(bad)"><div class="fpk-error">Resolution: must be a multiple of 16</div></div>'
+    page = tab_page(chromium, refused, "")
+    page.evaluate("() => fpkFollow('task(bad)')")
+    page.wait_for_function("() => window.fpkFollowing === null", timeout=10_000)
+    page.wait_for_timeout(200)
+    assert page.evaluate("() => window.fpkNews || 0") == 0
