@@ -276,7 +276,9 @@ def test_stop_in_inverted_mode_flushes_the_end_of_the_video(pipes):
     assert done.status == "interrupted" and done.frames == 4 * 3 - 3
 
 
-def test_skip_section_ends_it_early(pipes):
+@pytest.mark.parametrize("teacache", [False, True])
+def test_skip_section_ends_it_early(pipes, teacache):
+    """Skip acts at the next step whether TeaCache computes or skips it (issue 8, item 9)."""
     control = GenerationControl()
 
     def skip_at_first_step(event):
@@ -284,7 +286,8 @@ def test_skip_section_ends_it_early(pipes):
             control.skip()
 
     events = []
-    request = build_request(**{**FAST, "image": image(), "prompt": "x", "duration": SECTION_SECONDS * 2, "steps": 4})
+    request = build_request(**{**FAST, "image": image(), "prompt": "x", "duration": SECTION_SECONDS * 2, "steps": 4,
+                               "teacache": teacache, "teacache_threshold": 0.5})
     done = SectionLoop(pipes["original"], request, lambda f: None, control=control).run(
         lambda e: (events.append(e), skip_at_first_step(e)))
     steps = [(e.position, e.step) for e in events if isinstance(e, Progress)]
