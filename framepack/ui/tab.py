@@ -8,15 +8,16 @@ Layout: the Generate / Stop / Skip / Pause bar, the status line and the progress
 first, so the first screen is usable however narrow the tab is (SD.Next's ModernUI shows it in
 a split panel, where the two columns below stack).
 
-Events and the queue: Generate is the only event on Gradio's queue (generators stream only
-there); everything else (plan, Stop / Skip / Pause, keyframes, codec refresh, settings) runs
-with `queue=False`, so it answers at once even while a generation holds the queue's worker.
-Inside SD.Next, Generate sends only its start and its end through Gradio (each Gradio update
-re-renders SD.Next's whole page); the page's script follows the job through SD.Next's progress
-API meanwhile (javascript/framepack.js). There Stop / Skip / Pause are not Gradio events at all
-(even a script-only Gradio event re-renders SD.Next's page first): the page's script listens to
-their clicks and posts the page's task id to `framepack.ui.routes`, so they answer at once during
-a run and reach the job before the page has received its id. On the standalone page (light, and
+Events and the queue: following a job is the only event on Gradio's queue (generators stream
+only there); everything else (Generate, plan, Stop / Skip / Pause, keyframes, codec refresh,
+settings) runs with `queue=False`, so it answers at once even while a generation runs.
+Inside SD.Next no event is held during a job (each Gradio update re-renders SD.Next's whole page,
+and a pending event animates a timer on each output): the page's script follows the job through
+SD.Next's progress API (javascript/framepack.js) and asks for the job's line when it starts and
+its end when it ends, in a short event (`logic.page_news`). There Stop / Skip / Pause are no
+Gradio events at all (even a script-only one re-renders SD.Next's page first): the page's script
+listens to their clicks and posts the page's task id to `framepack.ui.routes`, so they answer at
+once during a run and reach the job before the page has its id. On the standalone page (light,
 behind its own login with `--auth`) they are ordinary Gradio events with the same rules.
 """
 
