@@ -71,6 +71,7 @@ class JobQueue(ContinuationMixin):
         self._lock = threading.Condition()
         self._worker: threading.Thread | None = None
         self._closed = False
+        self._last_created = 0.0  # the wall clock can step back a little; queue order must not
         self._running_here: set[str] = set()
         self._synced_at = 0.0
         if store is not None:
@@ -134,7 +135,8 @@ class JobQueue(ContinuationMixin):
             if task_id:
                 self.host.task_queued(task_id)  # before the worker can see the job, so "queued" comes first
             if replacing is None:
-                handle.record.created = time.time()  # when it joined the queue: creation order is queue order
+                # when it joined the queue: creation order is queue order, even if the clock steps back
+                handle.record.created = self._last_created = max(time.time(), self._last_created)
             if self.store is not None:
                 from framepack.jobs.handle import start_to_dict
 
