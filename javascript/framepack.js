@@ -134,14 +134,18 @@ function fpkControls() {
   return true;
 }
 
+function fpkFinalLine(task) {
+  return Array.from(fpkApp().querySelectorAll('#fpk_status [data-fpk-final]')).find((el) => el.dataset.fpkFinal === task);
+}
+
 function fpkFinished(task) {
-  return Array.from(fpkApp().querySelectorAll('#fpk_status [data-fpk-final]')).some((el) => el.dataset.fpkFinal === task);
+  return !!fpkFinalLine(task);
 }
 
 function fpkRefused(task) {
   // Generate's own answer was an error (bad input, queue full): no job to ask about
-  return Array.from(fpkApp().querySelectorAll('#fpk_status [data-fpk-final]'))
-    .some((el) => el.dataset.fpkFinal === task && el.querySelector('.fpk-error'));
+  const line = fpkFinalLine(task);
+  return !!(line && line.querySelector('.fpk-error'));
 }
 
 function fpkSeconds(value) {

@@ -139,7 +139,7 @@ def _next_to_follow(job_queue, page_id: str | None, followed: set[str]):
 def follow_job(job_queue, job, task_id: str | None = None, poll: float = 0.3, heartbeat: float = 2.0,
                stream: bool = True, announced: bool = False) -> Iterator[Update]:
     """Updates for one job until it ends: its place in line while it waits, then progress, then the end."""
-    task_id = task_id or getattr(job, "task_id", None) or getattr(job.record, "task_id", None)
+    task_id = _task_of(job, task_id)
     seed = job.record.seed
     waiting = job.status == Status.QUEUED and job_queue.ahead_of(job) > 0
     if not announced and not waiting and not Status(job.status).finished:  # Generate's line stays
@@ -158,7 +158,7 @@ def follow_job(job_queue, job, task_id: str | None = None, poll: float = 0.3, he
                     yield update
                 continue
             waiting = False
-            update.status = info_html(f"Job {job.id} running · seed {seed} · {job.record.plan}")
+            update.status = running_line(job)
             update.preview, update.video, update.job_id, update.pause_label = None, None, job.id, "Pause"
         if not stopping and _stop_requested(job):
             stopping, update.status = True, stopping_line(job)
@@ -175,8 +175,7 @@ def follow_job(job_queue, job, task_id: str | None = None, poll: float = 0.3, he
 
 def end_update(job, task_id: str | None = None) -> Update:
     """What the page shows when `job` has ended: its final line, timings, last preview and video."""
-    task_id = task_id or getattr(job, "task_id", None) or getattr(job.record, "task_id", None)
-    return Update(status=status_line(job, task_id), progress=final_html(job),
+    return Update(status=status_line(job, _task_of(job, task_id)), progress=final_html(job),
                   preview=job.preview if job.preview is not None else KEEP, video=job.record.video, job_id="",
                   pause_label="Pause", finished=True)
 
@@ -200,9 +199,16 @@ def page_news(job_queue, page_id: str | None) -> Update:
     running = next((job for job in jobs if job.status == Status.RUNNING), None)
     if running is None:
         return Update()
-    record = running.record
-    return Update(status=info_html(f"Job {running.id} running · seed {record.seed} · {record.plan}"),
-                  job_id=running.id, pause_label="Pause")
+    return Update(status=running_line(running), job_id=running.id, pause_label="Pause")
+
+
+def running_line(job) -> str:
+    return info_html(f"Job {job.id} running · seed {job.record.seed} · {job.record.plan}")
+
+
+def _task_of(job, task_id: str | None = None) -> str | None:
+    """The progress task of the page's Generate that made `job` (given, or kept with the job)."""
+    return task_id or getattr(job, "task_id", None) or getattr(job.record, "task_id", None)
 
 
 def _refused(line: str, task_id: str | None) -> Update:
