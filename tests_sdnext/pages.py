@@ -137,6 +137,35 @@ def planned_frames(page) -> int:
     return int(match.group(1))
 
 
+_RECORD_PROGRESS = """() => {
+    const seen = window.fpkSeen = {progress: [], preview: false};
+    const progress = document.querySelector('#fpk_progress');
+    const preview = document.querySelector('#fpk_preview');
+    const look = () => {
+        seen.progress.push(progress.innerText);
+        const img = preview.querySelector('img.fpk-live-image');
+        if (img && (img.src || '').startsWith('data:image')) seen.preview = true;
+    };
+    look();
+    new MutationObserver(look).observe(progress, {subtree: true, childList: true, characterData: true});
+    new MutationObserver(look).observe(preview, {subtree: true, childList: true, attributes: true});
+}"""
+
+
+def record_progress(page) -> None:
+    """From now on the page keeps every progress text it shows and whether a live preview appeared.
+
+    Read by the page itself, not by polling from here: on a busy page each Playwright call can wait
+    seconds, long enough for a short job to start and end between two looks.
+    """
+    page.evaluate(_RECORD_PROGRESS)
+
+
+def progress_seen(page) -> dict:
+    """What `record_progress` kept: {"progress": [texts...], "preview": bool}."""
+    return page.evaluate("() => window.fpkSeen")
+
+
 def status(page) -> str:
     return page.inner_text("#fpk_status")
 

@@ -194,15 +194,15 @@ def test_generate_from_the_tab(server, site, tab):
     page, watch = tab
     planned = pages.fast_settings(page, duration=2.0)
     mark = len(server.log())
-    seen = []
     with ProgressProbe(server) as probe:
+        pages.record_progress(page)
         page.click("#fpk_generate")
         deadline = time.monotonic() + pages.TAB_JOB_TIMEOUT
         while "completed" not in pages.status(page) and time.monotonic() < deadline:
-            seen.append(page.inner_text("#fpk_progress"))
             assert "failed" not in pages.status(page).lower(), pages.status(page)
             time.sleep(0.25)
     assert any(0 < value < 1 for value in probe.values), probe.values  # SD.Next's own progress moved
+    seen = pages.progress_seen(page)["progress"]
     assert any(re.search(r"[1-9]\d*% · ", text) for text in seen), seen[-5:]  # drawn in the tab from it
     pages.wait_for_status(page, r"completed · seed 7")
     video = pages.saved_video(page)

@@ -60,20 +60,14 @@ def test_tab_in_modernui(modern_page):
 
 def test_generate_in_modernui_with_auth(server, site, modern_page):
     page, watch = modern_page
-    planned = pages.fast_settings(page, duration=1.0)
+    planned = pages.fast_settings(page, duration=2.0, steps=4)
+    pages.record_progress(page)
     page.click("#fpk_generate")
-    seen = []
-    deadline = time.monotonic() + pages.TAB_JOB_TIMEOUT
-    while "completed" not in pages.status(page) and time.monotonic() < deadline:
-        seen.append(page.inner_text("#fpk_progress"))
-        preview = page.evaluate("() => (document.querySelector('#fpk_preview img.fpk-live-image') || {}).src || ''")
-        if preview.startswith("data:image"):
-            seen.append("preview")
-        time.sleep(0.5)
-    # drawn by the page from SD.Next's progress API, fetched with the logged-in user's token
-    assert any(re.search(r"[1-9]\d*% · ", text) for text in seen), seen[-5:]
-    assert "preview" in seen
     pages.wait_for_status(page, r"completed · seed 7")
+    seen = pages.progress_seen(page)
+    # drawn by the page from SD.Next's progress API, fetched with the logged-in user's token
+    assert any(re.search(r"[1-9]\d*% · ", text) for text in seen["progress"]), seen["progress"][-5:]
+    assert seen["preview"]
     video = pages.saved_video(page)
     assert pages.frame_count(video) == planned
     pages.video_plays(page)
