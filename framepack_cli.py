@@ -447,5 +447,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
+def start_process() -> None:
+    """Process-wide settings a command line owns (inside SD.Next they are the host's): a steady heap."""
+    from framepack.engine.heap import map_large_buffers
+
+    map_large_buffers()
+
+
 if __name__ == "__main__":
+    start_process()
     sys.exit(main())

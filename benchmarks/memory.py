@@ -29,9 +29,11 @@ peak RSS so far and glibc's heap statistics (`mallinfo2`: bytes in use, free byt
 mmapped bytes), and prints them: this separates the decode's transient working set, the spill
 file's mapped pages during the reversed replay, and allocator fragmentation.
 
-Workers inherit the environment, so glibc allocator settings apply to both pipelines, e.g.
-`MALLOC_MMAP_THRESHOLD_=1048576 .venv/bin/python benchmarks/memory.py`. The header shows any
-`MALLOC_*` settings in force.
+Workers start as `framepack_cli.py` does: `framepack.engine.heap.map_large_buffers()` fixes
+glibc's mmap threshold at 1 MiB (both pipelines; `--glibc-defaults` keeps glibc's dynamic one).
+They inherit the environment, so other glibc allocator settings apply to both as well, e.g.
+`MALLOC_ARENA_MAX=1 .venv/bin/python benchmarks/memory.py`. The header shows any `MALLOC_*`
+settings in force.
 """
 
 from __future__ import annotations
@@ -292,13 +294,17 @@ WORKERS = {"ours": worker_ours, "diffusers": worker_diffusers}
 def run_worker(args) -> None:
     import torch
 
+    from framepack.engine.heap import map_large_buffers
+
+    # as framepack_cli.py, serve's workers and Ray actors start (both pipelines, so the comparison stays fair)
+    mapped = False if args.glibc_defaults else map_large_buffers()
     torch.set_num_threads(args.threads)
     sections = args.sections[0]
     result = WORKERS[args.worker](Path(args.model_dir), sections, args.resolution, args.steps, args.window,
                                   trace_enabled=args.trace)
     result.update(impl=args.worker, sections=sections, resolution=args.resolution, steps=args.steps,
                   window=args.window, peak_rss=_peak_rss(), end_rss=_rss_now(), threads=torch.get_num_threads(),
-                  malloc_env=malloc_env())
+                  malloc_env=malloc_env(), large_buffers_mapped=mapped)
     print(json.dumps(result), flush=True)
 
 
@@ -308,7 +314,8 @@ def run_worker(args) -> None:
 def spawn(impl: str, sections: int, args, model_dir: Path) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--sections", str(sections),
                "--resolution", str(args.resolution), "--steps", str(args.steps), "--window", str(args.window),
-               "--threads", str(args.threads), "--model-dir", str(model_dir)] + (["--trace"] if args.trace else [])
+               "--threads", str(args.threads), "--model-dir", str(model_dir)] + (["--trace"] if args.trace else []) \
+        + (["--glibc-defaults"] if args.glibc_defaults else [])
     env = {**os.environ, **QUIET_ENV}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     started = time.perf_counter()
@@ -347,7 +354,9 @@ def spread(stats: dict) -> str:
 def report(results: dict[tuple[str, int], list[dict]], args, height: int, width: int) -> dict:
     sections = args.sections
     print(f"resolution {width}x{height}, steps {args.steps}, latent_window_size {args.window}, euler, teacache off, "
-          f"{args.threads} torch threads, glibc settings {malloc_env() or 'default'}; one fresh process per run, "
+          f"{args.threads} torch threads, glibc settings {malloc_env() or 'default'}, "
+          f"{'glibc default mmap threshold' if args.glibc_defaults else 'large buffers mapped (as the CLI)'}; "
+          "one fresh process per run, "
           f"{args.repeats} runs per cell; MB = MiB; peak: median (min-max)")
     impls = [impl for impl in WORKERS if impl not in args.skip]
     header = ["sections", "frames", *(f"{impl} peak MB" for impl in impls), *(f"{impl} baseline" for impl in impls),
@@ -477,6 +486,8 @@ def parse_args(argv=None):
                         help="our worker records RSS and glibc heap statistics after every section and the replay")
     parser.add_argument("--skip", choices=sorted(WORKERS), action="append", default=[],
                         help="leave one pipeline out (e.g. --skip diffusers, for ours alone)")
+    parser.add_argument("--glibc-defaults", action="store_true",
+                        help="workers keep glibc's dynamic mmap threshold instead of fixing it as the CLI does")
     parser.add_argument("--window", type=int, default=WINDOW, help=f"latent_window_size (default {WINDOW})")
     parser.add_argument("--threads", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                         help="torch threads per worker (default min(2, cores))")

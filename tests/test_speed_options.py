@@ -3,6 +3,10 @@ output head, MagCache, torch.compile of the blocks and the reference app's noise
 
 from __future__ import annotations
 
+import platform
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -276,14 +280,56 @@ def test_background_sink_bounds_the_bytes_it_holds():
 
 
 def test_release_free_heap_runs_where_glibc_is_and_is_a_no_op_elsewhere():
-    import sys
-
     from framepack.engine.heap import release_free_heap
 
     released = release_free_heap()
     assert isinstance(released, bool)
-    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert released
+
+
+_MMAP_PROBE = """
+import ctypes, json, sys
+sys.path.insert(0, {root!r})
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = Info
+set_up = {set_up}
+if set_up:
+    import framepack_cli
+    framepack_cli.start_process()
+libc.free(libc.malloc(8 << 20))  # a large block, mapped and freed: glibc's default raises its threshold to 8 MiB
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(4 << 20)
+print(json.dumps({{"mapped": libc.mallinfo2().hblkhd - before}}))
+"""
+
+
+def _mapped_bytes_of_a_4_mib_block(set_up: bool, env: dict | None = None) -> int:
+    import json
+    import os
+    import subprocess
+
+    root = str(Path(__file__).resolve().parents[1])
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
+    result = subprocess.run([sys.executable, "-c", _MMAP_PROBE.format(root=root, set_up=set_up)], capture_output=True,
+                            text=True, env={**environment, **(env or {})}, timeout=60, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])["mapped"]
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
+                    reason="glibc's allocator only")
+def test_a_command_line_process_keeps_large_buffers_out_of_the_heap():
+    # glibc's default: after an 8 MiB block is freed, a 4 MiB one comes from the heap (which then fragments)
+    assert _mapped_bytes_of_a_4_mib_block(set_up=False) == 0
+    # the CLI's start (also serve's workers and Ray actors): every block of 1 MiB or more is mapped, returned when freed
+    assert _mapped_bytes_of_a_4_mib_block(set_up=True) >= 4 << 20
+    # a user's own MALLOC_MMAP_THRESHOLD_ wins
+    assert _mapped_bytes_of_a_4_mib_block(set_up=True, env={"MALLOC_MMAP_THRESHOLD_": str(64 << 20)}) == 0
 
 
 def test_background_sink_raises_the_writers_error_in_the_generating_thread():

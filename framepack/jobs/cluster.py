@@ -46,8 +46,10 @@ class FramePackActor:
     """
 
     def __init__(self, host_factory: Callable[..., Any], name: str, shared_output: str | None):
+        from framepack.engine.heap import map_large_buffers
         from framepack.jobs.runner import JobRunner
 
+        map_large_buffers()  # a Ray worker process of its own
         self.name = name
         self.local_output = None if shared_output else tempfile.mkdtemp(prefix="framepack-ray-")
         self.host = host_factory(output_dir=shared_output or self.local_output)

@@ -191,8 +191,10 @@ class WorkerSpec:
 
 def worker_main(spec: WorkerSpec, stop: Any) -> None:
     """A worker process: load nothing until the first job, then run queued jobs until told to stop."""
+    from framepack.engine.heap import map_large_buffers
     from framepack.jobs.runner import JobRunner
 
+    map_large_buffers()  # a process of its own: its heap is ours to tune (spawned, it inherits nothing)
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [{spec.name}] %(message)s")
     store = JobStore(spec.store_path)
     host = spec.host_factory()
