@@ -40,7 +40,7 @@ def _glibc_function(name: str) -> Callable[..., int] | None:
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        function = getattr(libc, name)  # glibc only: musl has neither malloc_trim nor these mallopt numbers
+        function = getattr(libc, name)  # malloc_trim is glibc's own: musl has none
     except (OSError, AttributeError):
         return None
     function.restype = ctypes.c_int
@@ -76,4 +76,3 @@ def map_large_buffers(threshold: int = LARGE_BUFFER_BYTES) -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return bool(mallopt(M_MMAP_THRESHOLD, int(threshold)))
-
