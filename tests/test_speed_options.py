@@ -294,18 +294,15 @@ sys.path.insert(0, {root!r})
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc.mallinfo2.restype = Info
+from benchmarks.memory import heap_stats  # glibc's mallinfo2
 set_up = {set_up}
 if set_up:
     import framepack_cli
     framepack_cli.start_process()
 libc.free(libc.malloc(8 << 20))  # a large block, mapped and freed: glibc's default raises its threshold to 8 MiB
-before = libc.mallinfo2().hblkhd
+before = heap_stats()["mmapped"]
 block = libc.malloc(4 << 20)
-print(json.dumps({{"mapped": libc.mallinfo2().hblkhd - before}}))
+print(json.dumps({{"mapped": heap_stats()["mmapped"] - before}}))
 """
 
 

@@ -35,7 +35,7 @@ THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"  # glibc reads it at start; a user's ow
 
 
 @lru_cache(maxsize=2)
-def _glibc_function(name: str) -> Callable[..., int] | None:
+def _glibc_function(name: str, argtypes: tuple) -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -43,15 +43,12 @@ def _glibc_function(name: str) -> Callable[..., int] | None:
         function = getattr(libc, name)  # malloc_trim is glibc's own: musl has none
     except (OSError, AttributeError):
         return None
-    function.restype = ctypes.c_int
+    function.argtypes, function.restype = list(argtypes), ctypes.c_int
     return function
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
-    trim = _glibc_function("malloc_trim")
-    if trim is not None:
-        trim.argtypes = [ctypes.c_size_t]
-    return trim
+    return _glibc_function("malloc_trim", (ctypes.c_size_t,))
 
 
 def release_free_heap() -> bool:
@@ -71,8 +68,7 @@ def map_large_buffers(threshold: int = LARGE_BUFFER_BYTES) -> bool:
     """
     if os.environ.get(THRESHOLD_ENV):
         return False
-    mallopt = _glibc_function("mallopt")
+    mallopt = _glibc_function("mallopt", (ctypes.c_int, ctypes.c_int))
     if mallopt is None or _malloc_trim() is None:  # musl has a mallopt stub but no malloc_trim: glibc only
         return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return bool(mallopt(M_MMAP_THRESHOLD, int(threshold)))

@@ -1,14 +1,15 @@
 """What the tab's buttons do: Generate (submit and follow a job), Stop / Skip / Pause, codecs.
 
-`generate_stream(host, queue, values, task_id, stream)`: submit to the `JobQueue` (which opens
-the host's progress task and closes it when the job ends), then follow the job until it ends,
-yielding `Update`s: with `stream`, the progress text and preview while it runs (the standalone
-page); without, only the start, a "Stopping" line and the end, because inside SD.Next every
-Gradio update costs the browser about a second of work (its page has thousands of components):
-there the page's script draws the progress and live preview from SD.Next's own progress API
-instead (javascript/framepack.js). Closing the page only stops the following: the job itself
-runs on in the queue. Stop / Skip / Pause find the job by job id, or by the page's progress task
-id when the page has not yet received the job id.
+`submit` validates and queues a Generate at once (the `JobQueue` opens the host's progress task
+and closes it when the job ends). On the standalone page `follow_page` then streams `Update`s
+for the page's jobs: progress text and preview while they run, then the end. Inside SD.Next no
+event follows a job (every pending Gradio event costs SD.Next's page work on each frame): the
+page's script draws progress and preview from SD.Next's own progress API
+(javascript/framepack.js) and asks `page_news` for the running line and the end.
+`generate_stream` is submit-and-follow in one generator (`stream=False`: only the start, a
+"Stopping" line and the end). Closing the page only stops the following: the job itself runs
+on in the queue. Stop / Skip / Pause find the job by job id, or by the page's progress task id
+when the page has not yet received the job id.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def submit(host, job_queue, values: Mapping[str, Any], task_id: str | None = Non
 
 
 def follow_page(job_queue, page_id: str | None, poll: float = 0.3, heartbeat: float = 2.0,
-                stream: bool = True, linger: float = 1.0) -> Iterator[Update]:
+                linger: float = 1.0) -> Iterator[Update]:
     """Follow the jobs this page submitted, oldest unfinished first, until none is left.
 
     A job submitted while this runs is picked up after the one followed now; `linger` seconds
@@ -115,7 +116,7 @@ def follow_page(job_queue, page_id: str | None, poll: float = 0.3, heartbeat: fl
         if job is None:
             break
         followed.add(job.id)
-        for update in follow_job(job_queue, job, None, poll=poll, heartbeat=heartbeat, stream=stream):
+        for update in follow_job(job_queue, job, None, poll=poll, heartbeat=heartbeat):
             yielded = True
             if update.finished:
                 PAGE_TASKS.end_shown(job.id)

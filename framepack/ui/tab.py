@@ -472,11 +472,11 @@ def create_ui(host, queue, *, assets: bool | None = None) -> gr.Blocks:
         if in_sdnext:  # no event held for the whole job there: the page's script asks for news (logic.page_news)
             news.click(lambda page: _follow_values(logic.page_news(queue, page or None)), page_id, follow_outputs,
                        queue=False, show_progress="hidden", api_name="fpk_page_news")
-        else:
+        else:  # inside SD.Next the controls below are click listeners of javascript/framepack.js (module docstring)
             follow = submitted.then(on_follow, page_id, follow_outputs, show_progress="hidden", api_name="fpk_follow")
             # a Generate that lands while the follower is ending finds it still running: look once more
             follow.then(on_follow, page_id, follow_outputs, show_progress="hidden")
-        if not in_sdnext:  # inside SD.Next: click listeners of javascript/framepack.js (see the module docstring)
+
             def on_pause(job, task):
                 label, line = logic.toggle_pause(queue, job or None, task or None)
                 return gr.update(value=label), line
