@@ -41,6 +41,11 @@ RUN = ["--resolution", "32", "--steps", "2", "--latent-window", "3", "--duration
        "--save-frames", "--json"]
 """Four sections of 12 frames (49 frames) at 32 px, two steps: seconds per run on the tiny model."""
 SECTIONS, FRAMES, OVERLAP = 4, 49, 4 * 3 - 3
+KILL_RUN = ["--resolution", "64", "--steps", "2", "--latent-window", "3", "--duration", "3.2", "--seed", "5",
+            "--save-frames", "--json"]
+"""The killed run: eight sections at 64 px, so that the kill after section 2 lands with six sections
+(about two seconds) still to go; four 32 px sections left ~0.15 s, which a busy machine can miss."""
+KILL_SECTIONS, KILL_FRAMES = 8, 97
 
 
 def cli(capsys, *argv: str) -> tuple[int, dict | None, str]:
@@ -72,9 +77,11 @@ def digests(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module", params=["original", "f1"])
 def reference(request, tiny_model_dir, tmp_path_factory):
     """An uninterrupted run of each variant, its checkpoints kept."""
-    variant = request.param
-    out = tmp_path_factory.mktemp(f"reference-{variant}")
-    code = framepack_cli.main(["generate", "--model", str(tiny_model_dir), "--image", str(IMAGE), *RUN,
+    return uninterrupted(request.param, RUN, tiny_model_dir, tmp_path_factory.mktemp(f"reference-{request.param}"))
+
+
+def uninterrupted(variant: str, run: list[str], tiny_model_dir, out: Path) -> SimpleNamespace:
+    code = framepack_cli.main(["generate", "--model", str(tiny_model_dir), "--image", str(IMAGE), *run,
                                "--variant", variant, "--keep-checkpoints", "--out", str(out)])
     assert code == 0
     work = out / WORK_DIR_NAME
@@ -87,24 +94,27 @@ def reference(request, tiny_model_dir, tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------ resume
 
-def test_a_killed_generate_resumed_gives_the_frames_of_an_uninterrupted_run(reference, tiny_model_dir, tmp_path,
+@pytest.mark.parametrize("variant", ["original", "f1"])
+def test_a_killed_generate_resumed_gives_the_frames_of_an_uninterrupted_run(variant, tiny_model_dir, tmp_path,
                                                                            capsys):
+    reference = uninterrupted(variant, KILL_RUN, tiny_model_dir, tmp_path / "reference")
+    capsys.readouterr()  # its summary: the resume's is read below
     out = tmp_path / "out"
-    run = Cli(tiny_model_dir, tmp_path, *RUN, "--variant", reference.variant, "--out", str(out))
-    run.wait_for(f"section 2/{SECTIONS} done")  # checkpoints after 0, 1 and 2 sections are on disk
+    run = Cli(tiny_model_dir, tmp_path, *KILL_RUN, "--variant", variant, "--out", str(out))
+    run.wait_for(f"section 2/{KILL_SECTIONS} done")  # checkpoints after 0, 1 and 2 sections are on disk
     run.process.send_signal(signal.SIGKILL)  # now in the middle of section 3
     assert run.process.wait(30) == -signal.SIGKILL
     (folder,) = list((out / WORK_DIR_NAME).iterdir())
     done = JobCheckpoints(folder).positions()
-    assert done[:3] == [0, 1, 2] and done[-1] < SECTIONS, done  # killed before its end
+    assert done[:3] == [0, 1, 2] and done[-1] < KILL_SECTIONS, done  # killed before its end
     assert not list(out.glob("*.safetensors")) and not list(out.glob("*.mp4"))  # nothing published
 
     code, summary, err = cli(capsys, "resume", str(out), "--model", str(tiny_model_dir), "--json")
     assert code == 0, err
-    assert summary["status"] == "completed" and summary["id"] == folder.name and summary["frame_count"] == FRAMES
+    assert summary["status"] == "completed" and summary["id"] == folder.name and summary["frame_count"] == KILL_FRAMES
     resumed = raw_frames(summary["frames"])
     np.testing.assert_array_equal(resumed, reference.frames)  # bit-identical on CPU
-    assert count_frames(Path(summary["video"])) == FRAMES
+    assert count_frames(Path(summary["video"])) == KILL_FRAMES
     assert not (out / WORK_DIR_NAME).exists()  # a completed job's checkpoints are removed
 
     code, _, err = cli(capsys, "resume", str(out), "--model", str(tiny_model_dir))
